@@ -1,0 +1,37 @@
+# Two entry points: `make demo` (train + evaluate on Fashion-MNIST, write runs/demo/report.md)
+# and `make test` (lint, type-check, unit tests). Each creates .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= runs/demo
+
+.PHONY: demo test lint data clean
+
+$(STAMP): requirements-ci.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-ci.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist where apt and root are available;
+# otherwise the loader looks in --data-dir / the cache, then downloads when online.
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+		|| echo "apt-get could not install dataset-fashion-mnist; the loader will try the cache and the download"; \
+	fi
+
+demo: $(STAMP) data
+	$(BIN)/bofexits demo --out $(DEMO_DIR)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,262 @@
+"""Command line: `bofexits train | evaluate | demo | report | backbones | datasets | policies`.
+
+Tables for people on stdout, JSON for programs in the run folder, one-line errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import ModelConfig, TrainConfig, from_dict
+from .errors import BofexitsError, ConfigError
+
+__all__ = ["main"]
+
+log = logging.getLogger("bofexits")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    d, m = TrainConfig(), ModelConfig()
+    g = p.add_argument_group("training")
+    g.add_argument("--config", type=Path, help="JSON config (e.g. a run's config.json); flags override it")
+    g.add_argument("--dataset", help=f"dataset name (default {d.dataset})")
+    g.add_argument(
+        "--data-dir", help="folder holding the dataset files (else standard places, then download)"
+    )
+    g.add_argument("--mode", choices=["joint", "frozen", "two-phase"], help=f"default {d.mode}")
+    g.add_argument("--epochs", type=int, help=f"default {d.epochs}")
+    g.add_argument("--exit-epochs", type=int, help=f"exit epochs in two-phase mode (default {d.exit_epochs})")
+    g.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    g.add_argument("--optimizer", choices=["adamw", "sgd"], help=f"default {d.optimizer}")
+    g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
+    g.add_argument("--exit-lr", type=float, help=f"peak learning rate when only exits train (default {d.exit_lr})")
+    g.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay}")
+    g.add_argument("--exit-weights", type=float, nargs="+", help="loss weight per exit, final last")
+    g.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no flips or crops")
+    g.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (default 0: flips only)")
+    g.add_argument(
+        "--val-fraction", type=float, help=f"held out of the training set (default {d.val_fraction})"
+    )
+    g.add_argument("--seed", type=int, help=f"default {d.seed}")
+    g.add_argument("--device", help="auto (GPU when present), cpu or cuda[:N]")
+    g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--calibration-split", choices=["train", "val"], help=f"default {d.calibration_split}")
+    g.add_argument("--score", choices=["max_logit", "max_prob", "margin", "neg_entropy"])
+    g.add_argument("--variant", choices=["mean", "quantile"])
+    g.add_argument("--backbone-checkpoint", help="trained run whose backbone frozen mode reuses")
+    g.add_argument("--limit-train", type=int, help="use only the first N training images (quick runs)")
+    g = p.add_argument_group("network")
+    g.add_argument("--backbone", help=f"registered backbone (default {m.backbone}; see `bofexits backbones`)")
+    g.add_argument("--widths", type=int, nargs="+", help="backbone stage widths")
+    g.add_argument("--codewords", type=int, help=f"K, shared by all exits (default {m.codewords})")
+    g.add_argument("--membership", choices=["rbf", "logistic"])
+    g.add_argument(
+        "--not-squared",
+        dest="squared",
+        action="store_false",
+        default=None,
+        help="RBF on distances instead of squared distances",
+    )
+    g.add_argument("--spatial-level", type=int, choices=[0, 1])
+    g.add_argument("--reduce-channels", type=int)
+    g.add_argument("--exit-pools", type=int, nargs="+", help="per-exit pre-pool factor")
+    g.add_argument("--aggregation", choices=["mean", "sum", "none"])
+    g.add_argument("--per-exit-classifiers", dest="shared_classifier", action="store_false", default=None)
+
+
+_MODEL_KEYS = {
+    "backbone",
+    "widths",
+    "codewords",
+    "membership",
+    "squared",
+    "spatial_level",
+    "reduce_channels",
+    "exit_pools",
+    "aggregation",
+    "shared_classifier",
+}
+
+
+def resolve_config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """Defaults < --config file < flags."""
+    data = (base or TrainConfig()).to_dict()
+    if getattr(args, "config", None):
+        try:
+            loaded = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read config {args.config}: {exc}") from exc
+        data = from_dict({**data, **loaded, "model": {**data["model"], **loaded.get("model", {})}}).to_dict()
+    for key, value in vars(args).items():
+        if value is None or key in (
+            "config",
+            "command",
+            "func",
+            "out",
+            "resume",
+            "quiet",
+            "betas",
+            "timing_samples",
+            "timing_rounds",
+        ):
+            continue
+        if key in _MODEL_KEYS:
+            data["model"][key] = value
+        elif key in data:
+            data[key] = value
+    return from_dict(data)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import train
+
+    cfg = resolve_config(args)
+    result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    last = result.history[-1] if result.history else {}
+    print(f"checkpoint: {result.checkpoint}")
+    if last:
+        print("validation accuracy per exit: " + " ".join(f"{a:.4f}" for a in last["val_acc"]))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ._io import write_json
+    from .checkpoint import load_model
+    from .datasets import load_dataset
+    from .sweep import sweep
+
+    model, calibrations, cfg = load_model(args.checkpoint)
+    if not calibrations:
+        raise ConfigError(
+            f"{args.checkpoint} has no calibration (training did not finish); resume training first"
+        )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    _, test = load_dataset(cfg.dataset, args.data_dir or cfg.data_dir)
+    score, variant = args.score or cfg.score, args.variant or cfg.variant
+    results = sweep(
+        model,
+        calibrations,
+        test,
+        score=score,
+        variant=variant,
+        betas=args.betas,
+        timing_samples=args.timing_samples,
+        timing_rounds=args.timing_rounds,
+    )
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent
+    write_json(out / "results.json", results)
+    print(format_points(results))
+    print(f"results: {out / 'results.json'}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    report = run_demo(
+        args.out, epochs=args.epochs, resume=True, progress=not args.quiet, timing_samples=args.timing_samples
+    )
+    print(Path(report).read_text())
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.run_dir)
+    print(f"report: {path}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .backbones import list_backbones
+    from .datasets import list_datasets
+    from .policies import list_policies
+
+    names = {"backbones": list_backbones, "datasets": list_datasets, "policies": list_policies}[
+        args.command
+    ]()
+    print("\n".join(names))
+    return 0
+
+
+def format_points(results: dict[str, Any]) -> str:
+    """A readable table of a sweep: one row per knob value."""
+    timing = {p["beta"]: p for p in results.get("timing", {}).get("per_beta", [])}
+    head = f"{'beta':>6} {'acc %':>7} {'MACs %':>7} {'balance':>7}  {'exit fractions':<26} {'b1 x':>6} {'b256 x':>6}"
+    rows = [
+        f"{results['variant']} rule on {results['score']}; full network {100 * results['full_accuracy']:.2f}%",
+        head,
+    ]
+    for p in results["points"]:
+        t = timing.get(p["beta"], {})
+        fr = " ".join(f"{f:.2f}" for f in p["exit_fractions"])
+        rows.append(
+            f"{p['beta']:>6g} {100 * p['accuracy']:>7.2f} {100 * p['relative_macs']:>7.1f} "
+            f"{p['balance']:>7.3f}  {fr:<26} {t.get('batch1_speedup', float('nan')):>6.2f} "
+            f"{t.get('batched_speedup', float('nan')):>6.2f}"
+        )
+    return "\n".join(rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bofexits", description=__doc__)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train a multi-exit network and calibrate its exit rule")
+    p.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (default runs/train)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    _add_train_args(p)
+    p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("evaluate", help="real early exit on the test set at several beta values, timed")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, help="where results.json goes (default: the checkpoint's folder)")
+    p.add_argument("--data-dir")
+    p.add_argument("--score", choices=["max_logit", "max_prob", "margin", "neg_entropy"])
+    p.add_argument("--variant", choices=["mean", "quantile"])
+    p.add_argument("--betas", type=float, nargs="+", help="knob values (default: a range for the variant)")
+    p.add_argument("--timing-samples", type=int, default=500, help="images timed at batch 1 (0: no timing)")
+    p.add_argument("--timing-rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, help="torch CPU threads for evaluation and timing")
+    p.set_defaults(func=_cmd_evaluate)
+    p = sub.add_parser("demo", help="train on Fashion-MNIST, evaluate adaptive inference, write a report")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--epochs", type=int, help="override the demo's training epochs")
+    p.add_argument("--timing-samples", type=int, default=1000)
+    p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("report", help="render report.md and plots from a run folder's results.json")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(func=_cmd_report)
+    for name in ("backbones", "datasets", "policies"):
+        sub.add_parser(name, help=f"list registered {name}").set_defaults(func=_cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.func(args))
+    except BofexitsError as exc:
+        print(f"bofexits: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bofexits: interrupted; `--resume` continues from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

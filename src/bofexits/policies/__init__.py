@@ -1,0 +1,35 @@
+"""Exit policies: which exit each sample stops at. Registry: `create_policy`, `list_policies`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from .base import ExitPolicy
+from .calibrated import CalibratedThreshold, ExitCalibration, calibrated_thresholds
+from .scores import SCORES, confidence
+
+__all__ = [
+    "SCORES",
+    "CalibratedThreshold",
+    "ExitCalibration",
+    "ExitPolicy",
+    "calibrated_thresholds",
+    "confidence",
+    "create_policy",
+    "list_policies",
+]
+
+_REGISTRY: dict[str, type[ExitPolicy]] = {"calibrated": CalibratedThreshold}
+
+
+def list_policies() -> list[str]:
+    """Names accepted by `create_policy`."""
+    return sorted(_REGISTRY)
+
+
+def create_policy(name: str, **kwargs: Any) -> ExitPolicy:
+    """Build a policy by name, e.g. ``create_policy("calibrated", calibration=cal, beta=1.2)``."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown policy {name!r}; choose one of {', '.join(list_policies())}")
+    return _REGISTRY[name](**kwargs)

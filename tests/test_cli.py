@@ -1,0 +1,88 @@
+"""The command line end to end on small Fashion-MNIST-format files, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bofexits.cli import main
+
+TINY = ["--widths", "4", "8", "8", "16", "--codewords", "8", "--batch-size", "32", "--threads", "1"]
+
+
+def test_train_evaluate_report(fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["-q", "train", "--data-dir", str(fake_data), "--epochs", "1", "--out", str(run), *TINY]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["widths"] == [4, 8, 8, 16] and config["epochs"] == 1
+    code = main(
+        [
+            "-q",
+            "evaluate",
+            str(run / "checkpoint.pt"),
+            "--data-dir",
+            str(fake_data),
+            "--timing-samples",
+            "4",
+            "--timing-rounds",
+            "1",
+            "--betas",
+            "0.5",
+            "1.0",
+            "2.0",
+        ]
+    )
+    assert code == 0
+    results = json.loads((run / "results.json").read_text())
+    assert [p["beta"] for p in results["points"]] == [0.5, 1.0, 2.0]
+    assert results["timing"]["batch1_paths_agree"] is True
+    assert abs(sum(results["points"][0]["exit_fractions"]) - 1) < 1e-9
+    out = capsys.readouterr().out
+    assert "beta" in out and "MACs %" in out
+    assert main(["-q", "report", str(run)]) == 0
+    assert "## Targets" in (run / "report.md").read_text()
+    assert (run / "accuracy_vs_compute.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--backbone", "nope"], "unknown backbone 'nope'"),
+        (["train", "--exit-pools", "2"], "exit_pools needs 3 entries"),
+        (["train", "--config", "/nonexistent.json"], "cannot read config"),
+        (["evaluate", "/nonexistent/checkpoint.pt"], "does not exist"),
+        (["report", "/nonexistent"], "results.json not found"),
+    ],
+)
+def test_errors_are_one_line(
+    argv: list[str], message: str, tmp_path: Path, fake_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if argv[0] == "train":
+        argv = [*argv, "--data-dir", str(fake_data), "--out", str(tmp_path / "r")]
+    assert main(["-q", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.count("\n") == 0 and err.startswith("bofexits: error:")
+
+
+def test_missing_data_names_every_way_to_get_it(
+    fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["-q", "train", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "apt-get install dataset-fashion-mnist" in err and "--data-dir" in err and "internet" in err
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_corrupt_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["-q", "evaluate", str(bad)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_list_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    for cmd, name in (("backbones", "vgg28"), ("datasets", "fashion-mnist"), ("policies", "calibrated")):
+        assert main([cmd]) == 0
+        assert name in capsys.readouterr().out

@@ -1,0 +1,91 @@
+"""Atomic file writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from bofexits._io import atomic_path, write_json, write_text
+
+
+def test_write_text(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "x.txt"
+    write_text(target, "héllo\n")
+    assert target.read_text(encoding="utf-8") == "héllo\n"
+    write_text(target, "second")
+    assert target.read_text(encoding="utf-8") == "second"
+    assert os.listdir(target.parent) == ["x.txt"]
+
+
+def test_write_json(tmp_path: Path) -> None:
+    target = tmp_path / "r.json"
+    data = {"a": [1, 2.5], "b": {"c": None}}
+    write_json(target, data)
+    text = target.read_text()
+    assert json.loads(text) == data
+    assert text.endswith("\n") and "\n  " in text  # indented
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_write_json_refuses_non_finite_and_keeps_old(tmp_path: Path, value: float) -> None:
+    target = tmp_path / "r.json"
+    write_json(target, {"ok": 1})
+    with pytest.raises(ValueError):
+        write_json(target, {"bad": value})
+    assert json.loads(target.read_text()) == {"ok": 1}
+    assert os.listdir(tmp_path) == ["r.json"]
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "f.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_path(target) as tmp:
+            assert tmp.parent == tmp_path and tmp != target
+            tmp.write_bytes(b"new but incomplete")
+            assert target.read_bytes() == b"old"  # not visible before the block ends
+            raise RuntimeError("boom")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["f.bin"]
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["f.bin"]
+
+
+def test_atomic_path_tolerates_writer_removing_temp(tmp_path: Path) -> None:
+    target = tmp_path / "f.bin"
+    with pytest.raises(FileNotFoundError):
+        with atomic_path(target) as tmp:
+            tmp.unlink()
+    assert os.listdir(tmp_path) == []
+
+
+def test_write_text_failure_leaves_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "x.txt"
+    write_text(target, "old")
+
+    def fail(self: Path, *args: object, **kwargs: object) -> int:
+        raise OSError("no space")
+
+    monkeypatch.setattr(Path, "write_text", fail)
+    with pytest.raises(OSError, match="no space"):
+        write_text(target, "new")
+    monkeypatch.undo()
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["x.txt"]
+
+
+def test_written_files_honour_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "x.txt", "x")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    plain = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert stat.S_IMODE((tmp_path / "x.txt").stat().st_mode) == plain == 0o644
