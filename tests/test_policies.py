@@ -208,12 +208,14 @@ def test_calibrated_threshold_uses_calibration_score() -> None:
 
 
 def test_registry() -> None:
-    assert list_policies() == ["calibrated"]
+    assert {"calibrated", "max-softmax", "entropy", "patience", "budgeted", "single-exit", "full"} <= set(
+        list_policies()
+    )
     cal = _cal([0.5, 0.25])
     policy = create_policy("calibrated", calibration=cal, beta=2.0)
     assert isinstance(policy, CalibratedThreshold) and policy.thresholds == [1.0, 0.5]
     with pytest.raises(ConfigError, match="unknown policy"):
-        create_policy("entropy")
+        create_policy("no-such-policy")
 
 
 def test_base_policy_keep_and_begin() -> None:

@@ -89,7 +89,7 @@ def measure_costs(model: MultiExitNetwork) -> CostTable:
     """Run every stage and exit once on a single zero input and count what each did."""
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, *model.input_shape)
+    x = torch.zeros(1, *model.input_shape, dtype=next(model.parameters()).dtype)
     stage_macs, exit_macs = [], []
     state: torch.Tensor | None = None
     for i, stage in enumerate(model.stages):

@@ -103,8 +103,8 @@ class AdaptiveRuntime:
         exits, policy = self.exits, self.policy
         n = x.shape[0]
         out: torch.Tensor | None = None
-        exit_index = torch.full((n,), self._last, dtype=torch.long)
-        alive = torch.arange(n)
+        exit_index = torch.full((n,), self._last, dtype=torch.long, device=x.device)
+        alive = torch.arange(n, device=x.device)
         state: torch.Tensor | None = None
         pstate = policy.begin(n)
         for i in range(self._last):

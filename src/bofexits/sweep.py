@@ -36,7 +36,7 @@ def oracle_exits(exit_logits: Sequence[torch.Tensor], labels: torch.Tensor) -> t
     """Earliest exit whose prediction is correct (the final exit when none is): a lower bound.
 
     >>> oracle_exits([torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[0.0, 1.0], [0.0, 1.0]])],
-    ...              torch.tensor([0, 0])).tolist()
+    ...              torch.tensor([0, 1])).tolist()
     [0, 1]
     """
     correct = torch.stack([lg.argmax(1) == labels for lg in exit_logits], 1)  # (N, S)

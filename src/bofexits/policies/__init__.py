@@ -6,21 +6,40 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import ExitPolicy
+from .budgeted import BudgetedThreshold, fit_budgeted_thresholds
 from .calibrated import CalibratedThreshold, ExitCalibration, calibrated_thresholds
+from .fixed import FullNetwork, SingleExit
+from .patience import Patience
 from .scores import SCORES, confidence
+from .thresholds import EntropyThreshold, GlobalThreshold
 
 __all__ = [
     "SCORES",
+    "BudgetedThreshold",
     "CalibratedThreshold",
+    "EntropyThreshold",
     "ExitCalibration",
     "ExitPolicy",
+    "FullNetwork",
+    "GlobalThreshold",
+    "Patience",
+    "SingleExit",
     "calibrated_thresholds",
     "confidence",
     "create_policy",
+    "fit_budgeted_thresholds",
     "list_policies",
 ]
 
-_REGISTRY: dict[str, type[ExitPolicy]] = {"calibrated": CalibratedThreshold}
+_REGISTRY: dict[str, type[ExitPolicy]] = {
+    "calibrated": CalibratedThreshold,
+    "max-softmax": GlobalThreshold,
+    "entropy": EntropyThreshold,
+    "patience": Patience,
+    "budgeted": BudgetedThreshold,
+    "single-exit": SingleExit,
+    "full": FullNetwork,
+}
 
 
 def list_policies() -> list[str]:

@@ -1,0 +1,81 @@
+"""Regenerate the README's results section from a run's results.json (default runs/demo).
+
+    .venv/bin/python benchmarks/readme_table.py [RUN_DIR] [--write]
+
+Prints the markdown block; with --write, replaces the block between the
+`<!-- results:begin -->` and `<!-- results:end -->` markers in README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from bofexits.report import check_targets
+from bofexits.sweep import knee_point
+
+
+def render(results: dict) -> str:
+    plat, timing, costs = results["platform"], results["timing"], results["costs"]
+    train = results.get("training", {})
+    per_t = {t["beta"]: t for t in timing["per_beta"]}
+    lines = [
+        f"Fashion-MNIST test set ({results['num_test']} images), `{train.get('backbone', '?')}` backbone, "
+        f"{train.get('epochs', '?')} epochs ({train.get('mode', '?')}), {results['variant']} rule on "
+        f"{results['score']}. Machine: {plat['processor']}, torch {plat['torch']}, {timing['threads']} threads; "
+        f"batch-1 over {timing['batch1_samples']} test images, batched at {timing['batched_size']}. "
+        f"Speedups are against the plain backbone timed interleaved in the same run.",
+        "",
+        "| beta | accuracy % | MACs % | exit fractions | balance | batch-1 speedup | batched speedup |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in results["points"]:
+        t = per_t[p["beta"]]
+        lines.append(
+            f"| {p['beta']:g} | {100 * p['accuracy']:.2f} | {100 * p['relative_macs']:.1f} | "
+            f"{' / '.join(f'{f:.2f}' for f in p['exit_fractions'])} | {p['balance']:.2f} | "
+            f"{t['batch1_speedup']:.2f}x | {t['batched_speedup']:.2f}x |"
+        )
+    knee = knee_point(results["points"], results["full_accuracy"])
+    lines += [
+        "",
+        f"Full network (final exit): {100 * results['full_accuracy']:.2f}%; exits alone: "
+        + ", ".join(f"{100 * a:.2f}%" for a in results["per_exit_accuracy"][:-1])
+        + f". Exit heads: {100 * sum(costs['exit_macs']) / costs['backbone_macs']:.2f}% of the backbone's MACs, "
+        f"{100 * costs['exit_params'] / costs['backbone_params']:.2f}% of its parameters.",
+    ]
+    if knee is not None:
+        lines.append(
+            f"Knee (cheapest beta within 0.5 pp of the full network): beta={knee['beta']:g}, "
+            f"{100 * knee['accuracy']:.2f}% at {100 * knee['relative_macs']:.1f}% of the MACs."
+        )
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {r['target']} | {r['measured']} | {'yes' if r['met'] else 'no'} |" for r in check_targets(results)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", nargs="?", default="runs/demo", type=Path)
+    ap.add_argument("--write", action="store_true", help="update README.md in place")
+    args = ap.parse_args()
+    block = render(json.loads((args.run_dir / "results.json").read_text()))
+    print(block)
+    if args.write:
+        readme = Path("README.md")
+        text = readme.read_text()
+        new, n = re.subn(
+            r"<!-- results:begin -->.*<!-- results:end -->",
+            lambda _: f"<!-- results:begin -->\n{block}\n<!-- results:end -->",
+            text,
+            flags=re.S,
+        )
+        if n != 1:
+            raise SystemExit("README.md has no <!-- results:begin --> ... <!-- results:end --> block")
+        readme.write_text(new)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Offline evaluation: a policy simulated from all exits' outputs, computed once.
+
+`simulate` replays what `AdaptiveRuntime.run_batched` does, with precomputed logits in place
+of the stages: the policy's own `begin`, `stop` and `keep` are called exit by exit on the
+shrinking set of samples still running, so the results are the runtime's (same exits, same
+predictions) while sweeping a knob costs no network evaluation. Compute is then counted
+from the exits taken (`CostTable.macs_for`); wall-clock needs the real runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .errors import InputError
+from .policies.base import ExitPolicy
+from .runtime import ExitResult, _finite
+from .sweep import oracle_exits
+
+__all__ = ["oracle", "simulate"]
+
+
+def _check_exit_logits(exit_logits: Sequence[torch.Tensor]) -> int:
+    """N, after checking that the S exits' logits are (N, classes) tensors of one shape."""
+    if not exit_logits:
+        raise InputError("need the logits of every exit, got an empty list")
+    shape = exit_logits[0].shape
+    if len(shape) != 2 or any(lg.shape != shape for lg in exit_logits):
+        raise InputError(
+            f"exit logits must all be (N, classes) of one shape, got {[tuple(lg.shape) for lg in exit_logits]}"
+        )
+    return int(shape[0])
+
+
+@torch.no_grad()
+def simulate(policy: ExitPolicy, exit_logits: Sequence[torch.Tensor]) -> ExitResult:
+    """A policy's decisions simulated from all exits (outputs computed once, e.g. `collect_logits`).
+
+    Like the runtime, only the logits a sample actually reaches are checked and used: a
+    sample that left at exit i never looks at exits after i.
+
+    Args:
+        policy: any `ExitPolicy`.
+        exit_logits: [(N, classes)] * S, every exit including the final one.
+
+    Returns:
+        `ExitResult` with (N, classes) logits of the exit taken and (N,) int64 exit indices,
+        on the logits' device.
+
+    Raises:
+        InputError: NaN or inf logits at an exit a sample reached, or mismatched shapes.
+
+    >>> from bofexits.policies.fixed import SingleExit
+    >>> simulate(SingleExit(1), [torch.zeros(2, 3), torch.ones(2, 3), torch.ones(2, 3)]).exit_index.tolist()
+    [1, 1]
+    """
+    n = _check_exit_logits(exit_logits)
+    last = len(exit_logits) - 1
+    device = exit_logits[0].device
+    out = exit_logits[-1].new_empty(n, exit_logits[-1].shape[1])
+    exit_index = torch.full((n,), last, dtype=torch.long, device=device)
+    alive = torch.arange(n, device=device)
+    pstate = policy.begin(n)
+    for i in range(last):
+        logits = _finite(exit_logits[i][alive])  # checked before the policy, as in the runtime
+        stop, pstate = policy.stop(i, logits, pstate)
+        n_stop = int(stop.sum())
+        if n_stop == 0:
+            continue
+        out[alive[stop]] = logits[stop]
+        exit_index[alive[stop]] = i
+        if n_stop == alive.shape[0]:
+            return ExitResult(out, exit_index)
+        go_on = ~stop
+        alive = alive[go_on]
+        pstate = policy.keep(pstate, go_on)
+    out[alive] = _finite(exit_logits[-1][alive])
+    return ExitResult(out, exit_index)
+
+
+def oracle(exit_logits: Sequence[torch.Tensor], labels: torch.Tensor) -> ExitResult:
+    """The earliest exit whose prediction is correct (the final exit when none is): a lower bound.
+
+    Args:
+        exit_logits: [(N, classes)] * S, every exit including the final one.
+        labels: (N,) true classes.
+
+    Returns:
+        `ExitResult` with the logits of the exit taken and its (N,) int64 index.
+
+    >>> oracle([torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[0.0, 1.0], [0.0, 1.0]])],
+    ...        torch.tensor([0, 1])).exit_index.tolist()
+    [0, 1]
+    """
+    n = _check_exit_logits(exit_logits)
+    if labels.shape != (n,):
+        raise InputError(f"labels must be ({n},) to match the exit logits, got {tuple(labels.shape)}")
+    index = oracle_exits(exit_logits, labels.to(exit_logits[0].device))
+    logits = torch.stack(list(exit_logits))[index, torch.arange(n, device=index.device)]
+    return ExitResult(logits, index)
