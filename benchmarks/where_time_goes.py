@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from bofexits import ModelConfig, build_model, load_model, measure_costs
+from bofexits import AdaptiveRuntime, FullNetwork, ModelConfig, build_model, load_model, measure_costs
 from bofexits.policies.scores import confidence
 
 
@@ -48,12 +47,14 @@ def main() -> None:
     else:
         model, source = build_model(ModelConfig()).eval(), "untrained reference network"
     costs = measure_costs(model)
+    runtime = AdaptiveRuntime(model, FullNetwork())  # the inference forms the runtime executes
+    stages, exits = runtime.stages, runtime.exits
     rows = []
     for batch, reps in ((1, 400), (256, 4)):
         x = torch.randn(batch, *model.input_shape)
         maps, state = [], None
         h = x
-        for i, stage in enumerate(model.stages):
+        for i, stage in enumerate(stages):
             rows.append(
                 {
                     "part": f"stage {i + 1}",
@@ -64,15 +65,15 @@ def main() -> None:
             )
             h = stage(h)
             maps.append(h)
-        for i in range(model.exits.num_exits):
-            logits, new_state = model.exits.step(i, maps[i], state)
+        for i in range(exits.num_exits):
+            logits, new_state = exits.step(i, maps[i], state)
             rows.append(
                 {
                     "part": f"exit {i + 1} head",
                     "batch": batch,
                     "macs": costs.exit_macs[i],
                     "us_per_image": _median_us(
-                        lambda m, i=i, s=state: model.exits.step(i, m, s), maps[i], reps, args.rounds
+                        lambda m, i=i, s=state: exits.step(i, m, s), maps[i], reps, args.rounds
                     ),
                 }
             )
@@ -87,7 +88,7 @@ def main() -> None:
                 }
             )
             state = new_state
-        plain = nn.Sequential(*model.stages)
+        plain = runtime.plain_backbone()
         rows.append(
             {
                 "part": "plain backbone",

@@ -55,7 +55,7 @@ def test_frozen_exits_match_bof_exits(kwargs: dict[str, object]) -> None:
     exits = BoFExits([4, 6, 8], 5, codewords=6, **kwargs).double().eval()  # type: ignore[arg-type]
     maps = [torch.randn(2, c, s, s, dtype=torch.float64) for c, s in ((4, 8), (6, 4), (8, 3))]
     exits.init_from_features(maps, generator=torch.Generator().manual_seed(0))
-    frozen = FrozenBoFExits(exits)
+    frozen = FrozenBoFExits(exits, [tuple(m.shape[1:]) for m in maps])
     state_a = state_b = None
     for i, m in enumerate(maps):
         with torch.no_grad():

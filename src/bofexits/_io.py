@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_json", "write_text"]
+__all__ = ["atomic_path", "jsonable", "write_json", "write_text"]
 
 
 @contextmanager
@@ -43,6 +44,21 @@ def write_text(target: str | Path, text: str) -> None:
     _write(target, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def jsonable(data: Any) -> Any:
+    """Replace non-finite floats by the strings "inf", "-inf", "nan" (strict JSON has none).
+
+    >>> jsonable({"t": [float("-inf"), 1.0]})
+    {'t': ['-inf', 1.0]}
+    """
+    if isinstance(data, float) and not math.isfinite(data):
+        return str(data)
+    if isinstance(data, dict):
+        return {k: jsonable(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [jsonable(v) for v in data]
+    return data
+
+
 def write_json(target: str | Path, data: Any) -> None:
-    """Write JSON atomically (indented, NaN refused so other programs can read it)."""
-    write_text(target, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    """Write strict JSON atomically (indented; infinities written as strings, see `jsonable`)."""
+    write_text(target, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")

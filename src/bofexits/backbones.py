@@ -63,20 +63,19 @@ def _conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
 def vgg28(num_classes: int = 10, in_channels: int = 1, widths: Sequence[int] = (16, 32, 64, 128)) -> Backbone:
     """VGG-style CNN for 28x28 images: four stages of 3x3 conv-BN-ReLU, 2x2 max-pool between.
 
-    Exits 1 and 2 pre-pool 2x (28x28 -> 14x14, 14x14 -> 7x7) to keep all exits under 5% of the MACs.
+    Stages end after their max-pool, so the exits read the pooled maps (14x14, 7x7, 3x3): the
+    pooling the backbone does anyway keeps the BoF exits cheap, and no extra pooling runs.
     """
     if len(widths) != 4:
         raise ConfigError(f"vgg28 takes 4 widths, got {list(widths)}")
     a, b, c, d = widths
     stages: list[nn.Module] = [
-        nn.Sequential(*_conv_bn(in_channels, a), *_conv_bn(a, a)),  # (B, a, 28, 28)
-        nn.Sequential(nn.MaxPool2d(2), *_conv_bn(a, b), *_conv_bn(b, b)),  # (B, b, 14, 14)
-        nn.Sequential(nn.MaxPool2d(2), *_conv_bn(b, c), *_conv_bn(c, c)),  # (B, c, 7, 7)
-        nn.Sequential(
-            nn.MaxPool2d(2), *_conv_bn(c, d), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(d, num_classes)
-        ),
+        nn.Sequential(*_conv_bn(in_channels, a), *_conv_bn(a, a), nn.MaxPool2d(2)),  # (B, a, 14, 14)
+        nn.Sequential(*_conv_bn(a, b), *_conv_bn(b, b), nn.MaxPool2d(2)),  # (B, b, 7, 7)
+        nn.Sequential(*_conv_bn(b, c), *_conv_bn(c, c), nn.MaxPool2d(2)),  # (B, c, 3, 3)
+        nn.Sequential(*_conv_bn(c, d), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(d, num_classes)),
     ]
-    return Backbone(stages, (in_channels, 28, 28), exit_pools=[2, 2, 1])
+    return Backbone(stages, (in_channels, 28, 28), exit_pools=[1, 1, 1])
 
 
 class BasicBlock(nn.Module):

@@ -35,10 +35,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     g.add_argument("--optimizer", choices=["adamw", "sgd"], help=f"default {d.optimizer}")
     g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
-    g.add_argument("--exit-lr", type=float, help=f"peak learning rate when only exits train (default {d.exit_lr})")
+    g.add_argument(
+        "--exit-lr", type=float, help=f"peak learning rate when only exits train (default {d.exit_lr})"
+    )
     g.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay}")
     g.add_argument("--exit-weights", type=float, nargs="+", help="loss weight per exit, final last")
-    g.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no flips or crops")
+    g.add_argument(
+        "--no-augment", dest="augment", action="store_false", default=None, help="no flips or crops"
+    )
     g.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (default 0: flips only)")
     g.add_argument(
         "--val-fraction", type=float, help=f"held out of the training set (default {d.val_fraction})"
@@ -231,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train on Fashion-MNIST, evaluate adaptive inference, write a report")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--epochs", type=int, help="override the demo's training epochs")
-    p.add_argument("--timing-samples", type=int, default=1000)
+    p.add_argument("--timing-samples", type=int, default=500)
     p.set_defaults(func=_cmd_demo)
     p = sub.add_parser("report", help="render report.md and plots from a run folder's results.json")
     p.add_argument("run_dir", type=Path)

@@ -88,8 +88,8 @@ class TrainConfig:
     threads: int | None = None
     kmeans_images: int = 512
     calibration_split: str = "train"
-    score: str = "max_logit"
-    variant: str = "mean"
+    score: str = "max_prob"
+    variant: str = "quantile"
     backbone_checkpoint: str | None = None
     limit_train: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -19,7 +19,7 @@ __all__ = ["DEMO_CONFIG", "run_demo"]
 log = logging.getLogger(__name__)
 
 DEMO_CONFIG = TrainConfig(dataset="fashion-mnist", mode="two-phase", epochs=10, exit_epochs=4)
-EXTRA = (("max_logit", "quantile"), ("max_prob", "mean"), ("max_prob", "quantile"))
+EXTRA = (("max_logit", "mean"), ("max_logit", "quantile"), ("max_prob", "mean"))
 
 
 def run_demo(
@@ -28,7 +28,7 @@ def run_demo(
     epochs: int | None = None,
     resume: bool = True,
     progress: bool = True,
-    timing_samples: int = 1000,
+    timing_samples: int = 500,
 ) -> Path:
     """Train (or reuse a finished checkpoint in `out`), evaluate, and return the report path."""
     out = Path(out)

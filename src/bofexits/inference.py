@@ -6,9 +6,10 @@ rewrites keep results equal to the training-time modules (tested to 1e-5):
 * `fold_batchnorm`: every Conv2d followed by BatchNorm2d inside an `nn.Sequential`
   becomes one Conv2d (eval statistics folded into weight and bias).
 * `FrozenBoFExits`: the BoF exits with their constants precomputed. RBF on squared
-  distances becomes one 1x1 conv with bias (2 v_k / sigma_k, -||v_k||^2 / sigma_k) minus
-  ||x||^2 / sigma_k, a softmax and a mean; the logistic form (tanh(z) + 1) / 2 is
-  sigmoid(2z), again one conv with bias.
+  distances becomes one batched matrix product with bias (2 v_k / sigma_k, -||v_k||^2 /
+  sigma_k) minus ||x||^2 / sigma_k and a softmax; the logistic form (tanh(z) + 1) / 2 is
+  sigmoid(2z). Histogram pooling, the x K rescaling and the shared classifier fold into
+  one matrix per exit.
 """
 
 from __future__ import annotations
@@ -67,76 +68,124 @@ def _fold_sequential(seq: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*out)
 
 
-class _FrozenBoF:
-    """One exit's BoF pooling with precomputed constants (no parameters, no autograd)."""
+def _region_matrix(height: int, width: int, level: int, dtype: torch.dtype) -> torch.Tensor:
+    """(H*W, R) weights that average positions into the histogram's regions (R = 1 or 4).
 
-    def __init__(self, pooling: BoFPooling, scale: float) -> None:
-        v = pooling.codebook.detach()
+    Built by pooling the identity basis, so it matches `bof_histogram` exactly.
+    """
+    n = height * width
+    basis = torch.eye(n, dtype=dtype).view(n, 1, height, width)
+    return F.adaptive_avg_pool2d(basis, 1 if level == 0 else 2).view(n, -1)  # (N, R)
+
+
+class _FrozenBoF:
+    """One exit's soft quantiser with precomputed constants, in (B, K, N) layout.
+
+    A 1x1 conv is a batched matrix product here (one `baddbmm`), and ||x||^2 one `vecdot`.
+    """
+
+    def __init__(self, pooling: BoFPooling) -> None:
+        v = pooling.codebook.detach()  # (K, C)
         self.pool = pooling.pool
         self.reduce = copy.deepcopy(pooling.reduce).eval() if pooling.reduce is not None else None
-        self.level = pooling.spatial_level
         self.kind = "rbf_sq" if pooling.membership == "rbf" and pooling.squared else pooling.membership
-        self.scale = scale
+        k = v.shape[0]
         if pooling.membership == "rbf":
             inv = pooling.log_sigma.detach().neg().exp()  # 1 / sigma, (K,)
-            self.inv_sigma = inv
-            self.neg_inv_sigma = -inv.view(1, -1, 1, 1)
-            self.weight = (2 * v * inv[:, None])[:, :, None, None]  # (K, C, 1, 1)
-            self.bias = -(v.square().sum(1)) * inv
-            self.codebook = v
-        else:
+            self.neg_inv_sigma = -inv.view(1, k, 1)
+            if self.kind == "rbf_sq":  # -d/sigma = (2 x.v - ||v||^2)/sigma - ||x||^2/sigma
+                self.weight = 2 * v * inv[:, None]
+                self.bias = (-(v.square().sum(1)) * inv).view(1, k, 1)
+            else:  # d^2 = ||v||^2 - 2 x.v + ||x||^2, then the sqrt
+                self.weight = -2 * v
+                self.bias = v.square().sum(1).view(1, k, 1)
+        else:  # (tanh(a s + c) + 1) / 2 == sigmoid(2 a s + 2 c)
             a, c = pooling.a.detach(), pooling.c.detach()
-            self.weight = (2 * a * v)[:, :, None, None]
-            self.bias = (2 * c).expand(v.shape[0]).clone()
+            self.weight = 2 * a * v
+            self.bias = (2 * c).expand(k).reshape(1, k, 1).clone()
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def memberships(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, K, N) memberships, summing to 1 over K."""
         if self.pool > 1 and min(x.shape[-2:]) >= self.pool:
             x = F.avg_pool2d(x, self.pool)
         if self.reduce is not None:
             x = self.reduce(x)
+        xf = x.flatten(2)  # (B, C, N)
+        z = torch.baddbmm(self.bias, self.weight.expand(xf.shape[0], -1, -1), xf)  # (B, K, N)
+        if self.kind == "logistic":
+            u = torch.sigmoid(z)
+            return u / (u.sum(1, keepdim=True) + 1e-6)
+        xx = torch.linalg.vecdot(xf, xf, dim=1).unsqueeze(1)  # (B, 1, N)
         if self.kind == "rbf_sq":
-            z = torch.addcmul(
-                F.conv2d(x, self.weight, self.bias), x.square().sum(1, keepdim=True), self.neg_inv_sigma
-            )
-            u = torch.softmax(z, 1)  # (B, K, H, W)
-        elif self.kind == "rbf":  # distances, not squared: the sqrt needs the full distance
-            xx = x.square().sum(1, keepdim=True)
-            d2 = (
-                xx
-                + self.codebook.square().sum(1).view(1, -1, 1, 1)
-                - F.conv2d(x, self.codebook[:, :, None, None]) * 2
-            )
-            u = torch.softmax(d2.clamp_min(0).sqrt() * self.neg_inv_sigma, 1)
-        else:
-            u = torch.sigmoid(F.conv2d(x, self.weight, self.bias))
-            u = u / (u.sum(1, keepdim=True) + 1e-6)  # (tanh(z) + 1) / 2 == sigmoid(2z)
-        if self.level == 0:
-            return u.mean((2, 3)).mul_(self.scale)  # (B, K)
-        return F.adaptive_avg_pool2d(u, 2).permute(0, 2, 3, 1).flatten(1).mul_(self.scale)
+            return torch.softmax(torch.addcmul(z, xx, self.neg_inv_sigma), 1)
+        return torch.softmax((z + xx).clamp_min_(0).sqrt_().mul_(self.neg_inv_sigma), 1)
 
 
 class FrozenBoFExits(ExitHeads):
-    """`BoFExits` for inference only: same `step` contract, constants precomputed."""
+    """`BoFExits` for inference only: same logits as `step`, constants precomputed.
 
-    def __init__(self, exits: BoFExits) -> None:
+    Histogram pooling, the x K rescaling and the classifier are all linear, so with a shared
+    classifier they fold into one matrix per exit, M_i (classes, K*N_i), and the state carried
+    between exits is the running sum of W h_j (classes wide) instead of the histograms:
+    exit i costs one `baddbmm`, one `vecdot`, one `addcmul`, one softmax, one `linear` and
+    two adds. Per-exit classifiers carry the histograms (k-major order) instead.
+
+    Args:
+        exits: trained BoF exits.
+        feature_shapes: (C, H, W) of the map each exit reads (`MultiExitNetwork.feature_shapes`).
+    """
+
+    def __init__(self, exits: BoFExits, feature_shapes: list[tuple[int, ...]]) -> None:
         super().__init__()
         self.num_exits = exits.num_exits
         self.aggregation = exits.aggregation
-        self._bof = [_FrozenBoF(p, float(exits.codewords)) for p in exits.bof]  # type: ignore[arg-type]
+        self.shared = len(exits.classifiers) == 1
+        self._bof = [_FrozenBoF(p) for p in exits.bof]  # type: ignore[arg-type]
         linears = [cast(nn.Linear, c) for c in exits.classifiers]
-        self._classifiers = [(c.weight.detach(), c.bias.detach()) for c in linears]
+        self._bias = [c.bias.detach() for c in linears]
+        k = exits.codewords
+        self._fold: list[torch.Tensor] = []  # shared: (classes, K*N) per exit
+        self._weights: list[torch.Tensor] = []  # per-exit: (classes, K*R) in k-major order
+        self._regions: list[torch.Tensor] = []
+        for i, module in enumerate(exits.bof):
+            pooling = cast(BoFPooling, module)
+            h, w = self._map_size(pooling, feature_shapes[i])
+            p = _region_matrix(h, w, pooling.spatial_level, pooling.codebook.dtype)  # (N, R)
+            r = p.shape[1]
+            lin = linears[0 if self.shared else i]
+            wk = lin.weight.detach().view(-1, r, k).permute(0, 2, 1) * k  # (classes, K, R): x K folded in
+            if self.shared:
+                self._fold.append(torch.einsum("ckr,nr->ckn", wk, p).reshape(wk.shape[0], -1))
+            else:
+                self._regions.append(p)
+                self._weights.append(wk.reshape(wk.shape[0], -1))
+
+    @staticmethod
+    def _map_size(pooling: BoFPooling, shape: tuple[int, ...]) -> tuple[int, int]:
+        _, h, w = shape
+        if pooling.pool > 1 and min(h, w) >= pooling.pool:
+            h, w = h // pooling.pool, w // pooling.pool
+        return h, w
 
     def step(
         self, index: int, features: torch.Tensor, state: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        hist = self._bof[index](features)
+        u = self._bof[index].memberships(features)  # (B, K, N)
+        if self.shared:
+            contrib = F.linear(u.flatten(1), self._fold[index])  # (B, classes) = W (K h_i), no bias
+            if self.aggregation == "none" or state is None:
+                total = contrib
+            else:
+                total = state + contrib
+            scale = 1.0 / (index + 1) if self.aggregation == "mean" else 1.0
+            return torch.add(self._bias[0], total, alpha=scale), total
+        hist = torch.matmul(u, self._regions[index]).flatten(1)  # (B, K*R), k-major
         agg = aggregate_histograms(state, hist, index, self.aggregation)
-        w, b = self._classifiers[0 if len(self._classifiers) == 1 else index]
-        return F.linear(agg, w, b), agg
+        return F.linear(agg, self._weights[index], self._bias[index]), agg
 
 
-def freeze_exits(exits: ExitHeads) -> ExitHeads:
+def freeze_exits(exits: ExitHeads, feature_shapes: list[tuple[int, ...]]) -> ExitHeads:
     """The fastest inference form of `exits` (BoF exits are frozen; other heads are returned as they are)."""
     if isinstance(exits, BoFExits):
-        return FrozenBoFExits(exits)
+        return FrozenBoFExits(exits, feature_shapes)
     return exits

@@ -59,7 +59,7 @@ class AdaptiveRuntime:
         self.check_inputs = check_inputs
         if optimize:
             self.stages = [fold_batchnorm(s) for s in model.stages]
-            self.exits = freeze_exits(model.exits)
+            self.exits = freeze_exits(model.exits, list(model.feature_shapes))
         else:
             self.stages, self.exits = list(model.stages), model.exits
         self._last = len(self.stages) - 1

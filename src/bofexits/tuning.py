@@ -91,8 +91,14 @@ def tune_beta(
     for beta in beta_grid(variant):
         r = simulate(CalibratedThreshold(calibration, beta, variant), list(exit_logits))
         ms = float(lat[r.exit_index].mean()) if lat is not None else None
-        rows.append((beta, accuracy(r.predictions, labels), relative_compute(costs.macs_for(r.exit_index),
-                                                                              costs.backbone_macs), ms))
+        rows.append(
+            (
+                beta,
+                accuracy(r.predictions, labels),
+                relative_compute(costs.macs_for(r.exit_index), costs.backbone_macs),
+                ms,
+            )
+        )
 
     def result(row: tuple[float, float, float, float | None], target: str) -> TuneResult:
         return TuneResult(row[0], variant, calibration.score, target, row[1], full, row[2], row[3])
