@@ -38,8 +38,8 @@ def test_unknown_backbone_names_the_choices() -> None:
 def test_vgg28_stage_shapes() -> None:
     bb = create_backbone("vgg28", widths=(4, 4, 8, 8), num_classes=7)
     assert bb.input_shape == (1, 28, 28)
-    assert bb.exit_pools == [2, 2, 1]
-    assert _shapes(bb) == [(2, 4, 28, 28), (2, 4, 14, 14), (2, 8, 7, 7), (2, 7)]
+    assert bb.exit_pools == [1, 1, 1]  # stages end after their max-pool
+    assert _shapes(bb) == [(2, 4, 14, 14), (2, 4, 7, 7), (2, 8, 3, 3), (2, 7)]
 
 
 def test_vgg28_in_channels() -> None:
@@ -106,7 +106,7 @@ def test_build_model_from_config() -> None:
     net = build_model(cfg)
     assert isinstance(net.exits, BoFExits)
     assert net.num_exits == 4 and net.num_classes == 6
-    assert [b.pool for b in net.exits.bof] == [2, 2, 1]  # the backbone's defaults
+    assert [b.pool for b in net.exits.bof] == [1, 1, 1]  # the backbone's defaults
     assert [b.in_channels for b in net.exits.bof] == [4, 4, 8]
     assert net.exits.aggregation == "sum" and len(net.exits.classifiers) == 3
     assert net.exits.bof[0].out_features == 12

@@ -29,14 +29,15 @@ def test_train_evaluate_report(fake_data: Path, tmp_path: Path, capsys: pytest.C
             "--timing-rounds",
             "1",
             "--betas",
+            "0.0",
             "0.5",
             "1.0",
-            "2.0",
         ]
     )
     assert code == 0
     results = json.loads((run / "results.json").read_text())
-    assert [p["beta"] for p in results["points"]] == [0.5, 1.0, 2.0]
+    assert [p["beta"] for p in results["points"]] == [0.0, 0.5, 1.0]
+    assert results["points"][0]["exit_fractions"][0] == 1.0  # beta=0: everything leaves at exit 1
     assert results["timing"]["batch1_paths_agree"] is True
     assert abs(sum(results["points"][0]["exit_fractions"]) - 1) < 1e-9
     out = capsys.readouterr().out

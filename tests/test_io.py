@@ -30,12 +30,22 @@ def test_write_json(tmp_path: Path) -> None:
     assert text.endswith("\n") and "\n  " in text  # indented
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_write_json_refuses_non_finite_and_keeps_old(tmp_path: Path, value: float) -> None:
+@pytest.mark.parametrize(
+    "value,text", [(float("nan"), "nan"), (float("inf"), "inf"), (float("-inf"), "-inf")]
+)
+def test_write_json_writes_non_finite_as_strings(tmp_path: Path, value: float, text: str) -> None:
+    target = tmp_path / "r.json"
+    write_json(target, {"t": [value, 1.5], "n": {"x": value}})
+    strict = json.loads(target.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+    assert strict == {"t": [text, 1.5], "n": {"x": text}}
+    assert os.listdir(tmp_path) == ["r.json"]
+
+
+def test_write_json_keeps_old_file_on_unserialisable_data(tmp_path: Path) -> None:
     target = tmp_path / "r.json"
     write_json(target, {"ok": 1})
-    with pytest.raises(ValueError):
-        write_json(target, {"bad": value})
+    with pytest.raises(TypeError):
+        write_json(target, {"bad": object()})
     assert json.loads(target.read_text()) == {"ok": 1}
     assert os.listdir(tmp_path) == ["r.json"]
 
