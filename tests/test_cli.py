@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bofexits.checkpoint import load_checkpoint
 from bofexits.cli import main
 
 TINY = ["--widths", "4", "8", "8", "16", "--codewords", "8", "--batch-size", "32", "--threads", "1"]
@@ -42,6 +43,14 @@ def test_train_evaluate_report(fake_data: Path, tmp_path: Path, capsys: pytest.C
     assert abs(sum(results["points"][0]["exit_fractions"]) - 1) < 1e-9
     out = capsys.readouterr().out
     assert "beta" in out and "MACs %" in out
+    ckpt = str(run / "checkpoint.pt")
+    assert main(["-q", "tune", ckpt, "--data-dir", str(fake_data), "--budget", "1.5"]) == 0
+    tuned = load_checkpoint(ckpt)["tuned"]
+    assert tuned["target"] == "budget=1.5" and tuned["val_relative_macs"] <= 1.5
+    assert main(["-q", "tune", ckpt, "--data-dir", str(fake_data), "--latency-ms", "1000"]) == 0
+    assert main(["-q", "tune", ckpt, "--data-dir", str(fake_data), "--budget", "0.01"]) == 2
+    assert "cheapest is beta=" in capsys.readouterr().err
+    assert load_checkpoint(ckpt)["tuned"]["target"] == "latency_ms=1000.0"  # the failed target wrote nothing
     assert main(["-q", "report", str(run)]) == 0
     assert "## Targets" in (run / "report.md").read_text()
     assert (run / "accuracy_vs_compute.png").stat().st_size > 1000

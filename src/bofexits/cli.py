@@ -163,6 +163,32 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .tuning import tune_on_validation
+
+    result = tune_on_validation(
+        args.checkpoint,
+        variant=args.variant,
+        max_drop=args.max_drop,
+        budget=args.budget,
+        latency_ms=args.latency_ms,
+        data_dir=args.data_dir,
+    )
+    data = load_checkpoint(args.checkpoint)
+    data.pop("format", None)
+    data.pop("version", None)
+    data["tuned"] = result.to_dict()
+    save_checkpoint(args.checkpoint, data)
+    lat = f", {result.val_latency_ms:.3f} ms" if result.val_latency_ms is not None else ""
+    print(
+        f"{result.target}: beta={result.beta:g} ({result.variant} rule on {result.score}); validation accuracy "
+        f"{100 * result.val_accuracy:.2f}% (full {100 * result.val_full_accuracy:.2f}%) at "
+        f"{100 * result.val_relative_macs:.1f}% of the MACs{lat}; stored in {args.checkpoint}"
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -232,6 +258,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-rounds", type=int, default=5)
     p.add_argument("--threads", type=int, help="torch CPU threads for evaluation and timing")
     p.set_defaults(func=_cmd_evaluate)
+    p = sub.add_parser(
+        "tune", help="pick beta on the validation split for a target and store it in the checkpoint"
+    )
+    p.add_argument("checkpoint", type=Path)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--max-drop", type=float, help="largest accuracy drop vs the full network, in pp")
+    g.add_argument("--budget", type=float, help="largest mean compute, as a fraction of the backbone's MACs")
+    g.add_argument("--latency-ms", type=float, help="largest mean batch-1 latency in ms (measured here)")
+    p.add_argument("--variant", choices=["mean", "quantile"])
+    p.add_argument("--data-dir")
+    p.set_defaults(func=_cmd_tune)
     p = sub.add_parser("demo", help="train on Fashion-MNIST, evaluate adaptive inference, write a report")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--epochs", type=int, help="override the demo's training epochs")

@@ -10,17 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from .cost import CostTable
+from .checkpoint import load_model
+from .cost import CostTable, measure_costs
+from .datasets import load_dataset
 from .errors import ConfigError, TargetUnreachableError
+from .evaluation import collect_logits
 from .metrics import accuracy, relative_compute
+from .multiexit import MultiExitNetwork
 from .offline import simulate
 from .policies.calibrated import CalibratedThreshold, ExitCalibration
+from .policies.fixed import SingleExit
+from .runtime import AdaptiveRuntime
+from .timing import interleaved_timing
 
-__all__ = ["TuneResult", "beta_grid", "tune_beta"]
+__all__ = ["TuneResult", "beta_grid", "exit_latencies_ms", "tune_beta", "tune_on_validation"]
 
 
 @dataclass
@@ -130,3 +138,53 @@ def tune_beta(
             f"{fastest[3]:.3f} ms ({100 * fastest[1]:.2f}% accuracy)"
         )
     return result(max(ok, key=lambda r: (r[1], -r[2])), f"latency_ms={latency_ms}")
+
+
+def exit_latencies_ms(model: MultiExitNetwork, images: torch.Tensor, rounds: int = 3) -> list[float]:
+    """Measured batch-1 latency (ms, median of rounds) of leaving at each exit, on `images` (N, C, H, W)."""
+    base = AdaptiveRuntime(model, SingleExit(0), check_inputs=False)
+    out = []
+    for e in range(model.num_exits):
+        rt = base.with_policy(SingleExit(e))
+        singles = [images[i : i + 1] for i in range(images.shape[0])]
+        timing = interleaved_timing({"exit": rt.run_single}, singles, reference="exit", rounds=rounds)
+        out.append(timing.median("exit") * 1e3)
+    return out
+
+
+def tune_on_validation(
+    checkpoint: str | Path,
+    *,
+    variant: str | None = None,
+    max_drop: float | None = None,
+    budget: float | None = None,
+    latency_ms: float | None = None,
+    data_dir: str | None = None,
+    latency_images: int = 200,
+) -> TuneResult:
+    """Rebuild the run's validation split (same seed and fraction as training) and tune on it."""
+    model, calibrations, cfg = load_model(checkpoint)
+    if cfg.score not in calibrations:
+        raise ConfigError(f"{checkpoint} has no calibration (training did not finish); resume training first")
+    train_full, _ = load_dataset(cfg.dataset, data_dir or cfg.data_dir)
+    if cfg.limit_train:
+        train_full = train_full.subset(torch.arange(min(cfg.limit_train, len(train_full))))
+    _, val = train_full.split(cfg.val_fraction, seed=cfg.seed)
+    logits, labels = collect_logits(model, val)
+    lat = None
+    if latency_ms is not None:
+        x = next(
+            val.subset(torch.arange(min(latency_images, len(val)))).batches(latency_images, shuffle=False)
+        )[0]
+        lat = exit_latencies_ms(model, x)
+    return tune_beta(
+        logits,
+        labels,
+        calibrations[cfg.score],
+        measure_costs(model),
+        variant=variant or cfg.variant,
+        max_drop=max_drop,
+        budget=budget,
+        latency_ms=latency_ms,
+        exit_latency_ms=lat,
+    )
