@@ -36,6 +36,8 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     ['Conv2d', 'ReLU']
     """
     module = copy.deepcopy(module).eval()
+    if isinstance(module, nn.Sequential):
+        return _fold_sequential(module)
     _fold_inplace(module)
     return module
 

@@ -39,7 +39,7 @@ def balance(fractions: list[float]) -> float:
     if len(fractions) < 2:
         return 0.0
     h = -sum(p * math.log(p) for p in fractions if p > 0)
-    return h / math.log(len(fractions))
+    return max(0.0, h / math.log(len(fractions)))  # no -0.0 for a single exit
 
 
 def relative_compute(sample_macs: torch.Tensor, backbone_macs: int) -> float:
