@@ -15,7 +15,7 @@ import torch
 
 from .errors import InputError
 from .policies.base import ExitPolicy
-from .runtime import ExitResult, _finite
+from .runtime import ExitResult, route
 
 __all__ = ["oracle", "oracle_exits", "simulate"]
 
@@ -55,27 +55,9 @@ def simulate(policy: ExitPolicy, exit_logits: Sequence[torch.Tensor]) -> ExitRes
     [1, 1]
     """
     n = _check_exit_logits(exit_logits)
-    last = len(exit_logits) - 1
-    device = exit_logits[0].device
-    out = exit_logits[-1].new_empty(n, exit_logits[-1].shape[1])
-    exit_index = torch.full((n,), last, dtype=torch.long, device=device)
-    alive = torch.arange(n, device=device)
-    pstate = policy.begin(n)
-    for i in range(last):
-        logits = _finite(exit_logits[i][alive])  # checked before the policy, as in the runtime
-        stop, pstate = policy.stop(i, logits, pstate)
-        n_stop = int(stop.sum())
-        if n_stop == 0:
-            continue
-        out[alive[stop]] = logits[stop]
-        exit_index[alive[stop]] = i
-        if n_stop == alive.shape[0]:
-            return ExitResult(out, exit_index)
-        go_on = ~stop
-        alive = alive[go_on]
-        pstate = policy.keep(pstate, go_on)
-    out[alive] = _finite(exit_logits[-1][alive])
-    return ExitResult(out, exit_index)
+    return route(
+        policy, len(exit_logits), n, lambda i, alive, _: exit_logits[i][alive], exit_logits[0].device
+    )
 
 
 def oracle_exits(exit_logits: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ Both paths call the same exit `step` and policy `stop` as training and evaluatio
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,7 @@ from .inference import fold_batchnorm, freeze_exits
 from .multiexit import MultiExitNetwork, check_input
 from .policies.base import NAN_MESSAGE, ExitPolicy
 
-__all__ = ["AdaptiveRuntime", "ExitResult"]
+__all__ = ["AdaptiveRuntime", "ExitResult", "route"]
 
 
 @dataclass
@@ -100,36 +101,71 @@ class AdaptiveRuntime:
     @torch.inference_mode()
     def run_batched(self, x: torch.Tensor) -> ExitResult:
         """A batch where stopped samples leave and the rest go on. No input checks."""
-        exits, policy = self.exits, self.policy
-        n = x.shape[0]
-        out: torch.Tensor | None = None
-        exit_index = torch.full((n,), self._last, dtype=torch.long, device=x.device)
-        alive = torch.arange(n, device=x.device)
+        exits, stages, last = self.exits, self.stages, self._last
         state: torch.Tensor | None = None
-        pstate = policy.begin(n)
-        for i in range(self._last):
-            x = self.stages[i](x)
+
+        def logits_at(i: int, alive: torch.Tensor, go_on: torch.Tensor | None) -> torch.Tensor:
+            nonlocal x, state
+            if go_on is not None:  # drop the samples that just left
+                x = x[go_on]
+                state = state[go_on] if state is not None else None
+            if i == last:
+                return stages[last](x)
+            x = stages[i](x)
             logits, state = exits.step(i, x, state)
-            _finite(logits)  # checked before the policy: a NaN score would silently route onwards
-            if out is None:
-                out = logits.new_empty(n, logits.shape[1])
-            stop, pstate = policy.stop(i, logits, pstate)
-            n_stop = int(stop.sum())
-            if n_stop == 0:
-                continue
-            out[alive[stop]] = logits[stop]
-            exit_index[alive[stop]] = i
-            if n_stop == alive.shape[0]:
-                return ExitResult(_finite(out), exit_index)
-            go_on = ~stop
-            alive, x = alive[go_on], x[go_on]
-            state = state[go_on] if state is not None else None
-            pstate = policy.keep(pstate, go_on)
-        final = self.stages[self._last](x)
+            return logits
+
+        return route(self.policy, last + 1, x.shape[0], logits_at, x.device)
+
+
+def route(
+    policy: ExitPolicy,
+    num_exits: int,
+    n: int,
+    logits_at: Callable[[int, torch.Tensor, torch.Tensor | None], torch.Tensor],
+    device: torch.device,
+) -> ExitResult:
+    """The shrinking-batch loop shared by the runtime and the offline simulation.
+
+    Args:
+        policy: decides at exits 0..S-2; the final exit takes everyone left.
+        num_exits: S.
+        n: batch size.
+        logits_at: ``logits_at(i, alive, go_on)`` returns exit i's logits for the samples
+            still in the batch; `alive` holds their positions in the input, `go_on` is the
+            mask over the previous exit's batch of those that went on (None: all of them).
+        device: where the index tensors live.
+
+    Returns:
+        Logits of the exit each sample took and its 0-based index, in input order.
+    """
+    last = num_exits - 1
+    out: torch.Tensor | None = None
+    exit_index = torch.full((n,), last, dtype=torch.long, device=device)
+    alive = torch.arange(n, device=device)
+    go_on: torch.Tensor | None = None
+    pstate = policy.begin(n)
+    for i in range(last):
+        logits = _finite(logits_at(i, alive, go_on))  # checked before the policy sees the scores
+        go_on = None
         if out is None:
-            out = final.new_empty(n, final.shape[1])
-        out[alive] = final
-        return ExitResult(_finite(out), exit_index)
+            out = logits.new_empty(n, logits.shape[1])
+        stop, pstate = policy.stop(i, logits, pstate)
+        n_stop = int(stop.sum())
+        if n_stop == 0:
+            continue
+        out[alive[stop]] = logits[stop]
+        exit_index[alive[stop]] = i
+        if n_stop == alive.shape[0]:
+            return ExitResult(out, exit_index)
+        go_on = ~stop
+        alive = alive[go_on]
+        pstate = policy.keep(pstate, go_on)
+    final = _finite(logits_at(last, alive, go_on))
+    if out is None:
+        out = final.new_empty(n, final.shape[1])
+    out[alive] = final
+    return ExitResult(out, exit_index)
 
 
 def _finite(logits: torch.Tensor) -> torch.Tensor:
