@@ -14,7 +14,7 @@ from .errors import CheckpointError, ConfigError
 from .multiexit import MultiExitNetwork
 from .policies.calibrated import ExitCalibration
 
-__all__ = ["load_checkpoint", "load_model", "load_state_into", "save_checkpoint"]
+__all__ = ["load_checkpoint", "load_model", "load_state_into", "save_checkpoint", "update_checkpoint"]
 
 FORMAT = "bofexits-checkpoint"
 VERSION = 1
@@ -25,6 +25,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     data = {"format": FORMAT, "version": VERSION, **payload}
     with atomic_path(path) as tmp:
         torch.save(data, tmp)
+
+
+def update_checkpoint(path: str | Path, **fields: Any) -> None:
+    """Set `fields` in the checkpoint at `path` (created if absent), keeping everything else."""
+    data = load_checkpoint(path) if Path(path).exists() else {}
+    save_checkpoint(path, {**data, **fields})  # the loaded format tag equals the one written
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

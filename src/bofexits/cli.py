@@ -164,7 +164,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from .checkpoint import update_checkpoint
     from .tuning import tune_on_validation
 
     result = tune_on_validation(
@@ -175,11 +175,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         latency_ms=args.latency_ms,
         data_dir=args.data_dir,
     )
-    data = load_checkpoint(args.checkpoint)
-    data.pop("format", None)
-    data.pop("version", None)
-    data["tuned"] = result.to_dict()
-    save_checkpoint(args.checkpoint, data)
+    update_checkpoint(args.checkpoint, tuned=result.to_dict())
     lat = f", {result.val_latency_ms:.3f} ms" if result.val_latency_ms is not None else ""
     print(
         f"{result.target}: beta={result.beta:g} ({result.variant} rule on {result.score}); validation accuracy "

@@ -19,7 +19,7 @@ from .data import ImageDataset
 from .evaluation import collect_logits, run_adaptive, summarize
 from .metrics import accuracy
 from .multiexit import MultiExitNetwork
-from .offline import oracle_exits, simulate
+from .offline import oracle, simulate
 from .policies.calibrated import CalibratedThreshold, ExitCalibration
 from .runtime import AdaptiveRuntime
 from .timing import interleaved_timing
@@ -81,9 +81,8 @@ def sweep(
     betas = list(betas) if betas is not None else DEFAULT_BETAS[variant]
     all_logits, labels = collect_logits(model, test)
     per_exit = [accuracy(lg.argmax(1), labels) for lg in all_logits]
-    oracle = oracle_exits(all_logits, labels)
-    oracle_pred = torch.stack([lg.argmax(1) for lg in all_logits], 1).gather(1, oracle[:, None]).squeeze(1)
-    oracle_summary = summarize(oracle_pred, oracle, labels, costs)
+    best = oracle(all_logits, labels)
+    oracle_summary = summarize(best.predictions, best.exit_index, labels, costs)
 
     points, real_exits = _points(model, calibrations[score], test, costs, variant, betas)
     # The headline points come from real early exit; the comparisons are simulated from all

@@ -7,6 +7,7 @@ epoch the proposed rule is calibrated and stored in the same checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ._io import write_json
 from .build import build_model
-from .checkpoint import load_checkpoint, load_model, load_state_into, save_checkpoint
+from .checkpoint import load_checkpoint, load_model, load_state_into, save_checkpoint, update_checkpoint
 from .config import TrainConfig, from_dict
 from .data import ImageDataset, Transform, compose, random_crop, random_horizontal_flip
 from .datasets import load_dataset
@@ -129,11 +130,8 @@ def _loss(outputs: list[torch.Tensor], y: torch.Tensor, weights: list[float], ph
 def _forward(model: MultiExitNetwork, x: torch.Tensor, phase: str) -> list[torch.Tensor]:
     if phase == "backbone":
         return [model.forward_backbone(x)]
-    if phase == "exits":
-        with torch.no_grad():
-            maps, final = model.features(x)
-        return [*model.exits(maps), final]
-    maps, final = model.features(x)
+    with torch.no_grad() if phase == "exits" else contextlib.nullcontext():  # frozen backbone: no graph
+        maps, final = model.features(x)
     return [*model.exits(maps), final]
 
 
@@ -298,10 +296,8 @@ def train(
     if not codebooks_ready:  # zero epochs of exit training: still start from k-means codebooks
         kmeans_init(model, train_set, cfg.kmeans_images, cfg.seed, device)
     calibrations = calibrate(model, train_set if cfg.calibration_split == "train" else val_set, device)
-    final: dict[str, Any] = load_checkpoint(ckpt_path) if ckpt_path.exists() else {}
-    final.pop("format", None)
-    final.pop("version", None)
-    final.update(
+    update_checkpoint(
+        ckpt_path,
         config=cfg.to_dict(),
         model=model.state_dict(),
         history=history,
@@ -309,7 +305,6 @@ def train(
         epoch=len(phases),
         complete=True,
     )
-    save_checkpoint(ckpt_path, final)
     return TrainResult(ckpt_path, model.cpu().eval(), calibrations, history, test)
 
 
