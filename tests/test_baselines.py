@@ -232,11 +232,14 @@ def test_geometric_fractions() -> None:
 
 
 def test_budget_fractions_hand() -> None:
-    # macs 1, 2, 4: q = 1 costs (1 + 2 + 4) / 3 / 4 = 7/12, q = 2 costs (1 + 4 + 16) / 7 / 4 = 3/4.
-    assert budget_fractions([1, 2, 4], 7 / 12) == pytest.approx([1 / 3] * 3, abs=1e-9)
-    assert budget_fractions([1, 2, 4], 0.75) == pytest.approx([1 / 7, 2 / 7, 4 / 7], abs=1e-9)
-    assert budget_fractions([1, 2, 4], 0.25) == [1.0, 0.0, 0.0]
-    assert budget_fractions([1, 2, 4], 1.0) == [0.0, 0.0, 1.0]
+    # macs 1, 2, 4 on a backbone of 4: q = 1 costs (1 + 2 + 4) / 3 / 4 = 7/12, q = 2 costs 3/4.
+    assert budget_fractions([1, 2, 4], 7 / 12, 4) == pytest.approx([1 / 3] * 3, abs=1e-9)
+    assert budget_fractions([1, 2, 4], 0.75, 4) == pytest.approx([1 / 7, 2 / 7, 4 / 7], abs=1e-9)
+    assert budget_fractions([1, 2, 4], 0.25, 4) == [1.0, 0.0, 0.0]
+    assert budget_fractions([1, 2, 4], 1.0, 4) == [0.0, 0.0, 1.0]
+    # the budget is a fraction of the backbone: with exits costing 10% extra, 1.1 runs everything
+    assert budget_fractions([1.1, 2.2, 4.4], 1.1, 4) == [0.0, 0.0, 1.0]
+    assert budget_fractions([1.1, 2.2, 4.4], 7 / 12 * 1.1, 4) == pytest.approx([1 / 3] * 3, abs=1e-9)
 
 
 def test_fit_budgeted_thresholds_hand() -> None:
@@ -244,8 +247,8 @@ def test_fit_budgeted_thresholds_hand() -> None:
     exit0 = torch.tensor([[5.0, 0.0], [4.0, 0.0], [3.0, 0.0], [2.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
     exit1 = torch.tensor([[9.0, 0.0], [9.0, 0.0], [1.0, 0.0], [3.0, 0.0], [2.0, 0.0], [0.0, 0.0]])
     # exit 1: samples 0, 1 (scores 5, 4); exit 2: of samples 2..5 (1, 3, 2, 0) the top two, 3 and 2.
-    assert fit_budgeted_thresholds([exit0, exit1], [1, 2, 4], 7 / 12, "max_logit") == [4.0, 2.0]
-    policy = BudgetedThreshold.fit([exit0, exit1], [1, 2, 4], 7 / 12, "max_logit")
+    assert fit_budgeted_thresholds([exit0, exit1], [1, 2, 4], 7 / 12, 4, "max_logit") == [4.0, 2.0]
+    policy = BudgetedThreshold.fit([exit0, exit1], [1, 2, 4], 7 / 12, 4, "max_logit")
     final = torch.zeros(6, 2)
     assert simulate(policy, [exit0, exit1, final]).exit_index.tolist() == [0, 0, 2, 1, 1, 2]
     assert policy.budget == pytest.approx(7 / 12)
@@ -258,46 +261,51 @@ def _random_exit_logits(n: int, exits: int, seed: int) -> list[torch.Tensor]:
 
 
 MACS = [1.0, 2.2, 3.1, 4.5]
+BACKBONE = 4.2  # the final exit's 4.5 includes 0.3 of exit heads
 
 
 @pytest.mark.parametrize("budget", [0.25, 0.3, 0.45, 0.6, 0.75, 0.9, 0.99])
 @pytest.mark.parametrize("score", ["max_prob", "max_logit"])
 def test_budgeted_thresholds_meet_the_budget(budget: float, score: str) -> None:
     val = _random_exit_logits(2000, 4, seed=0)
-    policy = BudgetedThreshold.fit(val[:-1], MACS, budget, score)
+    policy = BudgetedThreshold.fit(val[:-1], MACS, budget, BACKBONE, score)
     r = simulate(policy, val)
-    realised = float(torch.tensor(MACS, dtype=torch.float64)[r.exit_index].mean()) / MACS[-1]
+    realised = float(torch.tensor(MACS, dtype=torch.float64)[r.exit_index].mean()) / BACKBONE
     assert realised == pytest.approx(budget, rel=0.02)
     # the exit fractions follow the geometric law, to within a sample per exit
     counts = torch.bincount(r.exit_index, minlength=4).tolist()
-    want = [2000 * p for p in budget_fractions(MACS, budget)]
+    want = [2000 * p for p in budget_fractions(MACS, budget, BACKBONE)]
     assert all(abs(c - w) <= 1.0 for c, w in zip(counts, want, strict=True)), (counts, want)
     # unseen data from the same distribution lands close to the budget too
     test = _random_exit_logits(2000, 4, seed=1)
     r = simulate(policy, test)
-    realised = float(torch.tensor(MACS, dtype=torch.float64)[r.exit_index].mean()) / MACS[-1]
+    realised = float(torch.tensor(MACS, dtype=torch.float64)[r.exit_index].mean()) / BACKBONE
     assert realised == pytest.approx(budget, rel=0.05)
 
 
 def test_budget_ends_of_the_reachable_range() -> None:
     val = _random_exit_logits(100, 4, seed=0)
-    low = MACS[0] / MACS[-1]
-    assert simulate(BudgetedThreshold.fit(val[:-1], MACS, low), val).exit_index.tolist() == [0] * 100
-    assert simulate(BudgetedThreshold.fit(val[:-1], MACS, 1.0), val).exit_index.tolist() == [3] * 100
+    low, high = MACS[0] / BACKBONE, MACS[-1] / BACKBONE
+    assert (
+        simulate(BudgetedThreshold.fit(val[:-1], MACS, low, BACKBONE), val).exit_index.tolist() == [0] * 100
+    )
+    assert (
+        simulate(BudgetedThreshold.fit(val[:-1], MACS, high, BACKBONE), val).exit_index.tolist() == [3] * 100
+    )
 
 
-@pytest.mark.parametrize("budget", [0.0, 0.1, 0.2, 1.01, 2.0, -1.0])
+@pytest.mark.parametrize("budget", [0.0, 0.1, 0.2, 1.08, 2.0, -1.0])
 def test_budget_out_of_reach(budget: float) -> None:
     val = _random_exit_logits(50, 4, seed=0)
-    with pytest.raises(TargetUnreachableError, match=r"reachable range is \[0\.222222, 1\]"):
-        fit_budgeted_thresholds(val[:-1], MACS, budget)
+    with pytest.raises(TargetUnreachableError, match=r"reachable range is \[0\.238095, 1\.07143\]"):
+        fit_budgeted_thresholds(val[:-1], MACS, budget, BACKBONE)
 
 
 def test_raising_the_budget_raises_compute() -> None:
     val = _random_exit_logits(500, 4, seed=2)
     macs = torch.tensor(MACS, dtype=torch.float64)
     realised = [
-        float(macs[simulate(BudgetedThreshold.fit(val[:-1], MACS, b), val).exit_index].mean())
+        float(macs[simulate(BudgetedThreshold.fit(val[:-1], MACS, b, BACKBONE), val).exit_index].mean())
         for b in (0.25, 0.4, 0.55, 0.7, 0.85, 1.0)
     ]
     assert realised == sorted(realised) and realised[0] < realised[-1]
@@ -317,7 +325,12 @@ def test_raising_the_budget_raises_compute() -> None:
     ],
 )
 def test_fit_budgeted_thresholds_errors(kwargs: dict[str, Any], error: type[Exception]) -> None:
-    args: dict[str, Any] = {"exit_logits": _random_exit_logits(20, 3, 0), "exit_macs": MACS, "budget": 0.5}
+    args: dict[str, Any] = {
+        "exit_logits": _random_exit_logits(20, 3, 0),
+        "exit_macs": MACS,
+        "budget": 0.5,
+        "backbone_macs": BACKBONE,
+    }
     args.update(kwargs)
     with pytest.raises(error):
         fit_budgeted_thresholds(**args)
@@ -427,7 +440,7 @@ def test_batch1_path_equals_batched(policy: ExitPolicy) -> None:
         lambda: Patience(True),
         lambda: BudgetedThreshold([0.5, float("nan")]),
         lambda: BudgetedThreshold([0.5], score="entropy"),
-        lambda: BudgetedThreshold([0.5], budget=1.5),
+        lambda: BudgetedThreshold([0.5], budget=-0.5),
         lambda: SingleExit(-1),
         lambda: SingleExit(1.0),  # type: ignore[arg-type]
     ],

@@ -63,7 +63,7 @@ def test_train_evaluate_report(fake_data: Path, tmp_path: Path, capsys: pytest.C
         (["train", "--exit-pools", "2"], "exit_pools needs 3 entries"),
         (["train", "--config", "/nonexistent.json"], "cannot read config"),
         (["evaluate", "/nonexistent/checkpoint.pt"], "does not exist"),
-        (["report", "/nonexistent"], "results.json not found"),
+        (["report", "/nonexistent"], "neither results.json nor policies.json"),
     ],
 )
 def test_errors_are_one_line(

@@ -19,6 +19,7 @@ from bofexits.policies import (
     create_policy,
     list_policies,
 )
+from bofexits.offline import simulate
 from bofexits.runtime import AdaptiveRuntime
 
 LOGITS = torch.tensor([[1.0, 3.0, 2.0], [0.0, 0.0, 0.0], [-1.0, -5.0, -1.0]])
@@ -256,3 +257,17 @@ def test_raising_beta_never_lowers_exit_index(
         means.append(float(r.exit_index.double().mean()))
     assert means == sorted(means)
     assert means[0] < means[-1]  # the knob does something on this model
+
+
+@pytest.mark.parametrize("score", ["max_logit", "max_prob", "margin", "neg_entropy"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_batch1_rejects_any_non_finite_logit(score: str, bad: float) -> None:
+    # A -inf in a non-maximal logit leaves max_prob finite; it must still be refused, as in batches.
+    cal = ExitCalibration.fit(_exit_logits(), score)
+    policy = CalibratedThreshold(cal, 0.5, "quantile")
+    logits = torch.tensor([[3.0, 0.0, 1.0, 0.5]])
+    logits[0, 1] = bad
+    with pytest.raises(InputError, match="NaN or inf"):
+        policy.stop_one(0, logits, None)
+    with pytest.raises(InputError, match="NaN or inf"):
+        simulate(policy, [logits, logits, logits])

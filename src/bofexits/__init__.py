@@ -9,6 +9,7 @@ stop), `runtime` (real early exit), `cost` (counted MACs), `data` (loaders), `tr
 from __future__ import annotations
 
 from .backbones import Backbone, create_backbone, list_backbones, register_backbone
+from .baseline_exits import ConvExits, PooledLinearExits
 from .bof import BoFPooling, bof_histogram, logistic_membership, rbf_membership, squared_distances
 from .build import build_model
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
@@ -37,6 +38,7 @@ from .policies import (
     fit_budgeted_thresholds,
     list_policies,
 )
+from .recipes import RECIPES, recipe_for
 from .runtime import AdaptiveRuntime, ExitResult
 from .training import TrainResult, train
 
@@ -52,6 +54,7 @@ __all__ = [
     "CalibratedThreshold",
     "CheckpointError",
     "ConfigError",
+    "ConvExits",
     "CostTable",
     "DataError",
     "EntropyThreshold",
@@ -65,6 +68,8 @@ __all__ = [
     "ModelConfig",
     "MultiExitNetwork",
     "Patience",
+    "PooledLinearExits",
+    "RECIPES",
     "SingleExit",
     "TargetUnreachableError",
     "TrainConfig",
@@ -93,6 +98,7 @@ __all__ = [
     "measure_costs",
     "oracle",
     "rbf_membership",
+    "recipe_for",
     "register_backbone",
     "relative_compute",
     "save_checkpoint",

@@ -32,6 +32,9 @@ class ModelConfig:
         exit_pools: per-exit pre-pool factors (None: the backbone's defaults).
         aggregation: "mean", "sum" or "none" (independent exits).
         shared_classifier: one classifier for all exits.
+        exit_head: "bof" (the method), or a baseline head for side-by-side numbers: "pooled"
+            (SDN, mixed pooling + linear) or "conv" (BranchyNet-style conv branch). The
+            codebook options above apply to "bof" only.
     """
 
     backbone: str = "vgg28"
@@ -46,6 +49,7 @@ class ModelConfig:
     exit_pools: list[int] | None = None
     aggregation: str = "mean"
     shared_classifier: bool = True
+    exit_head: str = "bof"
 
 
 @dataclass
@@ -61,7 +65,10 @@ class TrainConfig:
         exit_lr: peak learning rate when only the exits train (frozen mode, two-phase phase 2);
             BoF exits on a frozen backbone learned far faster at 3e-2 than at 3e-3.
         exit_weights: loss weight per exit, final exit last (None: all 1).
-        augment: random horizontal flips (and crops when `crop_padding` > 0).
+        augment: random augmentation: horizontal flips (when `flip`) and crops (when
+            `crop_padding` > 0); False turns both off.
+        flip: random horizontal flips when augmenting; off for digits (MNIST, SVHN), whose
+            mirror images are other symbols.
         crop_padding: random-crop padding in pixels; 0 (default) because on short schedules the
             crops slowed convergence (Fashion-MNIST, 2 epochs: 87.9% with 2-px crops, 90.6% without).
         calibration_split: "train" (the paper) or "val" (held-out).
@@ -81,6 +88,7 @@ class TrainConfig:
     momentum: float = 0.9
     exit_weights: list[float] | None = None
     augment: bool = True
+    flip: bool = True
     crop_padding: int = 0
     val_fraction: float = 0.1
     seed: int = 0
@@ -89,7 +97,7 @@ class TrainConfig:
     kmeans_images: int = 512
     calibration_split: str = "train"
     score: str = "max_prob"
-    variant: str = "quantile"
+    variant: str = "conditional"
     backbone_checkpoint: str | None = None
     limit_train: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)

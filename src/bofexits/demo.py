@@ -1,5 +1,6 @@
 """`make demo`: train BoF exits on Fashion-MNIST, sweep the proposed rule with real early exit,
-time it against the plain backbone, and write results.json, plots and report.md."""
+time it against the plain backbone, compare every exit policy side by side, and write
+results.json, policies.json/csv, plots, report.md and report.html."""
 
 from __future__ import annotations
 
@@ -8,18 +9,20 @@ from pathlib import Path
 
 from ._io import write_json
 from .checkpoint import load_checkpoint, load_model
+from .compare import compare_policies, save_comparison
 from .config import TrainConfig
 from .datasets import load_dataset
 from .report import write_report
 from .sweep import sweep
 from .training import CHECKPOINT, train
+from .tuning import validation_split
 
 __all__ = ["DEMO_CONFIG", "run_demo"]
 
 log = logging.getLogger(__name__)
 
 DEMO_CONFIG = TrainConfig(dataset="fashion-mnist", mode="two-phase", epochs=10, exit_epochs=4)
-EXTRA = (("max_logit", "mean"), ("max_logit", "quantile"), ("max_prob", "mean"))
+EXTRA = (("max_prob", "quantile"), ("max_prob", "mean"), ("max_logit", "quantile"), ("max_logit", "mean"))
 
 
 def run_demo(
@@ -60,4 +63,15 @@ def run_demo(
         "history": history,
     }
     write_json(out / "results.json", results)
+    log.info("comparing every exit policy side by side")
+    comparison = compare_policies(
+        model,
+        calibrations,
+        validation_split(cfg, cfg.data_dir),
+        test,
+        score=cfg.score,
+        variant=cfg.variant,
+        timing_samples=min(timing_samples, 200),
+    )
+    save_comparison(comparison, out)
     return write_report(out)

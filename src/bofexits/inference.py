@@ -187,7 +187,7 @@ class FrozenBoFExits(ExitHeads):
 
 
 def freeze_exits(exits: ExitHeads, feature_shapes: list[tuple[int, ...]]) -> ExitHeads:
-    """The fastest inference form of `exits` (BoF exits are frozen; other heads are returned as they are)."""
+    """The fastest inference form of `exits`: BoF exits frozen, BatchNorm folded in other heads."""
     if isinstance(exits, BoFExits):
         return FrozenBoFExits(exits, feature_shapes)
-    return exits
+    return cast(ExitHeads, fold_batchnorm(exits))

@@ -17,7 +17,7 @@ from .errors import InputError
 from .policies.base import ExitPolicy
 from .runtime import ExitResult, route
 
-__all__ = ["oracle", "oracle_exits", "simulate"]
+__all__ = ["oracle", "oracle_exits", "oracle_frontier", "simulate"]
 
 
 def _check_exit_logits(exit_logits: Sequence[torch.Tensor]) -> int:
@@ -92,3 +92,42 @@ def oracle(exit_logits: Sequence[torch.Tensor], labels: torch.Tensor) -> ExitRes
     index = oracle_exits(exit_logits, labels.to(exit_logits[0].device))
     logits = torch.stack(list(exit_logits))[index, torch.arange(n, device=index.device)]
     return ExitResult(logits, index)
+
+
+def oracle_frontier(
+    exit_logits: Sequence[torch.Tensor], labels: torch.Tensor, macs_at_exit: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best accuracy any exit assignment reaches at each mean compute: the bound for every policy.
+
+    Everyone starts at exit 1 (the cheapest possible). A sample wrong there becomes correct
+    only by going to its earliest correct exit, at a known extra cost; buying those in order
+    of increasing cost traces the upper frontier, ending at the `oracle` point.
+
+    Args:
+        exit_logits: [(N, classes)] * S.
+        labels: (N,) true classes.
+        macs_at_exit: S cumulative MACs of leaving at each exit (`CostTable.macs_at_exit()`).
+
+    Returns:
+        (mean MACs (M,), accuracy (M,)), both non-decreasing, M = 1 + samples an exit can fix.
+
+    >>> logits = [torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[0.0, 1.0], [0.0, 1.0]])]
+    >>> macs, acc = oracle_frontier(logits, torch.tensor([0, 1]), [1.0, 3.0])
+    >>> macs.tolist(), acc.tolist()
+    ([1.0, 2.0], [0.5, 1.0])
+    """
+    n = _check_exit_logits(exit_logits)
+    if labels.shape != (n,) or len(macs_at_exit) != len(exit_logits):
+        raise InputError(
+            f"need ({n},) labels and {len(exit_logits)} exit costs, got {tuple(labels.shape)} and "
+            f"{len(macs_at_exit)}"
+        )
+    correct = torch.stack([lg.argmax(1).cpu() == labels.cpu() for lg in exit_logits], 1)  # (N, S)
+    macs = torch.as_tensor(list(macs_at_exit), dtype=torch.float64)
+    fixable = correct.any(1) & ~correct[:, 0]
+    earliest = correct.float().argmax(1)[fixable]
+    extra = (macs[earliest] - macs[0]).sort().values  # cheapest fixes first
+    base_correct = int(correct[:, 0].sum())
+    mean_macs = macs[0] + torch.cat([torch.zeros(1, dtype=torch.float64), extra.cumsum(0)]) / n
+    acc = (base_correct + torch.arange(extra.numel() + 1, dtype=torch.float64)) / n
+    return mean_macs, acc

@@ -24,11 +24,12 @@ from .policies.calibrated import CalibratedThreshold, ExitCalibration
 from .runtime import AdaptiveRuntime
 from .timing import interleaved_timing
 
-__all__ = ["DEFAULT_BETAS", "knee_point", "sweep"]
+__all__ = ["DEFAULT_BETAS", "knee_point", "platform_info", "sweep"]
 
 DEFAULT_BETAS: dict[str, list[float]] = {
     "mean": [0.5, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0],
     "quantile": [0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+    "conditional": [0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
 }
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def knee_point(
     return min(ok, key=lambda p: p["relative_macs"]) if ok else None
 
 
-def _platform() -> dict[str, Any]:
+def platform_info() -> dict[str, Any]:
     return {
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
@@ -99,7 +100,7 @@ def sweep(
         "score": score,
         "variant": variant,
         "num_test": len(test),
-        "platform": _platform(),
+        "platform": platform_info(),
         "costs": costs.to_dict(),
         "per_exit_accuracy": per_exit,
         "full_accuracy": per_exit[-1],

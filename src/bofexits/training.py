@@ -29,6 +29,7 @@ from .data import ImageDataset, Transform, compose, random_crop, random_horizont
 from .datasets import load_dataset
 from .errors import CheckpointError, ConfigError
 from .evaluation import collect_logits
+from .exits import ExitHeads
 from .multiexit import MultiExitNetwork
 from .policies.calibrated import ExitCalibration
 from .policies.scores import SCORES
@@ -145,7 +146,12 @@ def _set_train_mode(model: MultiExitNetwork, phase: str) -> None:
 def kmeans_init(
     model: MultiExitNetwork, data: ImageDataset, images: int, seed: int, device: torch.device
 ) -> None:
-    """Initialise every exit's codebook by k-means on features of `images` training images."""
+    """Initialise every exit's codebook by k-means on features of `images` training images.
+
+    Heads without a data-dependent initialisation (the baselines) are left alone.
+    """
+    if type(model.exits).init_from_features is ExitHeads.init_from_features:
+        return
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data), generator=gen)[: max(1, images)]
     sub = data.subset(idx)
@@ -196,7 +202,7 @@ def train(
     train_set, val_set = train_full.split(cfg.val_fraction, seed=cfg.seed)
     phases = _phases(cfg)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
-    transform = _augmentation(train_set, cfg.crop_padding) if cfg.augment else None
+    transform = _augmentation(train_set, cfg.crop_padding, flip=cfg.flip) if cfg.augment else None
 
     start_epoch, history, codebooks_ready = 0, [], False
     state: dict[str, Any] | None = None
@@ -320,12 +326,19 @@ def calibrate(
     return {score: ExitCalibration.fit(logits[:-1], score) for score in SCORES}
 
 
-def _augmentation(data: ImageDataset, padding: int) -> Transform:
-    """Horizontal flip, and a random crop padded with the normalised black background if padding > 0."""
-    flip = partial(random_horizontal_flip, p=0.5)
-    if padding <= 0:
-        return compose(flip)
-    return compose(partial(random_crop, padding=padding, fill=-data.mean[0] / data.std[0]), flip)
+def _augmentation(data: ImageDataset, padding: int, *, flip: bool = True) -> Transform | None:
+    """A random crop if padding > 0, then a horizontal flip if `flip`; None when neither applies.
+
+    The crop pads with normalised black (for colour images, black averaged over the channels:
+    `random_crop` takes one fill value).
+    """
+    parts: list[Transform] = []
+    if padding > 0:
+        fill = sum(-m / s for m, s in zip(data.mean, data.std, strict=True)) / len(data.mean)
+        parts.append(partial(random_crop, padding=padding, fill=fill))
+    if flip:
+        parts.append(partial(random_horizontal_flip, p=0.5))
+    return compose(*parts) if parts else None
 
 
 def _check_dataset(model: MultiExitNetwork, data: ImageDataset) -> None:

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 
 from .checkpoint import load_model
+from .config import TrainConfig
 from .cost import CostTable, measure_costs
+from .data import ImageDataset
 from .datasets import load_dataset
 from .errors import ConfigError, TargetUnreachableError
 from .evaluation import collect_logits
@@ -28,7 +30,14 @@ from .policies.fixed import SingleExit
 from .runtime import AdaptiveRuntime
 from .timing import interleaved_timing
 
-__all__ = ["TuneResult", "beta_grid", "exit_latencies_ms", "tune_beta", "tune_on_validation"]
+__all__ = [
+    "TuneResult",
+    "beta_grid",
+    "exit_latencies_ms",
+    "tune_beta",
+    "tune_on_validation",
+    "validation_split",
+]
 
 
 @dataclass
@@ -49,12 +58,12 @@ class TuneResult:
 
 
 def beta_grid(variant: str, points: int = 201) -> list[float]:
-    """Knob values to search: [0, 1] for quantiles, [0.5, 3] for the mean rule.
+    """Knob values to search: [0, 1] for the quantile rules, [0.5, 3] for the mean rule.
 
     >>> beta_grid("quantile", 3)
     [0.0, 0.5, 1.0]
     """
-    lo, hi = (0.0, 1.0) if variant == "quantile" else (0.5, 3.0)
+    lo, hi = (0.5, 3.0) if variant == "mean" else (0.0, 1.0)
     return [lo + (hi - lo) * i / (points - 1) for i in range(points)]
 
 
@@ -77,7 +86,7 @@ def tune_beta(
         labels: (N,) validation labels.
         calibration: the rule's per-exit statistics.
         costs: per-exit MACs (to express compute relative to the backbone).
-        variant: "mean" or "quantile".
+        variant: "mean", "quantile" or "conditional".
         max_drop: largest accuracy drop allowed, in percentage points: the cheapest beta wins.
         budget: largest mean MACs as a fraction of the backbone: the most accurate beta wins.
         latency_ms: largest mean batch-1 latency: the most accurate beta wins.
@@ -152,6 +161,17 @@ def exit_latencies_ms(model: MultiExitNetwork, images: torch.Tensor, rounds: int
     return out
 
 
+def validation_split(cfg: TrainConfig, data_dir: str | None = None) -> ImageDataset:
+    """The run's validation split, rebuilt as training made it (same seed and fraction).
+
+    Knobs are chosen here and never on the test set, which training never sees either.
+    """
+    train_full, _ = load_dataset(cfg.dataset, data_dir or cfg.data_dir)
+    if cfg.limit_train:
+        train_full = train_full.subset(torch.arange(min(cfg.limit_train, len(train_full))))
+    return train_full.split(cfg.val_fraction, seed=cfg.seed)[1]
+
+
 def tune_on_validation(
     checkpoint: str | Path,
     *,
@@ -166,10 +186,7 @@ def tune_on_validation(
     model, calibrations, cfg = load_model(checkpoint)
     if cfg.score not in calibrations:
         raise ConfigError(f"{checkpoint} has no calibration (training did not finish); resume training first")
-    train_full, _ = load_dataset(cfg.dataset, data_dir or cfg.data_dir)
-    if cfg.limit_train:
-        train_full = train_full.subset(torch.arange(min(cfg.limit_train, len(train_full))))
-    _, val = train_full.split(cfg.val_fraction, seed=cfg.seed)
+    val = validation_split(cfg, data_dir)
     logits, labels = collect_logits(model, val)
     lat = None
     if latency_ms is not None:

@@ -3,6 +3,11 @@
 Shared by every loader so that all datasets follow one search order and one error message:
 ``root`` given by the caller, ``$BOFEXITS_DATA/<name>``, the user cache, the Debian dataset
 package directory, then (if allowed) a verified download into the cache.
+
+A file may be a ``.tar.gz`` archive (CIFAR): a local copy is then either the archive or the folder
+it unpacks to, and :func:`read_members` reads the same members from both. A downloaded archive is
+unpacked once into the cache (safely: no paths or links leading outside the target; atomically: into a temp
+folder, then renamed) so later loads skip the decompression.
 """
 
 from __future__ import annotations
@@ -11,9 +16,13 @@ import hashlib
 import http.client
 import logging
 import os
+import shutil
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +37,7 @@ __all__ = [
     "cache_root",
     "candidate_dirs",
     "locate",
+    "read_members",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,10 +58,13 @@ class RemoteFile:
     Attributes:
         name: upstream file name, e.g. ``train-images-idx3-ubyte.gz``.
         md5: hex MD5 of the upstream file, as published by the dataset's authors.
+        folder: for a tar archive, the top-level folder it unpacks to (e.g. ``cifar-10-batches-py``);
+            a local copy may then be that folder instead of the archive.
     """
 
     name: str
     md5: str
+    folder: str | None = None
 
     @property
     def stem(self) -> str:
@@ -102,25 +115,49 @@ def candidate_dirs(spec: DatasetFiles, root: str | Path | None) -> list[Path]:
     return unique
 
 
+def _find_one(directory: Path, remote: RemoteFile) -> Path | None:
+    """An existing local copy of ``remote`` in ``directory``: its unpacked folder first, then the file."""
+    if remote.folder is not None:
+        # ``directory`` may be the unpacked folder itself (``--data-dir .../cifar-10-batches-py``).
+        for folder in (directory / remote.folder, directory):
+            if folder.name == remote.folder and folder.is_dir():
+                return folder
+    for candidate in (directory / remote.name, directory / remote.stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def _find_in(directory: Path, spec: DatasetFiles) -> dict[str, Path] | None:
-    """Map each upstream name to an existing file (``.gz`` or unpacked) if all are present."""
+    """Map each upstream name to an existing copy (``.gz`` or unpacked, archive or folder) if all exist."""
     found: dict[str, Path] = {}
     for remote in spec.files:
-        for candidate in (directory / remote.name, directory / remote.stem):
-            if candidate.is_file():
-                found[remote.name] = candidate
-                break
-        else:
+        path = _find_one(directory, remote)
+        if path is None:
             return None
+        found[remote.name] = path
     return found
 
 
+def _describe(spec: DatasetFiles) -> str:
+    """The files to provide, for messages: ``a, b (gzipped or not)`` or ``x.tar.gz (or its folder y/)``."""
+    parts = [
+        f"{f.name} (or the folder {f.folder}/ it unpacks to)" if f.folder else f.name for f in spec.files
+    ]
+    text = ", ".join(parts)
+    if all(f.name.endswith(".gz") and not f.folder for f in spec.files):
+        text += " (gzipped or not)"
+    return text
+
+
 def _help(spec: DatasetFiles) -> str:
-    names = ", ".join(f.name for f in spec.files)
     options = []
     if spec.debian_package:
         options.append(f"run `sudo apt-get install {spec.debian_package}`")
-    options.append(f"put {names} (gzipped or not) in a directory and pass it as --data-dir (root=...)")
+    options.append(
+        f"put {_describe(spec)} in a directory and pass it as --data-dir (root=...), "
+        f"or put them in $BOFEXITS_DATA/{spec.name}/ or {cache_root() / spec.name}/"
+    )
     options.append("connect to the internet so the download can run")
     return "fix: " + "; or ".join(options)
 
@@ -152,6 +189,62 @@ def _download_one(url: str, dest: Path, md5: str) -> None:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _safe_members(archive: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:
+    """Regular files and folders that stay inside ``dest`` (for Pythons without ``filter="data"``)."""
+    members = []
+    for member in archive.getmembers():
+        inside = (dest / member.name).resolve().is_relative_to(dest.resolve())
+        if not (member.isfile() or member.isdir()) or not inside or Path(member.name).is_absolute():
+            raise tarfile.TarError(
+                f"member {member.name!r} is a link, a device or points outside the archive"
+            )
+        members.append(member)
+    return members
+
+
+def _extract(archive_path: Path, folder: str, dest_dir: Path) -> Path:
+    """Unpack ``folder`` of a verified archive into ``dest_dir`` safely and atomically; return it.
+
+    Members go into a temp folder next to the target (``filter="data"``: no absolute paths, ``..``,
+    links out of the tree or device files), and only the finished folder is renamed into place, so an
+    interrupted extraction never leaves a half-filled folder that a later search would accept.
+    """
+    target = dest_dir / folder
+    tmp: Path | None = None
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.", suffix=".tmp", dir=dest_dir))
+        with tarfile.open(archive_path, "r:*") as archive:
+            if hasattr(tarfile, "data_filter"):
+                archive.extractall(tmp, filter="data")
+            else:  # Python < 3.10.12 / 3.11.4
+                archive.extractall(tmp, members=_safe_members(archive, tmp))
+        unpacked = tmp / folder
+        if not unpacked.is_dir():
+            raise DataError(
+                f"{archive_path} does not contain the folder {folder}/; the mirror serves another file: "
+                f"delete it and fetch {archive_path.name} by hand"
+            )
+        try:
+            os.rename(unpacked, target)
+        except OSError:
+            if not target.is_dir():  # else another process finished the same extraction first
+                raise
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise DataError(
+            f"cannot unpack {archive_path} ({exc}); the archive is damaged or not the official one: delete it "
+            "and download it again"
+        ) from exc
+    except OSError as exc:
+        raise DataError(
+            f"cannot unpack {archive_path} into {dest_dir} ({exc}); free some disk space or make the folder "
+            "writable, then run again"
+        ) from exc
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def _download(spec: DatasetFiles, dest_dir: Path) -> dict[str, Path]:
@@ -186,6 +279,10 @@ def _download(spec: DatasetFiles, dest_dir: Path) -> dict[str, Path]:
                 f"{spec.title} is not on this machine and downloading {remote.name} failed "
                 f"({'; '.join(failures)}); {_help(spec)}"
             )
+        if remote.folder is not None:
+            logger.info("unpacking %s", dest)
+            found[remote.name] = _extract(dest, remote.folder, dest_dir)
+            dest.unlink()  # the folder is what later searches find; the archive would only take space
     return found
 
 
@@ -217,3 +314,54 @@ def locate(spec: DatasetFiles, root: str | Path | None = None, *, download: bool
         return _download(spec, cache_root() / spec.name)
     looked = ", ".join(str(d) for d in searched)
     raise DataError(f"{spec.title} files not found (looked in {looked}) and download=False; {_help(spec)}")
+
+
+def read_members(path: Path, folder: str, names: Sequence[str]) -> dict[str, bytes]:
+    """Read the files ``names`` of an archive's ``folder``, from the archive or from the unpacked folder.
+
+    A ``.tar.gz`` is read in one streaming pass (its member index is never built, which would
+    decompress it once per member); nothing is written to disk, so a read-only archive works too.
+
+    Args:
+        path: the unpacked folder (holding ``names``) or the archive (holding ``folder/<name>``).
+        folder: the archive's top-level folder, e.g. ``cifar-10-batches-py``.
+        names: file names inside ``folder``, e.g. ``data_batch_1``.
+
+    Returns:
+        Each name -> the file's bytes.
+
+    Raises:
+        DataError: a member is missing, or the archive or a file cannot be read.
+    """
+    wanted = set(names)
+    data: dict[str, bytes] = {}
+    if path.is_dir():
+        for name in names:
+            try:
+                data[name] = (path / name).read_bytes()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise DataError(f"cannot read {path / name} ({exc.strerror}); check its permissions") from exc
+    else:
+        try:
+            with tarfile.open(path, "r|*") as archive:
+                for member in archive:
+                    parent, _, base = member.name.removeprefix("./").rpartition("/")
+                    if parent == folder and base in wanted and member.isfile():
+                        handle = archive.extractfile(member)
+                        if handle is not None:
+                            data[base] = handle.read()
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise DataError(
+                f"{path} is not a readable tar archive ({exc}); it is corrupt or truncated: delete it and "
+                "download it again"
+            ) from exc
+    missing = [name for name in names if name not in data]
+    if missing:
+        where = str(path) if path.is_dir() else f"{path} (folder {folder}/)"
+        raise DataError(
+            f"{where} lacks {', '.join(missing)}; the copy is incomplete or another dataset's: delete it and "
+            "download or unpack it again"
+        )
+    return data

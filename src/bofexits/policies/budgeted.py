@@ -39,44 +39,51 @@ def geometric_fractions(log_q: float, num_exits: int) -> list[float]:
     return [w / total for w in weights]
 
 
-def _relative_macs(exit_macs: Sequence[float]) -> list[float]:
+def _relative_macs(exit_macs: Sequence[float], backbone_macs: float) -> list[float]:
     macs = [float(m) for m in exit_macs]
     if not macs or any(not (0 < m < math.inf) for m in macs):
         raise ConfigError(f"exit_macs must be positive finite numbers, got {list(exit_macs)}")
     if any(b < a for a, b in zip(macs, macs[1:], strict=False)):
         raise ConfigError(f"exit_macs must be cumulative (non-decreasing), got {macs}")
-    return [m / macs[-1] for m in macs]
+    if isinstance(backbone_macs, bool) or not 0 < float(backbone_macs) < math.inf:
+        raise ConfigError(f"backbone_macs must be a positive finite number, got {backbone_macs!r}")
+    return [m / float(backbone_macs) for m in macs]
 
 
-def budget_fractions(exit_macs: Sequence[float], budget: float) -> list[float]:
+def budget_fractions(exit_macs: Sequence[float], budget: float, backbone_macs: float) -> list[float]:
     """Geometric exit fractions whose expected compute equals `budget`.
+
+    Every compute number in bofexits is a fraction of the plain backbone's MACs, budgets
+    included; running to the end costs a little more than 1 (the exits ran too).
 
     Args:
         exit_macs: S cumulative MACs of leaving at each exit (`CostTable.macs_at_exit()`).
-        budget: target mean MACs as a fraction of exit_macs[-1] (everything to the end).
+        budget: target mean MACs as a fraction of `backbone_macs`.
+        backbone_macs: MACs of the plain backbone (`CostTable.backbone_macs`).
 
     Returns:
-        S fractions p_k ∝ q^k with sum_k p_k * exit_macs[k] = budget * exit_macs[-1].
+        S fractions p_k ∝ q^k with sum_k p_k * exit_macs[k] = budget * backbone_macs.
 
     Raises:
-        TargetUnreachableError: budget outside [exit_macs[0] / exit_macs[-1], 1].
+        TargetUnreachableError: budget outside [exit_macs[0], exit_macs[-1]] / backbone_macs.
 
-    >>> [round(p, 6) for p in budget_fractions([1.0, 2.0], 0.75)]
+    >>> [round(p, 6) for p in budget_fractions([1.0, 2.0], 0.75, 2.0)]
     [0.5, 0.5]
     """
-    rel = _relative_macs(exit_macs)
+    rel = _relative_macs(exit_macs, backbone_macs)
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget != budget:
-        raise ConfigError(f"budget must be a number (a fraction of the full network's MACs), got {budget!r}")
-    low = rel[0]
-    if not low - _EDGE <= budget <= 1 + _EDGE:
+        raise ConfigError(f"budget must be a number (a fraction of the backbone's MACs), got {budget!r}")
+    low, high = rel[0], rel[-1]
+    if not low - _EDGE <= budget <= high + _EDGE:
         raise TargetUnreachableError(
-            f"budget {budget:g} is unreachable: the reachable range is [{low:.6g}, 1] of the full network's "
-            f"MACs ({low:.6g} = everything leaves at exit 1, 1 = everything runs to the end)"
+            f"budget {budget:g} is unreachable: the reachable range is [{low:.6g}, {high:.6g}] of the "
+            f"backbone's MACs ({low:.6g} = everything leaves at exit 1, {high:.6g} = everything runs to the "
+            "end, exits included)"
         )
     s = len(rel)
     if budget <= low + _EDGE:
         return [1.0] + [0.0] * (s - 1)
-    if budget >= 1 - _EDGE:
+    if budget >= high - _EDGE:
         return [0.0] * (s - 1) + [1.0]
 
     def compute(log_q: float) -> float:
@@ -124,6 +131,7 @@ def fit_budgeted_thresholds(
     exit_logits: Sequence[torch.Tensor],
     exit_macs: Sequence[float],
     budget: float,
+    backbone_macs: float,
     score: str = "max_prob",
 ) -> list[float]:
     """MSDNet thresholds meeting a mean-compute budget on a validation split.
@@ -132,17 +140,18 @@ def fit_budgeted_thresholds(
         exit_logits: early exits only, [(N, classes)] * (S-1), on a VALIDATION split (never
             the test data the policy is then evaluated on).
         exit_macs: S cumulative MACs of leaving at each exit, the final one last.
-        budget: target mean MACs as a fraction of exit_macs[-1].
+        budget: target mean MACs as a fraction of `backbone_macs`.
+        backbone_macs: MACs of the plain backbone, the reference of every compute fraction.
         score: confidence score the thresholds apply to.
 
     Returns:
         S-1 thresholds for `BudgetedThreshold` (-inf: all remaining leave, +inf: none do).
 
     Raises:
-        TargetUnreachableError: budget outside [exit_macs[0] / exit_macs[-1], 1].
+        TargetUnreachableError: budget outside [exit_macs[0], exit_macs[-1]] / backbone_macs.
 
     >>> val = [torch.tensor([[3.0, 0.0], [1.0, 0.0], [0.0, 0.0], [2.0, 0.0]])]
-    >>> fit_budgeted_thresholds(val, [1.0, 2.0], 0.75, "max_logit")  # half leave at exit 1
+    >>> fit_budgeted_thresholds(val, [1.0, 2.0], 0.75, 2.0, "max_logit")  # half leave at exit 1
     [2.0]
     """
     check_score(score)
@@ -157,7 +166,7 @@ def fit_budgeted_thresholds(
     if n == 0 or any(lg.dim() != 2 or lg.shape[0] != n for lg in exit_logits):
         shapes = [tuple(lg.shape) for lg in exit_logits]
         raise InputError(f"exit_logits must be non-empty (N, classes) tensors with the same N, got {shapes}")
-    fractions = budget_fractions(exit_macs, budget)
+    fractions = budget_fractions(exit_macs, budget, backbone_macs)
     with torch.no_grad():
         scores = [confidence(lg, score).cpu() for lg in exit_logits]
     if not all(bool(torch.isfinite(s).all()) for s in scores):
@@ -183,7 +192,7 @@ class BudgetedThreshold(ScoreThreshold):
         self, thresholds: Sequence[float], score: str = "max_prob", budget: float | None = None
     ) -> None:
         super().__init__(thresholds, score)
-        self.budget = None if budget is None else check_threshold(budget, 0.0, 1.0, "budget")
+        self.budget = None if budget is None else check_threshold(budget, 0.0, math.inf, "budget")
 
     @classmethod
     def fit(
@@ -191,10 +200,13 @@ class BudgetedThreshold(ScoreThreshold):
         exit_logits: Sequence[torch.Tensor],
         exit_macs: Sequence[float],
         budget: float,
+        backbone_macs: float,
         score: str = "max_prob",
     ) -> BudgetedThreshold:
         """The policy whose thresholds `fit_budgeted_thresholds` fits on validation logits."""
-        return cls(fit_budgeted_thresholds(exit_logits, exit_macs, budget, score), score, budget)
+        return cls(
+            fit_budgeted_thresholds(exit_logits, exit_macs, budget, backbone_macs, score), score, budget
+        )
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "budget": self.budget}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
+from .base import NAN_MESSAGE
 
-__all__ = ["SCORES", "Score", "confidence"]
+__all__ = ["SCORES", "Score", "confidence", "scalar_confidence"]
 
 Score = Literal["max_logit", "max_prob", "margin", "neg_entropy"]
 SCORES: tuple[str, ...] = ("max_logit", "max_prob", "margin", "neg_entropy")
@@ -39,3 +41,16 @@ def confidence(logits: torch.Tensor, score: str) -> torch.Tensor:
         logp = torch.log_softmax(logits, 1)
         return (logp.exp() * logp).sum(1)
     raise ConfigError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
+
+
+def scalar_confidence(logits: torch.Tensor, score: str) -> float:
+    """Batch-1 score as a Python float; raises `InputError` on NaN or inf logits.
+
+    A softmax score alone would hide a -inf logit, so the logits' sum is read too: it is
+    finite exactly when every logit is (barring float overflow of the sum, ~1e38 in float32).
+    Two host reads of 0-dim tensors cost less than one more elementwise op on the CPU.
+    """
+    s = confidence(logits, score).item()
+    if s != s or not math.isfinite(logits.sum().item()):
+        raise InputError(NAN_MESSAGE)
+    return s

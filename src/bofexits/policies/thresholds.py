@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, InputError
-from .base import NAN_MESSAGE, ExitPolicy
-from .scores import SCORES, confidence
+from ..errors import ConfigError
+from .base import ExitPolicy
+from .scores import SCORES, confidence, scalar_confidence
 
 __all__ = ["EntropyThreshold", "GlobalThreshold", "ScoreThreshold", "check_score", "check_threshold"]
 
@@ -58,19 +58,6 @@ def check_threshold(value: Any, low: float, high: float, what: str = "threshold"
     return float(value)
 
 
-def _scalar_score(logits: torch.Tensor, score: str) -> float:
-    """Batch-1 score as a Python float; raises on NaN or inf logits.
-
-    A softmax score alone would hide a -inf logit, so the logits' sum is read too: it is
-    finite exactly when every logit is (barring float overflow of the sum, ~1e38 in float32).
-    Two host reads of 0-dim tensors cost less than one more elementwise op on the CPU.
-    """
-    s = confidence(logits, score).item()
-    if s != s or not math.isfinite(logits.sum().item()):
-        raise InputError(NAN_MESSAGE)
-    return s
-
-
 class ScoreThreshold(ExitPolicy):
     """Stop at exit i when score_i(x) >= thresholds[i]: one comparison per exit.
 
@@ -104,7 +91,7 @@ class ScoreThreshold(ExitPolicy):
 
     def stop_one(self, index: int, logits: torch.Tensor, state: Any) -> tuple[bool, Any]:
         """Batch-1 decision for `logits` (1, classes) as a Python bool; raises on NaN or inf."""
-        return _scalar_score(logits, self.score) >= self.threshold_at(index), state
+        return scalar_confidence(logits, self.score) >= self.threshold_at(index), state
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "score": self.score, "thresholds": list(self.thresholds)}
