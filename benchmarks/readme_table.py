@@ -1,9 +1,9 @@
-"""Regenerate the README's results section from a run's results.json (default runs/demo).
+"""Regenerate the README's results sections from a run's results.json and policies.json (default runs/demo).
 
     .venv/bin/python benchmarks/readme_table.py [RUN_DIR] [--write]
 
-Prints the markdown block; with --write, replaces the block between the
-`<!-- results:begin -->` and `<!-- results:end -->` markers in README.md.
+Prints the markdown blocks; with --write, replaces the blocks between the
+`<!-- results:begin/end -->` and `<!-- policies:begin/end -->` markers in README.md.
 """
 
 from __future__ import annotations
@@ -52,8 +52,70 @@ def render(results: dict) -> str:
             f"{100 * knee['accuracy']:.2f}% at {100 * knee['relative_macs']:.1f}% of the MACs."
         )
     lines += ["", "| target | measured | met |", "|---|---|---|"]
-    lines += [f"| {r['target']} | {r['measured']} | {'yes' if r['met'] else 'no'} |" for r in check_targets(results)]
+    lines += [
+        f"| {r['target']} | {r['measured']} | {'yes' if r['met'] else 'no'} |" for r in check_targets(results)
+    ]
     return "\n".join(lines)
+
+
+_SHOWN = ("proposed", "max-softmax", "entropy", "patience", "budgeted")
+
+
+def render_policies(comp: dict) -> str:
+    """Knee and matched-compute accuracy per policy, then the claims with their verdicts."""
+    levels = [f"{lv:g}" for lv in comp["levels"]]
+    timing = comp.get("timing", {})
+
+    def cell(p: dict | None) -> str:
+        return "n/a" if p is None else f"{100 * p['accuracy']:.2f} @ {100 * p['relative_macs']:.1f}"
+
+    lines = [
+        f"Every policy over its knob on the same network and test set ({comp['source']}; "
+        f"{timing.get('runtime_check', {}).get('mismatched_exits', '?')} exit mismatches between simulation and "
+        f"real runtime over {timing.get('runtime_check', {}).get('points', '?')} timed points). Cells: accuracy % @ "
+        f"MACs %; speedups at batch 1 / batch {timing.get('batched_size', '?')} against the plain backbone in "
+        f"the same rounds ({timing.get('threads', '?')} threads). Oracle: {100 * comp['oracle']['accuracy']:.2f}% at "
+        f"{100 * comp['oracle']['relative_macs']:.1f}%.",
+        "",
+        "| policy | knee | balance at knee | knee speedup | "
+        + " | ".join(f"<= {float(lv):.0%} MACs" for lv in levels)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(levels),
+    ]
+    for fam in comp["families"]:
+        if fam["name"] not in _SHOWN:
+            continue
+        knee, t = fam["knee"], (fam["knee"] or {}).get("timing", {})
+        speed = f"{t['batch1_speedup']:.2f}x / {t['batched_speedup']:.2f}x" if t else "-"
+        lines.append(
+            f"| {fam['label']} | {cell(knee)} | {knee['balance']:.2f} | {speed} | "
+            if knee
+            else f"| {fam['label']} | n/a | - | - | "
+        )
+        lines[-1] += " | ".join(cell(fam["at_levels"][lv]) for lv in levels) + " |"
+    lines.append("")
+    for c in comp["claims"]:
+        lines.append(
+            f"- **({c['claim']}) {c['statement']}: {c['verdict']}.** "
+            + "; ".join(
+                f"{k['check']}: {k['measured']}"
+                + ("" if k["met"] is None else (" (met)" if k["met"] else " (**not met**)"))
+                for k in c["checks"]
+            )
+        )
+    return "\n".join(lines)
+
+
+def _replace(text: str, name: str, block: str) -> str:
+    new, n = re.subn(
+        rf"<!-- {name}:begin -->.*<!-- {name}:end -->",
+        lambda _: f"<!-- {name}:begin -->\n{block}\n<!-- {name}:end -->",
+        text,
+        flags=re.S,
+    )
+    if n != 1:
+        raise SystemExit(f"README.md has no <!-- {name}:begin --> ... <!-- {name}:end --> block")
+    return new
 
 
 def main() -> None:
@@ -62,19 +124,12 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="update README.md in place")
     args = ap.parse_args()
     block = render(json.loads((args.run_dir / "results.json").read_text()))
-    print(block)
+    policies = render_policies(json.loads((args.run_dir / "policies.json").read_text()))
+    print(block + "\n\n" + policies)
     if args.write:
         readme = Path("README.md")
-        text = readme.read_text()
-        new, n = re.subn(
-            r"<!-- results:begin -->.*<!-- results:end -->",
-            lambda _: f"<!-- results:begin -->\n{block}\n<!-- results:end -->",
-            text,
-            flags=re.S,
-        )
-        if n != 1:
-            raise SystemExit("README.md has no <!-- results:begin --> ... <!-- results:end --> block")
-        readme.write_text(new)
+        text = _replace(_replace(readme.read_text(), "results", block), "policies", policies)
+        readme.write_text(text)
 
 
 if __name__ == "__main__":

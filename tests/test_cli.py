@@ -96,3 +96,25 @@ def test_list_commands(capsys: pytest.CaptureFixture[str]) -> None:
     for cmd, name in (("backbones", "vgg28"), ("datasets", "fashion-mnist"), ("policies", "calibrated")):
         assert main([cmd]) == 0
         assert name in capsys.readouterr().out
+
+
+def test_train_and_evaluate_on_an_image_folder(tmp_path: Path) -> None:
+    # Your own images: classes from the sub-folders, images resized to the backbone's input.
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, level in (("dark", 40), ("light", 200)):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(40):
+            pixels = np.clip(rng.normal(level, 30, (20, 24, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / cls / f"{i}.png")
+    run = tmp_path / "run"
+    argv = ["-q", "train", "--dataset", "image-folder", "--data-dir", str(tmp_path / "imgs"), "--out", str(run)]
+    assert main([*argv, "--epochs", "1", "--exit-epochs", "1", "--val-fraction", "0.2", *TINY]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["num_classes"] == 2 and config["model"]["in_channels"] == 1
+    ckpt = str(run / "checkpoint.pt")
+    assert main(["-q", "evaluate", ckpt, "--timing-samples", "0", "--betas", "0", "1"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["num_test"] == 16 and max(results["per_exit_accuracy"]) > 0.9  # the exits learned it

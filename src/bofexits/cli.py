@@ -158,7 +158,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ._io import write_json
     from .checkpoint import load_model
-    from .datasets import load_dataset
+    from .datasets import load_run_data
     from .sweep import sweep
 
     model, calibrations, cfg = load_model(args.checkpoint)
@@ -170,7 +170,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    _, test = load_dataset(cfg.dataset, args.data_dir or cfg.data_dir)
+    _, test = load_run_data(cfg, args.data_dir)
     score, variant = args.score or cfg.score, args.variant or cfg.variant
     results = sweep(
         model,
@@ -192,7 +192,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .compare import compare_policies, save_comparison
-    from .datasets import load_dataset
+    from .datasets import load_run_data
     from .report import write_report
     from .tuning import validation_split
 
@@ -206,7 +206,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     data_dir = args.data_dir or cfg.data_dir
-    _, test = load_dataset(cfg.dataset, data_dir)
+    _, test = load_run_data(cfg, data_dir)
     comparison = compare_policies(
         model,
         calibrations,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from .backbones import create_backbone
+from .config import TrainConfig
 from .data import (
     ImageDataset,
     load_cifar10,
@@ -16,7 +18,7 @@ from .data import (
 )
 from .errors import ConfigError
 
-__all__ = ["dataset_info", "list_datasets", "load_dataset"]
+__all__ = ["dataset_info", "list_datasets", "load_dataset", "load_run_data"]
 
 Loader = Callable[..., tuple[ImageDataset, ImageDataset]]
 
@@ -85,3 +87,26 @@ def load_dataset(
     """(train, test) of a registered dataset, from `root`, the standard places, or a download."""
     _check(name)
     return _REGISTRY[name](root, download=download)
+
+
+def load_run_data(cfg: TrainConfig, root: str | Path | None = None) -> tuple[ImageDataset, ImageDataset]:
+    """(train, test) of a run: its dataset, with an image folder fitted to the run's network.
+
+    Image folders have no fixed shape, so their images are resized to the backbone's input
+    size and converted to its channels (grey for 1, RGB for 3); every command that reads a
+    run's data (train, evaluate, sweep, tune, demo) goes through here so they all agree.
+    """
+    root = root if root is not None else cfg.data_dir
+    if cfg.dataset != "image-folder":
+        return load_dataset(cfg.dataset, root)
+    if root is None:
+        return _image_folder(None)
+    kwargs: dict[str, object] = {"in_channels": cfg.model.in_channels}
+    if cfg.model.widths is not None:
+        kwargs["widths"] = tuple(cfg.model.widths)
+    _, h, w = create_backbone(cfg.model.backbone, **kwargs).input_shape
+    if cfg.model.in_channels not in (1, 3):
+        raise ConfigError(
+            f"image folders load as grey (1 channel) or RGB (3), not {cfg.model.in_channels} channels"
+        )
+    return load_image_folder(root, image_size=(h, w), mode="L" if cfg.model.in_channels == 1 else "RGB")

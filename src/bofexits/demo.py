@@ -11,7 +11,7 @@ from ._io import write_json
 from .checkpoint import load_checkpoint, load_model
 from .compare import compare_policies, save_comparison
 from .config import TrainConfig
-from .datasets import load_dataset
+from .datasets import load_run_data
 from .report import write_report
 from .sweep import sweep
 from .training import CHECKPOINT, train
@@ -42,7 +42,7 @@ def run_demo(
         train(cfg, out, resume=resume and ckpt.exists(), progress=progress)
     model, calibrations, cfg = load_model(ckpt)
     history = load_checkpoint(ckpt)["history"]
-    _, test = load_dataset(cfg.dataset, cfg.data_dir)
+    _, test = load_run_data(cfg)
     log.info("evaluating on %d test images", len(test))
     results = sweep(
         model,

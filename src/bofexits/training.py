@@ -8,6 +8,7 @@ epoch the proposed rule is calibrated and stored in the same checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -26,7 +27,7 @@ from .build import build_model
 from .checkpoint import load_checkpoint, load_model, load_state_into, save_checkpoint, update_checkpoint
 from .config import TrainConfig, from_dict
 from .data import ImageDataset, Transform, compose, random_crop, random_horizontal_flip
-from .datasets import load_dataset
+from .datasets import load_run_data
 from .errors import CheckpointError, ConfigError
 from .evaluation import collect_logits
 from .exits import ExitHeads
@@ -192,10 +193,14 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    train_full, test = load_run_data(cfg)
+    if cfg.dataset == "image-folder" and cfg.model.num_classes != len(train_full.classes):
+        # An image folder's classes are its sub-folders: the network follows them.
+        model_cfg = dataclasses.replace(cfg.model, num_classes=len(train_full.classes))
+        cfg = dataclasses.replace(cfg, model=model_cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model)
     weights = _validate(cfg, model.num_exits)
-    train_full, test = load_dataset(cfg.dataset, cfg.data_dir)
     _check_dataset(model, train_full)
     if cfg.limit_train:
         train_full = train_full.subset(torch.arange(min(cfg.limit_train, len(train_full))))
