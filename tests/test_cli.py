@@ -18,6 +18,8 @@ def test_train_evaluate_report(fake_data: Path, tmp_path: Path, capsys: pytest.C
     assert main(["-q", "train", "--data-dir", str(fake_data), "--epochs", "1", "--out", str(run), *TINY]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["widths"] == [4, 8, 8, 16] and config["epochs"] == 1
+    data = load_checkpoint(run / "checkpoint.pt")["data"]  # what export needs without the dataset files
+    assert len(data["classes"]) == 10 and data["classes"][0] == "T-shirt/top" and len(data["mean"]) == 1
     code = main(
         [
             "-q",

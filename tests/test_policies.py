@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bofexits.errors import ConfigError, InputError
+from bofexits.offline import simulate
 from bofexits.policies import (
     SCORES,
     CalibratedThreshold,
@@ -19,7 +20,6 @@ from bofexits.policies import (
     create_policy,
     list_policies,
 )
-from bofexits.offline import simulate
 from bofexits.runtime import AdaptiveRuntime
 
 LOGITS = torch.tensor([[1.0, 3.0, 2.0], [0.0, 0.0, 0.0], [-1.0, -5.0, -1.0]])
