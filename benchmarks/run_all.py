@@ -30,6 +30,7 @@ only when one dataset is run (MNIST and Fashion-MNIST files have the same names)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -81,8 +82,9 @@ BEGIN, END = "<!-- crossdataset:begin -->", "<!-- crossdataset:end -->"
 HEAD_COST_LIMIT = 0.05
 """Exit heads must cost at most this share of the backbone's MACs (the issue's target)."""
 
-# --quick: on Fashion-MNIST (vgg28, 2 cores) 5 backbone epochs ~3 min and 3 x 3 exit epochs ~4 min of
-# training, plus ~1.5 min of comparison per head: ~12 min for the three heads (full demo: 10+4 epochs).
+# --quick on Fashion-MNIST (vgg28, 2 cores; the demo's 10+4 epochs train in ~7.5 min): 5+3 epochs for the
+# bof run (~4 min), 3 exit epochs for each other head (~1 min each), then ~1 min of comparison per head:
+# ~10 min for the three heads.
 QUICK: dict[str, int] = {
     "epochs": 5,
     "exit_epochs": 3,
@@ -305,9 +307,10 @@ def render_table(results: dict[str, Any]) -> str:
     for ds in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == ds]
         first = mine[0]
+        quick = ", quick schedule" if results.get("quick") else ""
         out += [
-            f"**{ds}** (`{first['backbone']}`, {first['num_test']} test images; backbone {first['backbone_epochs']} "
-            f"epochs, exits {first['exit_epochs']} epochs{', quick schedule' if results.get('quick') else ''})",
+            f"**{ds}** (`{first['backbone']}`, {first['num_test']} test images; epochs: backbone "
+            f"{first['backbone_epochs']}, exits {first['exit_epochs']}{quick})",
             "",
             "| exit head | full net % | exits alone % | heads: % of backbone MACs / params | heads <= 5% MACs "
             "| knee: acc % @ MACs | knee speedup b1 / batched | "
@@ -377,7 +380,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         out += ["## Accuracy against compute per exit head", ""]
         out += [f"![{ds}]({ds}_heads.png)" for ds in datasets]
         out += ["", "## Per-run reports", ""]
-        out += [f"- {r['dataset']} / {r['head']}: `{r['run_dir']}/report.md`" for r in results["rows"]]
+        out += [
+            f"- {r['dataset']} / {r['head']}: [{r['run_dir']}/report.md]({r['run_dir']}/report.md)"
+            for r in results["rows"]
+        ]
         out += [
             "",
             "## Wall time",
@@ -423,6 +429,7 @@ def plot_heads(results: dict[str, Any], dataset: str, path: Path) -> Path:
         if r["knee"] is not None:
             ax.plot([100 * r["knee"]["relative_macs"]], [100 * r["knee"]["accuracy"]], "o", color=color, ms=5)
     top = max(100 * r["final_accuracy"] for r in rows)
+    ax.axhline(top, color="grey", lw=0.8, ls=":", label="full network")
     if accs:
         ax.set_ylim(max(min(accs), top - 10) - 0.5, max(max(accs), top) + 0.5)
     ax.set_xlabel("mean MACs per sample (% of the plain backbone)")
@@ -516,12 +523,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _schedule(base: TrainConfig) -> dict[str, Any]:
     """The training schedule of one dataset: what --quick and the advanced options changed, exactly."""
-    keys = ("epochs", "exit_epochs", "lr", "exit_lr", "batch_size", "optimizer", "weight_decay", "augment")
-    keys += ("flip", "crop_padding", "val_fraction", "seed", "limit_train", "kmeans_images")
+    keys = (
+        "lr exit_lr batch_size optimizer weight_decay augment flip crop_padding val_fraction seed limit_train"
+    )
     return {
         "backbone_epochs (two-phase, bof run)": base.epochs,
         "exit_epochs (every head)": base.exit_epochs,
-        **{k: getattr(base, k) for k in keys if k not in ("epochs", "exit_epochs")},
+        **{k: getattr(base, k) for k in (*keys.split(), "kmeans_images")},
         "model": {
             "backbone": base.model.backbone,
             "widths": base.model.widths,
@@ -539,13 +547,15 @@ def _run_one(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     donor = run_dir.parent / "bof" / CHECKPOINT if head != "bof" else None
-    cfg, wall = ensure_trained(cfg, run_dir, progress=not args.quiet, donor=donor)
+    data_dir = cfg.data_dir  # where the files are now (a reused run may have read them elsewhere)
+    _, wall = ensure_trained(cfg, run_dir, progress=not args.quiet, donor=donor)
     if head not in args.heads:  # the bof run only provides the other heads' backbone
         return {}
     model, calibrations, cfg = load_model(run_dir / CHECKPOINT)
+    cfg = dataclasses.replace(cfg, data_dir=data_dir)
     history = load_checkpoint(run_dir / CHECKPOINT)["history"]
-    _, test = load_dataset(cfg.dataset, cfg.data_dir, download=False)
-    val = validation_split(cfg, cfg.data_dir)
+    _, test = load_dataset(cfg.dataset, data_dir, download=False)
+    val = validation_split(cfg)  # the same seed, fraction and limit as training: never the test set
     log.info("comparing policies: %s / %s", dataset, head)
     t0 = time.perf_counter()
     comparison = compare_policies(
@@ -560,7 +570,7 @@ def _run_one(
         "backbone_epochs": backbone_cfg.epochs,
         "exit_epochs": cfg.exit_epochs if donor is None else cfg.epochs,
         "config": cfg.to_dict(),
-        "run_dir": str(run_dir),
+        "run_dir": f"{dataset}/{head}",  # relative to --out
         "wall": {
             **wall,
             "train_s_recorded": sum(h["seconds"] for h in history),

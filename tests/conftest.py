@@ -119,6 +119,7 @@ def _tiny_train_config(data_dir: Path, **overrides: object) -> TrainConfig:
         lr=3e-3,
         kmeans_images=64,
         threads=1,
+        device="cpu",  # deterministic on any machine (a GPU's backward passes are not bit-reproducible)
         model=ModelConfig(widths=[4, 8, 8, 16], codewords=8),
     )
     for k, v in overrides.items():

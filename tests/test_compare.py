@@ -313,3 +313,12 @@ def _dataset(x: torch.Tensor) -> Any:
     return ImageDataset(
         imgs, torch.zeros(x.shape[0], dtype=torch.long), ("a",), (0.5, 0.5), (0.25, 0.25), "t"
     )
+
+
+def test_conditional_thresholds_are_never_nan() -> None:
+    # Near beta = 0 hardly any calibration sample reaches the later exits; no threshold may be NaN.
+    g = torch.Generator().manual_seed(1)
+    cal = ExitCalibration.fit([torch.randn(3000, 10, generator=g) * s for s in (1.0, 2.0, 3.0)], "max_prob")
+    assert cal.conditional is not None and not bool(cal.conditional.isnan().any())
+    for beta in (0.0005, 0.002, 0.004, 0.5, 0.999):
+        assert all(t == t for t in calibrated_thresholds(cal, beta, "conditional")), beta

@@ -79,7 +79,7 @@ def test_run_all_heads_outputs_reuse_and_readme(
         if r["knee"] is not None:
             assert "batch1_speedup" in r["knee"]
         for name in ("policies.json", "policies.csv", "report.md"):
-            assert (Path(r["run_dir"]) / name).is_file()
+            assert (out / r["run_dir"] / name).is_file()
     frozen = load_checkpoint(out / "fashion-mnist" / "pooled" / "checkpoint.pt")["config"]
     assert frozen["mode"] == "frozen" and frozen["backbone_checkpoint"].endswith("bof/checkpoint.pt")
 

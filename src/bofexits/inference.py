@@ -70,13 +70,15 @@ def _fold_sequential(seq: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*out)
 
 
-def _region_matrix(height: int, width: int, level: int, dtype: torch.dtype) -> torch.Tensor:
+def _region_matrix(
+    height: int, width: int, level: int, dtype: torch.dtype, device: torch.device | None = None
+) -> torch.Tensor:
     """(H*W, R) weights that average positions into the histogram's regions (R = 1 or 4).
 
     Built by pooling the identity basis, so it matches `bof_histogram` exactly.
     """
     n = height * width
-    basis = torch.eye(n, dtype=dtype).view(n, 1, height, width)
+    basis = torch.eye(n, dtype=dtype, device=device).view(n, 1, height, width)
     return F.adaptive_avg_pool2d(basis, 1 if level == 0 else 2).view(n, -1)  # (N, R)
 
 
@@ -152,7 +154,7 @@ class FrozenBoFExits(ExitHeads):
         for i, module in enumerate(exits.bof):
             pooling = cast(BoFPooling, module)
             h, w = self._map_size(pooling, feature_shapes[i])
-            p = _region_matrix(h, w, pooling.spatial_level, pooling.codebook.dtype)  # (N, R)
+            p = _region_matrix(h, w, pooling.spatial_level, pooling.codebook.dtype, pooling.codebook.device)
             r = p.shape[1]
             lin = linears[0 if self.shared else i]
             wk = lin.weight.detach().view(-1, r, k).permute(0, 2, 1) * k  # (classes, K, R): x K folded in

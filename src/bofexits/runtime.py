@@ -81,7 +81,7 @@ class AdaptiveRuntime:
             check_input(x, self.model.input_shape)
         if x.shape[0] == 1:
             logits, index = self.run_single(x)
-            return ExitResult(logits, torch.tensor([index]))
+            return ExitResult(logits, torch.tensor([index], device=logits.device))
         return self.run_batched(x)
 
     @torch.inference_mode()

@@ -24,6 +24,7 @@ Variant = Literal["mean", "quantile", "conditional"]
 VARIANTS: tuple[str, ...] = ("mean", "quantile", "conditional")
 _GRID = 1001  # stored quantile levels 0, 0.001, ..., 1
 _CONDITIONAL_SAMPLES = 8192
+_CONDITIONAL_LEVELS = 201
 
 
 @dataclass
@@ -58,7 +59,9 @@ class ExitCalibration:
             raise InputError("calibration logits contain NaN or inf; the model weights are broken, retrain")
         levels = torch.linspace(0, 1, _GRID, dtype=torch.float64)
         quantiles = torch.quantile(scores.double(), levels, dim=1).T.float()  # (S-1, GRID)
-        conditional = conditional_quantiles(scores, levels)
+        # The sequential quantiles cost one pass per level: compute 201 and interpolate to the grid.
+        coarse = torch.linspace(0, 1, _CONDITIONAL_LEVELS, dtype=torch.float64)
+        conditional = _interpolate_levels(conditional_quantiles(scores, coarse), coarse, levels)
         return cls(score, scores.mean(1), quantiles, int(scores.shape[1]), conditional)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,6 +83,20 @@ class ExitCalibration:
             data["num_samples"],
             None if cond is None else torch.tensor(cond),
         )
+
+
+def _interpolate_levels(values: torch.Tensor, at: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """(S-1, G) values at levels `at`, linearly interpolated to `levels` (both ascending in [0, 1]).
+
+    Infinite entries (levels at which no calibration sample reaches an exit) are left out of
+    the interpolation, which would turn them into NaN, and the nearest finite value stands in.
+    """
+    x, xp = levels.numpy(), at.numpy()
+    rows = []
+    for row in values.double().numpy():
+        ok = np.isfinite(row)
+        rows.append(np.interp(x, xp[ok], row[ok]) if ok.any() else np.full(x.shape, np.inf))
+    return torch.tensor(np.stack(rows), dtype=torch.float32)
 
 
 def conditional_quantiles(scores: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
