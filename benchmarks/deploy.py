@@ -131,7 +131,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="for both engines")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="PyTorch threads")
+    ap.add_argument(
+        "--ort-threads",
+        type=int,
+        default=1,
+        help="onnxruntime threads per graph session (default 1, the runner's: pools of 2 contend on 2 cores)",
+    )
     ap.add_argument("--samples", type=int, default=500, help="test images timed at batch 1")
     ap.add_argument("--batched", type=int, default=2048, help="test images timed in batches")
     ap.add_argument("--batch-size", type=int, default=256)
@@ -163,8 +169,8 @@ def main() -> None:
         args.checkpoint, tmp / "separate", exporter=args.onnx_exporter, layout="separate", **common
     )
     export_s = time.perf_counter() - t0
-    runner = OnnxAdaptiveRunner(fused, threads=args.threads, check_inputs=False)
-    runner_sep = OnnxAdaptiveRunner(separate, threads=args.threads, check_inputs=False)
+    runner = OnnxAdaptiveRunner(fused, threads=args.ort_threads, check_inputs=False)
+    runner_sep = OnnxAdaptiveRunner(separate, threads=args.ort_threads, check_inputs=False)
 
     cfg_dataset = str(load_checkpoint(args.checkpoint)["config"]["dataset"])
     _, test = load_dataset(cfg_dataset, args.data_dir)
@@ -260,6 +266,7 @@ def main() -> None:
             "numpy": np.__version__,
         },
         "threads": args.threads,
+        "ort_threads": args.ort_threads,
         "batch1_images": len(singles_t),
         "batched_images": nb,
         "batch_size": args.batch_size,
@@ -290,7 +297,8 @@ def markdown(r: dict[str, Any]) -> str:
     rule = r["rule"]
     lines = [
         f"{r['dataset']}; {rule['variant']} rule on {rule['score']}, beta={rule['beta']:g} ({rule['source']}). "
-        f"CPU: {r['hardware']['cpu']} ({r['hardware']['cores']} cores), {r['threads']} thread(s) per engine; "
+        f"CPU: {r['hardware']['cpu']} ({r['hardware']['cores']} cores), PyTorch {r['threads']} thread(s), "
+        f"onnxruntime {r.get('ort_threads', r['threads'])} thread(s) per graph session; "
         f"batch 1 over {r['batch1_images']} images, batched {r['batch_size']} over {r['batched_images']}; "
         f"{r['rounds']} interleaved rounds; torch {r['software']['torch']}, "
         f"onnxruntime {r['software']['onnxruntime']}.",

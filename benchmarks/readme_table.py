@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/readme_table.py [RUN_DIR] [--write]
 
 Prints the markdown blocks; with --write, replaces the blocks between the
-`<!-- results:begin/end -->` and `<!-- policies:begin/end -->` markers in README.md.
+`<!-- results:begin/end -->` and `<!-- policies:begin/end -->` markers in README.md, and the
+`<!-- deploy:begin/end -->` block with benchmarks/deploy.py's table when --deploy-dir has one.
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", nargs="?", default="runs/demo", type=Path)
     ap.add_argument("--write", action="store_true", help="update README.md in place")
+    ap.add_argument(
+        "--deploy-dir",
+        type=Path,
+        default=Path("runs/deploy"),
+        help="where benchmarks/deploy.py wrote its results",
+    )
     args = ap.parse_args()
     block = render(json.loads((args.run_dir / "results.json").read_text()))
     policies = render_policies(json.loads((args.run_dir / "policies.json").read_text()))
@@ -129,6 +136,9 @@ def main() -> None:
     if args.write:
         readme = Path("README.md")
         text = _replace(_replace(readme.read_text(), "results", block), "policies", policies)
+        deploy = args.deploy_dir / "deploy_benchmark.md"
+        if deploy.exists():  # written by benchmarks/deploy.py from its deploy_benchmark.json
+            text = _replace(text, "deploy", deploy.read_text().strip())
         readme.write_text(text)
 
 

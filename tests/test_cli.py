@@ -112,7 +112,16 @@ def test_train_and_evaluate_on_an_image_folder(tmp_path: Path) -> None:
             pixels = np.clip(rng.normal(level, 30, (20, 24, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(tmp_path / "imgs" / cls / f"{i}.png")
     run = tmp_path / "run"
-    argv = ["-q", "train", "--dataset", "image-folder", "--data-dir", str(tmp_path / "imgs"), "--out", str(run)]
+    argv = [
+        "-q",
+        "train",
+        "--dataset",
+        "image-folder",
+        "--data-dir",
+        str(tmp_path / "imgs"),
+        "--out",
+        str(run),
+    ]
     assert main([*argv, "--epochs", "1", "--exit-epochs", "1", "--val-fraction", "0.2", *TINY]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["num_classes"] == 2 and config["model"]["in_channels"] == 1

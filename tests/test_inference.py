@@ -56,12 +56,16 @@ def test_frozen_exits_match_bof_exits(kwargs: dict[str, object]) -> None:
     maps = [torch.randn(2, c, s, s, dtype=torch.float64) for c, s in ((4, 8), (6, 4), (8, 3))]
     exits.init_from_features(maps, generator=torch.Generator().manual_seed(0))
     frozen = FrozenBoFExits(exits, [tuple(m.shape[1:]) for m in maps])
-    state_a = state_b = None
+    graph = frozen.graph_form()  # the 1x1-convolution form that export traces
+    state_a = state_b = state_c = None
     for i, m in enumerate(maps):
         with torch.no_grad():
             a, state_a = exits.step(i, m, state_a)
         b, state_b = frozen.step(i, m, state_b)
+        c, state_c = graph.step(i, m, state_c)
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(c, a, atol=1e-5, rtol=1e-5)
+    assert not frozen.graph  # graph_form made a copy
 
 
 def test_optimised_runtime_equals_plain_runtime() -> None:

@@ -155,11 +155,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ._io import write_json
+def _load_evaluation(args: argparse.Namespace) -> tuple[Any, Any, TrainConfig, Any]:
+    """The checkpoint's network, calibrations and config, and its test set, for evaluate and sweep."""
     from .checkpoint import load_model
     from .datasets import load_run_data
-    from .sweep import sweep
 
     model, calibrations, cfg = load_model(args.checkpoint)
     if not calibrations:
@@ -171,6 +170,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     _, test = load_run_data(cfg, args.data_dir)
+    return model, calibrations, cfg, test
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ._io import write_json
+    from .sweep import sweep
+
+    model, calibrations, cfg, test = _load_evaluation(args)
     score, variant = args.score or cfg.score, args.variant or cfg.variant
     results = sweep(
         model,
@@ -190,27 +197,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
     from .compare import compare_policies, save_comparison
-    from .datasets import load_run_data
     from .report import write_report
     from .tuning import validation_split
 
-    model, calibrations, cfg = load_model(args.checkpoint)
-    if not calibrations:
-        raise ConfigError(
-            f"{args.checkpoint} has no calibration (training did not finish); resume training first"
-        )
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    data_dir = args.data_dir or cfg.data_dir
-    _, test = load_run_data(cfg, data_dir)
+    model, calibrations, cfg, test = _load_evaluation(args)
     comparison = compare_policies(
         model,
         calibrations,
-        validation_split(cfg, data_dir),
+        validation_split(cfg, args.data_dir),
         test,
         score=args.score or cfg.score,
         variant=args.variant or cfg.variant,

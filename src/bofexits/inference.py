@@ -107,6 +107,17 @@ class _FrozenBoF:
             a, c = pooling.a.detach(), pooling.c.detach()
             self.weight = 2 * a * v
             self.bias = (2 * c).expand(k).reshape(1, k, 1).clone()
+        # Graph form: one 1x1 convolution over [x, x*x] gives z (and ||x||^2 / sigma_k) at once.
+        if self.kind == "logistic":
+            self.conv_weight = self.weight.reshape(k, -1, 1, 1)
+        else:
+            # the x*x channels: -||x||^2 / sigma_k (squared RBF) or +||x||^2 (distance, then the sqrt)
+            second = (
+                self.neg_inv_sigma.view(k, 1) if self.kind == "rbf_sq" else torch.ones(k, 1, dtype=v.dtype)
+            )
+            self.conv_weight = torch.cat([self.weight, second.expand(k, self.weight.shape[1])], 1)
+            self.conv_weight = self.conv_weight.reshape(k, -1, 1, 1)
+        self.conv_bias = self.bias.reshape(k)
 
     def memberships(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, K, N) memberships, summing to 1 over K."""
@@ -123,6 +134,24 @@ class _FrozenBoF:
         if self.kind == "rbf_sq":
             return torch.softmax(torch.addcmul(z, xx, self.neg_inv_sigma), 1)
         return torch.softmax((z + xx).clamp_min_(0).sqrt_().mul_(self.neg_inv_sigma), 1)
+
+    def memberships_graph(self, x: torch.Tensor) -> torch.Tensor:
+        """`memberships` as 1x1 convolutions: the same values, in operators graph runtimes fuse well.
+
+        Exported graphs (onnxruntime) run a Conv far faster than the batched matrix product and
+        the separate squared-norm reduction the eager form uses.
+        """
+        if self.pool > 1 and min(x.shape[-2:]) >= self.pool:
+            x = F.avg_pool2d(x, self.pool)
+        if self.reduce is not None:
+            x = self.reduce(x)
+        if self.kind == "logistic":
+            u = torch.sigmoid(F.conv2d(x, self.conv_weight, self.conv_bias)).flatten(2)
+            return u / (u.sum(1, keepdim=True) + 1e-6)
+        z = F.conv2d(torch.cat([x, x * x], 1), self.conv_weight, self.conv_bias).flatten(2)  # (B, K, N)
+        if self.kind == "rbf_sq":
+            return torch.softmax(z, 1)
+        return torch.softmax(z.clamp_min(0).sqrt().mul(self.neg_inv_sigma), 1)
 
 
 class FrozenBoFExits(ExitHeads):
@@ -143,14 +172,15 @@ class FrozenBoFExits(ExitHeads):
         super().__init__()
         self.num_exits = exits.num_exits
         self.aggregation = exits.aggregation
+        self.graph = False  # see `graph_form`
         self.shared = len(exits.classifiers) == 1
         self._bof = [_FrozenBoF(p) for p in exits.bof]  # type: ignore[arg-type]
         linears = [cast(nn.Linear, c) for c in exits.classifiers]
         self._bias = [c.bias.detach() for c in linears]
         k = exits.codewords
         self._fold: list[torch.Tensor] = []  # shared: (classes, K*N) per exit
-        self._weights: list[torch.Tensor] = []  # per-exit: (classes, K*R) in k-major order
-        self._regions: list[torch.Tensor] = []
+        self._weights: list[torch.Tensor] = []  # (classes, K*R) in k-major order, x K folded in
+        self._regions: list[torch.Tensor] = []  # (N, R)
         for i, module in enumerate(exits.bof):
             pooling = cast(BoFPooling, module)
             h, w = self._map_size(pooling, feature_shapes[i])
@@ -160,9 +190,14 @@ class FrozenBoFExits(ExitHeads):
             wk = lin.weight.detach().view(-1, r, k).permute(0, 2, 1) * k  # (classes, K, R): x K folded in
             if self.shared:
                 self._fold.append(torch.einsum("ckr,nr->ckn", wk, p).reshape(wk.shape[0], -1))
-            else:
-                self._regions.append(p)
-                self._weights.append(wk.reshape(wk.shape[0], -1))
+            self._regions.append(p)
+            self._weights.append(wk.reshape(wk.shape[0], -1))
+
+    def graph_form(self) -> FrozenBoFExits:
+        """A copy whose quantisers run as 1x1 convolutions (`_FrozenBoF.memberships_graph`), for export."""
+        other = copy.copy(self)
+        other.graph = True
+        return other
 
     @staticmethod
     def _map_size(pooling: BoFPooling, shape: tuple[int, ...]) -> tuple[int, int]:
@@ -174,9 +209,13 @@ class FrozenBoFExits(ExitHeads):
     def step(
         self, index: int, features: torch.Tensor, state: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        u = self._bof[index].memberships(features)  # (B, K, N)
+        bof = self._bof[index]
+        u = bof.memberships_graph(features) if self.graph else bof.memberships(features)  # (B, K, N)
         if self.shared:
-            contrib = F.linear(u.flatten(1), self._fold[index])  # (B, classes) = W (K h_i), no bias
+            if self.graph:  # pool, then classify: reads (classes, K*R) weights instead of (classes, K*N)
+                contrib = F.linear(torch.matmul(u, self._regions[index]).flatten(1), self._weights[index])
+            else:
+                contrib = F.linear(u.flatten(1), self._fold[index])  # (B, classes) = W (K h_i), no bias
             if self.aggregation == "none" or state is None:
                 total = contrib
             else:

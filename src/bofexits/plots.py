@@ -66,11 +66,12 @@ def plot_exit_distribution(results: dict[str, Any], path: str | Path) -> Path:
     pts = results["points"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bottom = [0.0] * len(pts)
-    labels = [f"{p['beta']:g}" for p in pts]
+    xs = list(range(len(pts)))  # positions, not strings: categorical axes log a line per call
     for e in range(len(pts[0]["exit_fractions"])):
         vals = [p["exit_fractions"][e] for p in pts]
-        ax.bar(labels, vals, bottom=bottom, label=f"exit {e + 1}")
+        ax.bar(xs, vals, bottom=bottom, label=f"exit {e + 1}")
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set_xticks(xs, [f"{p['beta']:g}" for p in pts], fontsize=7)
     ax.set_xlabel(f"beta ({results['variant']} rule on {results['score']})")
     ax.set_ylabel("fraction of samples")
     ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2))
@@ -127,14 +128,20 @@ def plot_matched_distributions(comparison: dict[str, Any], path: str | Path) -> 
         bottom = [0.0] * len(fams)
         pts = [f["at_levels"][level] for f in fams]
         s = len(comparison["costs"]["macs_at_exit"])
+        xs = list(range(len(names)))
         for e in range(s):
             vals = [p["exit_fractions"][e] if p else 0.0 for p in pts]
-            ax.bar(names, vals, bottom=bottom, color=colors[e % len(colors)], label=f"exit {e + 1}")
+            ax.bar(xs, vals, bottom=bottom, color=colors[e % len(colors)], label=f"exit {e + 1}")
             bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
         for i, p in enumerate(pts):
             ax.text(i, 1.02, "n/a" if p is None else f"{p['balance']:.2f}", ha="center", fontsize=7)
+        if all(p is None for p in pts):
+            costs = comparison["costs"]
+            first = costs["macs_at_exit"][0] / costs["backbone_macs"]
+            msg = f"unreachable:\nexit 1 alone costs\n{first:.1%} of the MACs"
+            ax.text((len(names) - 1) / 2, 0.5, msg, ha="center", va="center", fontsize=8)
         ax.set_title(f"<= {float(level):.0%} of the MACs (balance on top)", fontsize=8)
-        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        ax.set_xticks(xs, names, rotation=45, fontsize=7)
         ax.set_ylim(0, 1.1)
     axes[0].set_ylabel("fraction of test samples")
     axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))

@@ -144,7 +144,7 @@ def _onnx_backend(export_dir: Path, beta: float | None, threads: int | None) -> 
             f"{export_dir} is a TorchScript export; predict reads checkpoints and ONNX exports "
             "(bofexits export CHECKPOINT --format onnx DIR), or load adaptive.pt with torch.jit.load"
         )
-    runner = OnnxAdaptiveRunner(export_dir, threads=threads, beta=beta)
+    runner = OnnxAdaptiveRunner(export_dir, threads=1 if threads is None else threads, beta=beta)
     return _Backend(
         "onnxruntime",
         runner.classes,

@@ -29,7 +29,8 @@ __all__ = ["DEFAULT_BETAS", "knee_point", "platform_info", "sweep"]
 DEFAULT_BETAS: dict[str, list[float]] = {
     "mean": [0.5, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0],
     "quantile": [0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
-    "conditional": [0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+    # Denser near the knee (about 0.45-0.5 on the demo network), where the choice is made.
+    "conditional": [0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.425, 0.45, 0.475, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0],
 }
 log = logging.getLogger(__name__)
 

@@ -316,7 +316,11 @@ def train(
         epoch=len(phases),
         complete=True,
         # What deployment needs to preprocess and name outputs without the training files.
-        data={"classes": list(train_full.classes), "mean": list(train_full.mean), "std": list(train_full.std)},
+        data={
+            "classes": list(train_full.classes),
+            "mean": list(train_full.mean),
+            "std": list(train_full.std),
+        },
     )
     return TrainResult(ckpt_path, model.cpu().eval(), calibrations, history, test)
 

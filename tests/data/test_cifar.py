@@ -10,6 +10,7 @@ import pickle
 import tarfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -262,22 +263,6 @@ def test_pickle_cannot_run_code(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-class FakeResponse(io.BytesIO):
-    def __enter__(self) -> FakeResponse:
-        return self
-
-    def __exit__(self, *args: object) -> None:
-        self.close()
-
-
-def serve(monkeypatch: pytest.MonkeyPatch, payloads: dict[str, bytes], seen: list[tuple[str, float]]) -> None:
-    def fake_urlopen(url: str, timeout: float | None = None) -> FakeResponse:
-        seen.append((url, timeout or 0.0))
-        return FakeResponse(payloads[url.rsplit("/", 1)[1]])
-
-    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
-
-
 def use_checksum_of(monkeypatch: pytest.MonkeyPatch, payload: bytes) -> None:
     """Make CIFAR-10's published MD5 that of ``payload`` so a small archive passes the download check."""
     spec = cifar.CIFAR10_FILES
@@ -286,12 +271,14 @@ def use_checksum_of(monkeypatch: pytest.MonkeyPatch, payload: bytes) -> None:
     monkeypatch.setattr(cifar, "_CIFAR10", layout)
 
 
-def test_download_verifies_and_unpacks_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_verifies_and_unpacks_once(
+    serve: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     train_x, *_ = make_cifar10(tmp_path / "src")
     payload = make_archive(tmp_path / "src" / "cifar-10-batches-py", tmp_path / "a.tar.gz")
     use_checksum_of(monkeypatch, payload)
     seen: list[tuple[str, float]] = []
-    serve(monkeypatch, {"cifar-10-python.tar.gz": payload}, seen)
+    serve({"cifar-10-python.tar.gz": payload}, seen)
     train, _ = load_cifar10(tmp_path / "empty")
     assert torch.equal(train.images, torch.from_numpy(train_x))
     assert seen == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", DOWNLOAD_TIMEOUT_S)]
@@ -302,10 +289,12 @@ def test_download_verifies_and_unpacks_once(tmp_path: Path, monkeypatch: pytest.
     assert seen == []
 
 
-def test_download_checksum_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_checksum_mismatch(
+    serve: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_cifar10(tmp_path / "src")
     payload = make_archive(tmp_path / "src" / "cifar-10-batches-py", tmp_path / "a.tar.gz")
-    serve(monkeypatch, {"cifar-10-python.tar.gz": payload}, [])
+    serve({"cifar-10-python.tar.gz": payload}, [])
     with pytest.raises(DataError, match=r"cifar-10-python\.tar\.gz.*MD5.*c58f30108f718f92721af3b95e74349a"):
         load_cifar10()
     assert list((tmp_path / "xdg" / "bofexits" / "cifar10").iterdir()) == []
@@ -332,7 +321,7 @@ def test_offline_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.parametrize("data_filter", [True, False], ids=["filter", "old-python"])
 def test_unsafe_archive_is_not_unpacked(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_filter: bool
+    serve: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_filter: bool
 ) -> None:
     if not data_filter:
         monkeypatch.delattr(
@@ -343,7 +332,7 @@ def test_unsafe_archive_is_not_unpacked(
         tmp_path / "src" / "cifar-10-batches-py", tmp_path / "a.tar.gz", extra={"../../escaped.txt": b"x"}
     )
     use_checksum_of(monkeypatch, payload)
-    serve(monkeypatch, {"cifar-10-python.tar.gz": payload}, [])
+    serve({"cifar-10-python.tar.gz": payload}, [])
     with pytest.raises(
         DataError, match=r"cannot unpack .*escaped\.txt.*not the official one.*download it again"
     ):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -141,22 +141,6 @@ def test_mismatched_counts_and_bad_labels(tmp_path: Path) -> None:
         load_fashion_mnist(tmp_path, download=False)
 
 
-class FakeResponse(io.BytesIO):
-    def __enter__(self) -> FakeResponse:
-        return self
-
-    def __exit__(self, *args: object) -> None:
-        self.close()
-
-
-def serve(monkeypatch: pytest.MonkeyPatch, payloads: dict[str, bytes], seen: list[tuple[str, float]]) -> None:
-    def fake_urlopen(url: str, timeout: float | None = None) -> FakeResponse:
-        seen.append((url, timeout or 0.0))
-        return FakeResponse(payloads[url.rsplit("/", 1)[1]])
-
-    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
-
-
 def tiny_spec(tmp_path: Path) -> tuple[DatasetFiles, dict[str, bytes]]:
     """A Fashion-MNIST-like spec whose checksums match small generated files."""
     make_files(tmp_path / "src")
@@ -168,11 +152,13 @@ def tiny_spec(tmp_path: Path) -> tuple[DatasetFiles, dict[str, bytes]]:
     return spec, payloads
 
 
-def test_download_with_good_checksums(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_with_good_checksums(
+    serve: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec, payloads = tiny_spec(tmp_path)
     monkeypatch.setattr("bofexits.data.fashion_mnist.FASHION_MNIST_FILES", spec)
     seen: list[tuple[str, float]] = []
-    serve(monkeypatch, payloads, seen)
+    serve(payloads, seen)
     train, test = load_fashion_mnist(tmp_path / "empty")
     assert (len(train), len(test)) == (12, 5)
     assert [u for u, _ in seen] == [
@@ -186,9 +172,11 @@ def test_download_with_good_checksums(tmp_path: Path, monkeypatch: pytest.Monkey
     assert seen == []
 
 
-def test_download_checksum_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_checksum_mismatch(
+    serve: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, payloads = tiny_spec(tmp_path)  # served files do not match the real published MD5s
-    serve(monkeypatch, payloads, [])
+    serve(payloads, [])
     with pytest.raises(
         DataError, match=r"train-images-idx3-ubyte\.gz.*MD5.*8d4fb7e6c68d591d4c3dfef9ec88bf0d"
     ):

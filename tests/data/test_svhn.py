@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -126,23 +126,9 @@ def test_without_scipy_says_how_to_install(tmp_path: Path, monkeypatch: pytest.M
     assert "pip install scipy" in str(info.value) and "pip install bofexits[svhn]" in str(info.value)
 
 
-class FakeResponse(io.BytesIO):
-    def __enter__(self) -> FakeResponse:
-        return self
-
-    def __exit__(self, *args: object) -> None:
-        self.close()
-
-
-def serve(monkeypatch: pytest.MonkeyPatch, payloads: dict[str, bytes], seen: list[tuple[str, float]]) -> None:
-    def fake_urlopen(url: str, timeout: float | None = None) -> FakeResponse:
-        seen.append((url, timeout or 0.0))
-        return FakeResponse(payloads[url.rsplit("/", 1)[1]])
-
-    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
-
-
-def test_download_with_good_checksums(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_with_good_checksums(
+    serve: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_files(tmp_path / "src")
     payloads = {name: (tmp_path / "src" / name).read_bytes() for name in NAMES}
     files = tuple(RemoteFile(name, hashlib.md5(payloads[name]).hexdigest()) for name in NAMES)
@@ -150,7 +136,7 @@ def test_download_with_good_checksums(tmp_path: Path, monkeypatch: pytest.Monkey
         "bofexits.data.svhn.SVHN_FILES", DatasetFiles("svhn", "SVHN", files, SVHN_FILES.mirrors)
     )
     seen: list[tuple[str, float]] = []
-    serve(monkeypatch, payloads, seen)
+    serve(payloads, seen)
     train, test = load_svhn(tmp_path / "empty")
     assert (len(train), len(test)) == (12, 5)
     assert seen == [(f"http://ufldl.stanford.edu/housenumbers/{n}", DOWNLOAD_TIMEOUT_S) for n in NAMES]
@@ -160,9 +146,11 @@ def test_download_with_good_checksums(tmp_path: Path, monkeypatch: pytest.Monkey
     assert seen == []
 
 
-def test_download_checksum_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_checksum_mismatch(
+    serve: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_files(tmp_path / "src")
-    serve(monkeypatch, {name: (tmp_path / "src" / name).read_bytes() for name in NAMES}, [])
+    serve({name: (tmp_path / "src" / name).read_bytes() for name in NAMES}, [])
     with pytest.raises(DataError, match=r"train_32x32\.mat.*MD5.*e26dedcc434d2e4c54c9b2d4a06d8373"):
         load_svhn()
     assert list((tmp_path / "xdg" / "bofexits" / "svhn").iterdir()) == []

@@ -18,7 +18,13 @@ from ..errors import ConfigError, InputError
 from .base import ExitPolicy
 from .scores import SCORES, confidence, scalar_confidence
 
-__all__ = ["CalibratedThreshold", "ExitCalibration", "Variant", "calibrated_thresholds", "conditional_quantiles"]
+__all__ = [
+    "CalibratedThreshold",
+    "ExitCalibration",
+    "Variant",
+    "calibrated_thresholds",
+    "conditional_quantiles",
+]
 
 Variant = Literal["mean", "quantile", "conditional"]
 VARIANTS: tuple[str, ...] = ("mean", "quantile", "conditional")
