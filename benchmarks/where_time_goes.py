@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from bofexits import AdaptiveRuntime, FullNetwork, ModelConfig, build_model, load_model, measure_costs
-from bofexits.policies.scores import confidence
+from bofexits.policies import CalibratedThreshold, ExitPolicy, GlobalThreshold
 
 
 def _median_us(fn, x: torch.Tensor, reps: int, rounds: int) -> float:
@@ -42,10 +42,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if Path(args.checkpoint).exists():
-        model, _, _ = load_model(args.checkpoint)
+        model, calibrations, cfg = load_model(args.checkpoint)
         source = args.checkpoint
+        policy: ExitPolicy = CalibratedThreshold(calibrations[cfg.score], 0.5, cfg.variant)
     else:
         model, source = build_model(ModelConfig()).eval(), "untrained reference network"
+        policy = GlobalThreshold(0.9)
     costs = measure_costs(model)
     runtime = AdaptiveRuntime(model, FullNetwork())  # the inference forms the runtime executes
     stages, exits = runtime.stages, runtime.exits
@@ -79,11 +81,16 @@ def main() -> None:
             )
             rows.append(
                 {
-                    "part": f"exit {i + 1} decision (max logit >= t)",
+                    "part": f"exit {i + 1} decision ({policy.name} policy)",
                     "batch": batch,
                     "macs": 0,
                     "us_per_image": _median_us(
-                        lambda lg: bool((confidence(lg, "max_logit") >= 0.0).all()), logits, reps, args.rounds
+                        (lambda lg, i=i: policy.stop_one(i, lg, None))
+                        if batch == 1
+                        else (lambda lg, i=i: policy.stop(i, lg, None)),
+                        logits,
+                        reps,
+                        args.rounds,
                     ),
                 }
             )
