@@ -1,12 +1,15 @@
-"""Fixtures of the loader tests: a fake upstream server for the download paths."""
+"""Fixtures of the loader tests: isolation from the machine's data and network, a fake upstream server."""
 
 from __future__ import annotations
 
 import io
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+from bofexits.data import _files
 
 
 class FakeResponse(io.BytesIO):
@@ -15,6 +18,20 @@ class FakeResponse(io.BytesIO):
 
     def __exit__(self, *args: object) -> None:
         self.close()
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Hide the real env var, user cache and system directory; any network access fails the test."""
+    monkeypatch.delenv("BOFEXITS_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(_files, "SYSTEM_DATA_ROOT", tmp_path / "system")
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("unexpected network access")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    return tmp_path
 
 
 Serve = Callable[[dict[str, bytes], list[tuple[str, float]]], None]

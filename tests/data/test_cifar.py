@@ -38,20 +38,6 @@ CLASSES10 = [
 PER_BATCH = 4
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Hide the real env var, user cache and system directory; any network access fails the test."""
-    monkeypatch.delenv("BOFEXITS_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(_files, "SYSTEM_DATA_ROOT", tmp_path / "system")
-
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise AssertionError("unexpected network access")
-
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    return tmp_path
-
-
 def py2_pickle(obj: object) -> bytes:
     """Protocol 2, with numpy's array rebuild under its numpy-1 name, as in the files the authors ship."""
     return pickle.dumps(obj, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")

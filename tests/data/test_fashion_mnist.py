@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from bofexits.data import _files
 from bofexits.data._files import DatasetFiles, RemoteFile, cache_root, candidate_dirs
 from bofexits.data.fashion_mnist import (
     FASHION_MNIST_CLASSES,
@@ -32,20 +31,6 @@ STEMS = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Hide the real env var, user cache and Debian directory so only files made here are seen."""
-    monkeypatch.delenv("BOFEXITS_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(_files, "SYSTEM_DATA_ROOT", tmp_path / "system")
-
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise AssertionError("unexpected network access")
-
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    return tmp_path
 
 
 def make_files(directory: Path, n_train: int = 12, n_test: int = 5, gz: bool = True, seed: int = 0) -> None:

@@ -14,27 +14,12 @@ import pytest
 import torch
 from scipy.io import savemat
 
-from bofexits.data import _files
 from bofexits.data._files import DOWNLOAD_TIMEOUT_S, DatasetFiles, RemoteFile
 from bofexits.data.svhn import SVHN_CLASSES, SVHN_FILES, load_svhn
 from bofexits.datasets import dataset_info, list_datasets, load_dataset
 from bofexits.errors import DataError
 
 NAMES = ("train_32x32.mat", "test_32x32.mat")
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Hide the real env var, user cache and system directory; any network access fails the test."""
-    monkeypatch.delenv("BOFEXITS_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(_files, "SYSTEM_DATA_ROOT", tmp_path / "system")
-
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise AssertionError("unexpected network access")
-
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    return tmp_path
 
 
 def make_mat(path: Path, n: int, seed: int = 0, **override: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
