@@ -51,7 +51,8 @@ import torch  # noqa: E402
 
 from bofexits._io import atomic_path, write_json, write_text  # noqa: E402
 from bofexits.checkpoint import load_checkpoint, load_model  # noqa: E402
-from bofexits.compare import BASELINES, LEVELS, compare_policies, save_comparison  # noqa: E402
+from bofexits.claims import BASELINES  # noqa: E402
+from bofexits.compare import LEVELS, compare_policies, save_comparison  # noqa: E402
 from bofexits.config import TrainConfig, from_dict  # noqa: E402
 from bofexits.datasets import list_datasets, load_dataset  # noqa: E402
 from bofexits.errors import BofexitsError, ConfigError, DataError  # noqa: E402

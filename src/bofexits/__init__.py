@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
     from .bof import BoFPooling, bof_histogram, logistic_membership, rbf_membership, squared_distances
     from .build import build_model
     from .checkpoint import load_checkpoint, load_model, save_checkpoint
-    from .compare import check_claims, compare_policies
+    from .claims import check_claims
+    from .compare import compare_policies
     from .config import ModelConfig, TrainConfig
     from .cost import CostTable, count_macs, measure_costs
     from .datasets import list_datasets, load_dataset
@@ -66,7 +67,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "bof": ("BoFPooling", "bof_histogram", "logistic_membership", "rbf_membership", "squared_distances"),
     "build": ("build_model",),
     "checkpoint": ("load_checkpoint", "load_model", "save_checkpoint"),
-    "compare": ("check_claims", "compare_policies"),
+    "claims": ("check_claims",),
+    "compare": ("compare_policies",),
     "config": ("ModelConfig", "TrainConfig"),
     "cost": ("CostTable", "count_macs", "measure_costs"),
     "datasets": ("list_datasets", "load_dataset"),
