@@ -19,10 +19,11 @@ from bofexits.config import ModelConfig, TrainConfig
 from bofexits.data import FASHION_MNIST_CLASSES
 from bofexits.datasets import load_dataset
 from bofexits.errors import ConfigError
-from bofexits.export import DEFAULT_BETA, ExportError, export_onnx, export_torchscript
+from bofexits.export import DEFAULT_BETA, ExportError, export_onnx
 from bofexits.multiexit import MultiExitNetwork
 from bofexits.policies import CalibratedThreshold, ExitCalibration, calibrated_thresholds
 from bofexits.runtime import AdaptiveRuntime
+from bofexits.torchscript import export_torchscript
 
 SHAPE = (2, 8, 8)  # conftest's tiny network
 

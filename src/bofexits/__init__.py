@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
         TargetUnreachableError,
     )
     from .exits import BoFExits, ExitHeads, aggregate_histograms
-    from .export import export_onnx, export_torchscript
+    from .export import export_onnx
     from .kmeans import kmeans
     from .metrics import accuracy, balance, exit_distribution, relative_compute
     from .multiexit import MultiExitNetwork, check_input
@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
     )
     from .recipes import RECIPES, recipe_for
     from .runtime import AdaptiveRuntime, ExitResult
+    from .torchscript import export_torchscript
     from .training import TrainResult, train
 
 # Submodule -> the public names it defines (the single list `__all__` is built from).
@@ -81,7 +82,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "TargetUnreachableError",
     ),
     "exits": ("BoFExits", "ExitHeads", "aggregate_histograms"),
-    "export": ("export_onnx", "export_torchscript"),
+    "export": ("export_onnx",),
     "kmeans": ("kmeans",),
     "metrics": ("accuracy", "balance", "exit_distribution", "relative_compute"),
     "multiexit": ("MultiExitNetwork", "check_input"),
@@ -104,6 +105,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "recipes": ("RECIPES", "recipe_for"),
     "runtime": ("AdaptiveRuntime", "ExitResult"),
+    "torchscript": ("export_torchscript",),
     "training": ("TrainResult", "train"),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -297,7 +297,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx, export_torchscript
+    from .export import export_onnx
+    from .torchscript import export_torchscript
 
     opts = {"beta": args.beta, "score": args.score, "variant": args.variant, "data_dir": args.data_dir}
     if args.format == "onnx":
