@@ -253,3 +253,11 @@ def test_conditional_thresholds_are_never_nan() -> None:
     assert cal.conditional is not None and not bool(cal.conditional.isnan().any())
     for beta in (0.0005, 0.002, 0.004, 0.5, 0.999):
         assert all(t == t for t in calibrated_thresholds(cal, beta, "conditional")), beta
+
+
+def test_every_point_can_be_timed(trained_run: Path, fake_data: Path) -> None:
+    comp = _compare(trained_run, fake_data, points=6, timed_points=0, timing_samples=2)
+    for fam in comp["families"]:
+        if fam["timed"]:
+            assert all("timing" in p for p in fam["points"]), fam["name"]
+    assert comp["timing"]["runtime_check"]["mismatched_exits"] == 0

@@ -378,7 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score", choices=["max_logit", "max_prob", "margin", "neg_entropy"])
     p.add_argument("--variant", choices=["mean", "quantile", "conditional"])
     p.add_argument("--points", type=int, default=101, help="knob values per threshold policy (simulated)")
-    p.add_argument("--timed-points", type=int, default=9, help="points per policy run for real and timed")
+    p.add_argument(
+        "--timed-points",
+        type=int,
+        default=9,
+        help="points per policy run for real and timed, plus knee and matched ones (0: every point)",
+    )
     p.add_argument("--timing-samples", type=int, default=200, help="images timed at batch 1 (0: no timing)")
     p.add_argument("--timing-rounds", type=int, default=3)
     p.add_argument("--threads", type=int, help="torch CPU threads")

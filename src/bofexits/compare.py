@@ -200,8 +200,14 @@ def _simulate_family(
 
 
 def _picks(points: list[dict[str, Any]], targets: Sequence[dict[str, Any] | None], spread: int) -> list[int]:
-    """Indices to run for real: `spread` evenly spaced ones plus the named points."""
+    """Indices to run for real: `spread` evenly spaced ones plus the named points (spread 0: all).
+
+    >>> _picks([{"index": i} for i in range(10)], [{"index": 6}], 3)
+    [0, 4, 6, 9]
+    """
     n = len(points)
+    if spread <= 0:
+        return list(range(n))
     idx = {round(i * (n - 1) / max(spread - 1, 1)) for i in range(min(spread, n))}
     idx |= {p["index"] for p in targets if p is not None}
     return sorted(idx)
@@ -252,7 +258,8 @@ def compare_policies(
         test: evaluation data.
         score, variant: the proposed rule's configuration.
         points: knob values per threshold policy (simulated).
-        timed_points: evenly spread points per timed policy run for real (plus knee and matched ones).
+        timed_points: evenly spread points per timed policy run for real (plus knee and matched
+            ones); 0 runs and times every point.
         timing_samples: images timed one by one (0: no timing and no real-runtime check).
         timing_rounds: interleaved rounds.
         throughput_batch, throughput_batches: batched timing over this many batches of this size.
