@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from bofexits import tuning
+from bofexits import datasets, tuning
 from bofexits.backbones import create_backbone
 from bofexits.checkpoint import load_model
 from bofexits.claims import cheapest_reaching
@@ -161,7 +161,7 @@ def test_knob_grids_come_from_validation_only(trained_run: Path, fake_data: Path
 def test_tuning_never_reads_the_test_split(
     trained_run: Path, fake_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = tuning.load_run_data
+    real = datasets.load_run_data
 
     class Poison:
         def __getattr__(self, name: str) -> Any:
@@ -173,7 +173,7 @@ def test_tuning_never_reads_the_test_split(
     def no_test(*args: Any, **kwargs: Any) -> Any:
         return real(*args, **kwargs)[0], Poison()
 
-    monkeypatch.setattr(tuning, "load_run_data", no_test)
+    monkeypatch.setattr(datasets, "load_run_data", no_test)  # what run_splits reads the files with
     result = tuning.tune_on_validation(trained_run / "checkpoint.pt", max_drop=5.0, data_dir=str(fake_data))
     assert 0 <= result.beta <= 1
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from .backbones import create_backbone
 from .config import TrainConfig
 from .data import (
@@ -18,7 +20,7 @@ from .data import (
 )
 from .errors import ConfigError
 
-__all__ = ["dataset_info", "list_datasets", "load_dataset", "load_run_data"]
+__all__ = ["dataset_info", "list_datasets", "load_dataset", "load_run_data", "run_splits"]
 
 Loader = Callable[..., tuple[ImageDataset, ImageDataset]]
 
@@ -110,3 +112,18 @@ def load_run_data(cfg: TrainConfig, root: str | Path | None = None) -> tuple[Ima
             f"image folders load as grey (1 channel) or RGB (3), not {cfg.model.in_channels} channels"
         )
     return load_image_folder(root, image_size=(h, w), mode="L" if cfg.model.in_channels == 1 else "RGB")
+
+
+def run_splits(
+    cfg: TrainConfig, root: str | Path | None = None
+) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
+    """(train, validation, test) of a run, split exactly as training splits them.
+
+    The validation split is held out of the training files (after the `limit_train` cut) with
+    the run's seed, so tuning and policy comparisons can rebuild it and never touch the test set.
+    """
+    train_full, test = load_run_data(cfg, root)
+    if cfg.limit_train:
+        train_full = train_full.subset(torch.arange(min(cfg.limit_train, len(train_full))))
+    train, val = train_full.split(cfg.val_fraction, seed=cfg.seed)
+    return train, val, test

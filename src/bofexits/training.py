@@ -27,7 +27,7 @@ from .build import build_model
 from .checkpoint import load_checkpoint, load_model, load_state_into, save_checkpoint, update_checkpoint
 from .config import TrainConfig, from_dict
 from .data import ImageDataset, Transform, compose, random_crop, random_horizontal_flip
-from .datasets import load_run_data
+from .datasets import run_splits
 from .errors import CheckpointError, ConfigError
 from .evaluation import collect_logits
 from .exits import ExitHeads
@@ -193,18 +193,15 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    train_full, test = load_run_data(cfg)
-    if cfg.dataset == "image-folder" and cfg.model.num_classes != len(train_full.classes):
+    train_set, val_set, test = run_splits(cfg)
+    if cfg.dataset == "image-folder" and cfg.model.num_classes != len(train_set.classes):
         # An image folder's classes are its sub-folders: the network follows them.
-        model_cfg = dataclasses.replace(cfg.model, num_classes=len(train_full.classes))
+        model_cfg = dataclasses.replace(cfg.model, num_classes=len(train_set.classes))
         cfg = dataclasses.replace(cfg, model=model_cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model)
     weights = _validate(cfg, model.num_exits)
-    _check_dataset(model, train_full)
-    if cfg.limit_train:
-        train_full = train_full.subset(torch.arange(min(cfg.limit_train, len(train_full))))
-    train_set, val_set = train_full.split(cfg.val_fraction, seed=cfg.seed)
+    _check_dataset(model, train_set)
     phases = _phases(cfg)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     transform = _augmentation(train_set, cfg.crop_padding, flip=cfg.flip) if cfg.augment else None
@@ -317,9 +314,9 @@ def train(
         complete=True,
         # What deployment needs to preprocess and name outputs without the training files.
         data={
-            "classes": list(train_full.classes),
-            "mean": list(train_full.mean),
-            "std": list(train_full.std),
+            "classes": list(train_set.classes),
+            "mean": list(train_set.mean),
+            "std": list(train_set.std),
         },
     )
     return TrainResult(ckpt_path, model.cpu().eval(), calibrations, history, test)

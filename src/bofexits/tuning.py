@@ -19,7 +19,7 @@ from .checkpoint import load_model
 from .config import TrainConfig
 from .cost import CostTable, measure_costs
 from .data import ImageDataset
-from .datasets import load_run_data
+from .datasets import run_splits
 from .errors import ConfigError, TargetUnreachableError
 from .evaluation import collect_logits
 from .metrics import accuracy, relative_compute
@@ -166,10 +166,7 @@ def validation_split(cfg: TrainConfig, data_dir: str | None = None) -> ImageData
 
     Knobs are chosen here and never on the test set, which training never sees either.
     """
-    train_full, _ = load_run_data(cfg, data_dir)
-    if cfg.limit_train:
-        train_full = train_full.subset(torch.arange(min(cfg.limit_train, len(train_full))))
-    return train_full.split(cfg.val_fraction, seed=cfg.seed)[1]
+    return run_splits(cfg, data_dir)[1]
 
 
 def tune_on_validation(
