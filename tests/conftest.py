@@ -96,6 +96,12 @@ def write_fake_fashion_mnist(root: Path, n_train: int = 300, n_test: int = 100, 
     return root
 
 
+@pytest.fixture(scope="session")
+def write_fake_data() -> Callable[..., Path]:
+    """write_fake_data(root, n_train=300, n_test=100, seed=0): the writer behind `fake_data`, for wider scopes."""
+    return write_fake_fashion_mnist
+
+
 @pytest.fixture
 def fake_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A small Fashion-MNIST folder; the system copy, the cache and the network are hidden."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from bofexits.build import build_model
 from bofexits.checkpoint import save_checkpoint
 from bofexits.cli import main
 from bofexits.config import ModelConfig, TrainConfig
-from bofexits.data import FASHION_MNIST_CLASSES, write_idx
+from bofexits.data import FASHION_MNIST_CLASSES
 from bofexits.datasets import load_dataset
 from bofexits.export import deploy_info, export_onnx
 from bofexits.policies import ExitCalibration
@@ -26,25 +27,11 @@ from bofexits.runtime import AdaptiveRuntime
 N_IMAGES = 6
 
 
-def _fake_fashion_mnist(root: Path) -> Path:
-    """Fashion-MNIST-format files: class c paints a square at grey level 24c + 20 on noise."""
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True)
-    for prefix, n in (("train", 64), ("t10k", 16)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 12, (n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            images[i, 6:22, 6:22] += np.uint8(24 * c + 20)
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return root
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def setup(tmp_path_factory: pytest.TempPathFactory, write_fake_data: Callable[..., Path]) -> dict[str, Any]:
     """A checkpoint (small vgg28, calibrated, untrained: predict does not care), its export, PNGs."""
     root = tmp_path_factory.mktemp("predict")
-    data = _fake_fashion_mnist(root / "data")
+    data = write_fake_data(root / "data", n_train=64, n_test=16)
     cfg = TrainConfig(
         data_dir=str(data), variant="quantile", model=ModelConfig(widths=[4, 8, 8, 16], codewords=8)
     )
