@@ -44,16 +44,7 @@ from bofexits.datasets import load_dataset
 from bofexits.deploy import OnnxAdaptiveRunner, _score_one
 from bofexits.export import deploy_info, export_onnx
 from bofexits.runtime import AdaptiveRuntime
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from bofexits.timing import cpu_model
 
 
 def p95(values: list[float]) -> float:

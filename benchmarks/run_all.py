@@ -58,6 +58,7 @@ from bofexits.datasets import list_datasets, load_dataset  # noqa: E402
 from bofexits.errors import BofexitsError, ConfigError, DataError  # noqa: E402
 from bofexits.recipes import apply_recipe, recipe_for  # noqa: E402
 from bofexits.report import write_report  # noqa: E402
+from bofexits.timing import cpu_model  # noqa: E402
 from bofexits.training import CHECKPOINT, resolve_device, train  # noqa: E402
 from bofexits.tuning import validation_split  # noqa: E402
 
@@ -474,17 +475,6 @@ def write_outputs(results: dict[str, Any], out: Path, readme: Path | None = None
 
 
 # --- main -----------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _parser() -> argparse.ArgumentParser:

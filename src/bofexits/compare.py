@@ -41,8 +41,8 @@ from .policies import (
     confidence,
 )
 from .runtime import AdaptiveRuntime
-from .sweep import knee_point, platform_info
-from .timing import interleaved_timing
+from .sweep import knee_point
+from .timing import interleaved_timing, platform_info
 from .tuning import beta_grid
 
 __all__ = [

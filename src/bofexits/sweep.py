@@ -8,7 +8,6 @@ against the plain backbone, interleaved in the same run.
 from __future__ import annotations
 
 import logging
-import platform
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,9 +21,9 @@ from .multiexit import MultiExitNetwork
 from .offline import oracle, simulate
 from .policies.calibrated import CalibratedThreshold, ExitCalibration
 from .runtime import AdaptiveRuntime
-from .timing import interleaved_timing
+from .timing import interleaved_timing, platform_info
 
-__all__ = ["DEFAULT_BETAS", "knee_point", "platform_info", "sweep"]
+__all__ = ["DEFAULT_BETAS", "knee_point", "sweep"]
 
 DEFAULT_BETAS: dict[str, list[float]] = {
     "mean": [0.5, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0],
@@ -41,15 +40,6 @@ def knee_point(
     """Cheapest point whose accuracy is within `max_drop` of the full network (None if none is)."""
     ok = [p for p in points if p["accuracy"] >= full_accuracy - max_drop - 1e-12]
     return min(ok, key=lambda p: p["relative_macs"]) if ok else None
-
-
-def platform_info() -> dict[str, Any]:
-    return {
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
 
 
 def sweep(

@@ -3,14 +3,18 @@ configurations are always interleaved (A B A B ...) and compared as per-round ra
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["Timing", "interleaved_timing"]
+__all__ = ["Timing", "cpu_model", "interleaved_timing", "platform_info"]
 
 
 @dataclass
@@ -67,3 +71,25 @@ def interleaved_timing(
                 fn(b)
             out[name].append((time.perf_counter() - t0) / samples)
     return Timing(out, reference)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def platform_info() -> dict[str, Any]:
+    """Where timings were taken: CPU model, cores, torch version and threads (reported beside every speedup)."""
+    return {
+        "machine": platform.machine(),
+        "processor": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
