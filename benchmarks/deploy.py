@@ -38,13 +38,13 @@ import numpy as np
 import onnxruntime
 import torch
 
-from bofexits.checkpoint import load_checkpoint
-from bofexits.cost import measure_costs
-from bofexits.datasets import load_dataset
-from bofexits.deploy import OnnxAdaptiveRunner, _score_one
-from bofexits.export import deploy_info, export_onnx
-from bofexits.runtime import AdaptiveRuntime
-from bofexits.timing import cpu_model
+from bofexits.data.registry import load_dataset
+from bofexits.deploy.onnx import deploy_info, export_onnx
+from bofexits.deploy.runner import OnnxAdaptiveRunner, _score_one
+from bofexits.evaluation.cost import measure_costs
+from bofexits.evaluation.timing import cpu_model
+from bofexits.inference.runtime import AdaptiveRuntime
+from bofexits.training.checkpoint import load_checkpoint
 
 
 def p95(values: list[float]) -> float:

@@ -14,8 +14,8 @@ import json
 import re
 from pathlib import Path
 
-from bofexits.report import check_targets
-from bofexits.sweep import knee_point
+from bofexits.evaluation.sweep import knee_point
+from bofexits.reporting.report import check_targets
 
 
 def render(results: dict) -> str:

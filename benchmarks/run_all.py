@@ -50,17 +50,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from bofexits._io import atomic_path, write_json, write_text  # noqa: E402
-from bofexits.checkpoint import load_checkpoint, load_model  # noqa: E402
-from bofexits.claims import BASELINES  # noqa: E402
-from bofexits.compare import LEVELS, compare_policies, save_comparison  # noqa: E402
 from bofexits.config import TrainConfig, from_dict  # noqa: E402
-from bofexits.datasets import list_datasets, load_dataset  # noqa: E402
+from bofexits.data.registry import list_datasets, load_dataset  # noqa: E402
 from bofexits.errors import BofexitsError, ConfigError, DataError  # noqa: E402
-from bofexits.recipes import apply_recipe, recipe_for  # noqa: E402
-from bofexits.report import write_report  # noqa: E402
-from bofexits.timing import cpu_model  # noqa: E402
-from bofexits.training import CHECKPOINT, resolve_device, train  # noqa: E402
-from bofexits.tuning import validation_split  # noqa: E402
+from bofexits.evaluation.claims import BASELINES  # noqa: E402
+from bofexits.evaluation.compare import LEVELS, compare_policies, save_comparison  # noqa: E402
+from bofexits.evaluation.timing import cpu_model  # noqa: E402
+from bofexits.reporting.report import write_report  # noqa: E402
+from bofexits.training.checkpoint import load_checkpoint, load_model  # noqa: E402
+from bofexits.training.loop import CHECKPOINT, resolve_device, train  # noqa: E402
+from bofexits.training.recipes import apply_recipe, recipe_for  # noqa: E402
+from bofexits.training.tuning import validation_split  # noqa: E402
 
 __all__ = [
     "BEGIN",

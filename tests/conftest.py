@@ -15,8 +15,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bofexits.config import ModelConfig, TrainConfig
 from bofexits.data import _files, write_idx
-from bofexits.exits import BoFExits
-from bofexits.multiexit import MultiExitNetwork
+from bofexits.models.exits import BoFExits
+from bofexits.models.multiexit import MultiExitNetwork
 
 # Tiny tensors gain nothing from intra-op threads, and threads thrash on a busy machine.
 torch.set_num_threads(1)

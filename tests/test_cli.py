@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bofexits.checkpoint import load_checkpoint
 from bofexits.cli import main
+from bofexits.training.checkpoint import load_checkpoint
 
 TINY = ["--widths", "4", "8", "8", "16", "--codewords", "8", "--batch-size", "32", "--threads", "1"]
 

@@ -24,7 +24,7 @@ def test_unknown_name_is_an_attribute_error() -> None:
 
 
 def test_import_alone_loads_no_torch() -> None:
-    code = "import sys; sys.modules['torch'] = None; import bofexits, bofexits.deploy; print('ok')"
+    code = "import sys; sys.modules['torch'] = None; import bofexits, bofexits.deploy.runner; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 

@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from bofexits.checkpoint import load_checkpoint, update_checkpoint
+from bofexits.training.checkpoint import load_checkpoint, update_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run_all.py"
 

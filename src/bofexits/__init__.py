@@ -16,16 +16,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below imports on demand
-    from .backbones import Backbone, create_backbone, list_backbones, register_backbone
-    from .baseline_exits import ConvExits, PooledLinearExits
-    from .bof import BoFPooling, bof_histogram, logistic_membership, rbf_membership, squared_distances
-    from .build import build_model
-    from .checkpoint import load_checkpoint, load_model, save_checkpoint
-    from .claims import check_claims
-    from .compare import compare_policies
     from .config import ModelConfig, TrainConfig
-    from .cost import CostTable, count_macs, measure_costs
-    from .datasets import list_datasets, load_dataset
+    from .data.registry import list_datasets, load_dataset
+    from .deploy.onnx import export_onnx
+    from .deploy.torchscript import export_torchscript
     from .errors import (
         BofexitsError,
         CheckpointError,
@@ -34,12 +28,19 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
         InputError,
         TargetUnreachableError,
     )
-    from .exits import BoFExits, ExitHeads, aggregate_histograms
-    from .export import export_onnx
-    from .kmeans import kmeans
-    from .metrics import accuracy, balance, exit_distribution, relative_compute
-    from .multiexit import MultiExitNetwork, check_input
-    from .offline import oracle, oracle_frontier, simulate
+    from .evaluation.claims import check_claims
+    from .evaluation.compare import compare_policies
+    from .evaluation.cost import CostTable, count_macs, measure_costs
+    from .evaluation.metrics import accuracy, balance, exit_distribution, relative_compute
+    from .inference.offline import oracle, oracle_frontier, simulate
+    from .inference.runtime import AdaptiveRuntime, ExitResult
+    from .models.backbones import Backbone, create_backbone, list_backbones, register_backbone
+    from .models.baseline_exits import ConvExits, PooledLinearExits
+    from .models.bof import BoFPooling, bof_histogram, logistic_membership, rbf_membership, squared_distances
+    from .models.build import build_model
+    from .models.exits import BoFExits, ExitHeads, aggregate_histograms
+    from .models.kmeans import kmeans
+    from .models.multiexit import MultiExitNetwork, check_input
     from .policies import (
         BudgetedThreshold,
         CalibratedThreshold,
@@ -56,23 +57,22 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
         fit_budgeted_thresholds,
         list_policies,
     )
-    from .recipes import RECIPES, recipe_for
-    from .runtime import AdaptiveRuntime, ExitResult
-    from .torchscript import export_torchscript
-    from .training import TrainResult, train
+    from .training.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from .training.loop import TrainResult, train
+    from .training.recipes import RECIPES, recipe_for
 
 # Submodule -> the public names it defines (the single list `__all__` is built from).
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "backbones": ("Backbone", "create_backbone", "list_backbones", "register_backbone"),
-    "baseline_exits": ("ConvExits", "PooledLinearExits"),
-    "bof": ("BoFPooling", "bof_histogram", "logistic_membership", "rbf_membership", "squared_distances"),
-    "build": ("build_model",),
-    "checkpoint": ("load_checkpoint", "load_model", "save_checkpoint"),
-    "claims": ("check_claims",),
-    "compare": ("compare_policies",),
+    "models.backbones": ("Backbone", "create_backbone", "list_backbones", "register_backbone"),
+    "models.baseline_exits": ("ConvExits", "PooledLinearExits"),
+    "models.bof": ("BoFPooling", "bof_histogram", "logistic_membership", "rbf_membership", "squared_distances"),
+    "models.build": ("build_model",),
+    "training.checkpoint": ("load_checkpoint", "load_model", "save_checkpoint"),
+    "evaluation.claims": ("check_claims",),
+    "evaluation.compare": ("compare_policies",),
     "config": ("ModelConfig", "TrainConfig"),
-    "cost": ("CostTable", "count_macs", "measure_costs"),
-    "datasets": ("list_datasets", "load_dataset"),
+    "evaluation.cost": ("CostTable", "count_macs", "measure_costs"),
+    "data.registry": ("list_datasets", "load_dataset"),
     "errors": (
         "BofexitsError",
         "CheckpointError",
@@ -81,12 +81,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "InputError",
         "TargetUnreachableError",
     ),
-    "exits": ("BoFExits", "ExitHeads", "aggregate_histograms"),
-    "export": ("export_onnx",),
-    "kmeans": ("kmeans",),
-    "metrics": ("accuracy", "balance", "exit_distribution", "relative_compute"),
-    "multiexit": ("MultiExitNetwork", "check_input"),
-    "offline": ("oracle", "oracle_frontier", "simulate"),
+    "models.exits": ("BoFExits", "ExitHeads", "aggregate_histograms"),
+    "deploy.onnx": ("export_onnx",),
+    "models.kmeans": ("kmeans",),
+    "evaluation.metrics": ("accuracy", "balance", "exit_distribution", "relative_compute"),
+    "models.multiexit": ("MultiExitNetwork", "check_input"),
+    "inference.offline": ("oracle", "oracle_frontier", "simulate"),
     "policies": (
         "BudgetedThreshold",
         "CalibratedThreshold",
@@ -103,10 +103,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "fit_budgeted_thresholds",
         "list_policies",
     ),
-    "recipes": ("RECIPES", "recipe_for"),
-    "runtime": ("AdaptiveRuntime", "ExitResult"),
-    "torchscript": ("export_torchscript",),
-    "training": ("TrainResult", "train"),
+    "training.recipes": ("RECIPES", "recipe_for"),
+    "inference.runtime": ("AdaptiveRuntime", "ExitResult"),
+    "deploy.torchscript": ("export_torchscript",),
+    "training.loop": ("TrainResult", "train"),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 

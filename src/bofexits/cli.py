@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, TrainConfig, from_dict
-from .errors import BofexitsError, ConfigError
+from bofexits.config import ModelConfig, TrainConfig, from_dict
+from bofexits.errors import BofexitsError, ConfigError
 
 __all__ = ["main"]
 
@@ -102,11 +102,11 @@ _MODEL_KEYS = {
 
 
 def resolve_config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    """Defaults < the dataset's recipe (`bofexits.recipes`) < --config file < flags.
+    """Defaults < the dataset's recipe (`bofexits.training.recipes`) < --config file < flags.
 
     The dataset is the --dataset flag, else the config file's, else the default's.
     """
-    from .recipes import apply_recipe, recipe_for
+    from bofexits.training.recipes import apply_recipe, recipe_for
 
     data = (base or TrainConfig()).to_dict()
     loaded: dict[str, Any] = {}
@@ -144,7 +144,7 @@ def resolve_config(args: argparse.Namespace, base: TrainConfig | None = None) ->
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .training import train
+    from bofexits.training.loop import train
 
     cfg = resolve_config(args)
     result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
@@ -157,8 +157,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _load_evaluation(args: argparse.Namespace) -> tuple[Any, Any, TrainConfig, Any]:
     """The checkpoint's network, calibrations and config, and its test set, for evaluate and sweep."""
-    from .checkpoint import load_model
-    from .datasets import load_run_data
+    from bofexits.data.registry import load_run_data
+    from bofexits.training.checkpoint import load_model
 
     model, calibrations, cfg = load_model(args.checkpoint)
     if not calibrations:
@@ -174,8 +174,8 @@ def _load_evaluation(args: argparse.Namespace) -> tuple[Any, Any, TrainConfig, A
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ._io import write_json
-    from .sweep import sweep
+    from bofexits._io import write_json
+    from bofexits.evaluation.sweep import sweep
 
     model, calibrations, cfg, test = _load_evaluation(args)
     score, variant = args.score or cfg.score, args.variant or cfg.variant
@@ -197,9 +197,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .compare import compare_policies, save_comparison
-    from .report import write_report
-    from .tuning import validation_split
+    from bofexits.evaluation.compare import compare_policies, save_comparison
+    from bofexits.reporting.report import write_report
+    from bofexits.training.tuning import validation_split
 
     model, calibrations, cfg, test = _load_evaluation(args)
     comparison = compare_policies(
@@ -245,8 +245,8 @@ def format_comparison(comparison: dict[str, Any]) -> str:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from .checkpoint import update_checkpoint
-    from .tuning import tune_on_validation
+    from bofexits.training.checkpoint import update_checkpoint
+    from bofexits.training.tuning import tune_on_validation
 
     result = tune_on_validation(
         args.checkpoint,
@@ -267,7 +267,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from bofexits.demo import run_demo
 
     report = run_demo(
         args.out, epochs=args.epochs, resume=True, progress=not args.quiet, timing_samples=args.timing_samples
@@ -277,7 +277,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from bofexits.reporting.report import write_report
 
     path = write_report(args.run_dir)
     print(f"report: {path}")
@@ -285,9 +285,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .backbones import list_backbones
-    from .datasets import list_datasets
-    from .policies import list_policies
+    from bofexits.data.registry import list_datasets
+    from bofexits.models.backbones import list_backbones
+    from bofexits.policies import list_policies
 
     names = {"backbones": list_backbones, "datasets": list_datasets, "policies": list_policies}[
         args.command
@@ -297,8 +297,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
-    from .torchscript import export_torchscript
+    from bofexits.deploy.onnx import export_onnx
+    from bofexits.deploy.torchscript import export_torchscript
 
     opts = {"beta": args.beta, "score": args.score, "variant": args.variant, "data_dir": args.data_dir}
     if args.format == "onnx":
@@ -321,7 +321,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import format_predictions, predict_files
+    from bofexits.deploy.predict import format_predictions, predict_files
 
     predictions, about = predict_files(
         args.source, args.images, beta=args.beta, threads=args.threads, data_dir=args.data_dir

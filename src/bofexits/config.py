@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from bofexits.errors import ConfigError
 
 __all__ = ["ModelConfig", "TrainConfig", "from_dict"]
 

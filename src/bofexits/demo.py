@@ -7,15 +7,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ._io import write_json
-from .checkpoint import load_checkpoint, load_model
-from .compare import compare_policies, save_comparison
-from .config import TrainConfig
-from .datasets import load_run_data
-from .report import write_report
-from .sweep import sweep
-from .training import CHECKPOINT, train
-from .tuning import validation_split
+from bofexits._io import write_json
+from bofexits.config import TrainConfig
+from bofexits.data.registry import load_run_data
+from bofexits.evaluation.compare import compare_policies, save_comparison
+from bofexits.evaluation.sweep import sweep
+from bofexits.reporting.report import write_report
+from bofexits.training.checkpoint import load_checkpoint, load_model
+from bofexits.training.loop import CHECKPOINT, train
+from bofexits.training.tuning import validation_split
 
 __all__ = ["DEMO_CONFIG", "run_demo"]
 

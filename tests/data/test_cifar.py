@@ -20,7 +20,7 @@ import torch
 from bofexits.data import _files, cifar
 from bofexits.data._files import DOWNLOAD_TIMEOUT_S, DatasetFiles, RemoteFile
 from bofexits.data.cifar import load_cifar10, load_cifar100
-from bofexits.datasets import dataset_info, list_datasets, load_dataset
+from bofexits.data.registry import dataset_info, list_datasets, load_dataset
 from bofexits.errors import DataError
 
 CLASSES10 = [

@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageOps
 
 from bofexits.data.image_folder import image_to_tensor, load_image_folder, read_image, split_files
-from bofexits.datasets import dataset_info, list_datasets, load_dataset
+from bofexits.data.registry import dataset_info, list_datasets, load_dataset
 from bofexits.errors import ConfigError, DataError
 
 COLOURS = {"cat": (200, 30, 30), "dog": (30, 200, 30), "emu": (30, 30, 200)}

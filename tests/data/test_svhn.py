@@ -15,8 +15,8 @@ import torch
 from scipy.io import savemat
 
 from bofexits.data._files import DOWNLOAD_TIMEOUT_S, DatasetFiles, RemoteFile
+from bofexits.data.registry import dataset_info, list_datasets, load_dataset
 from bofexits.data.svhn import SVHN_CLASSES, SVHN_FILES, load_svhn
-from bofexits.datasets import dataset_info, list_datasets, load_dataset
 from bofexits.errors import DataError
 
 NAMES = ("train_32x32.mat", "test_32x32.mat")

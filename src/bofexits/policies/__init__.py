@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigError
-from .base import ExitPolicy
-from .budgeted import BudgetedThreshold, fit_budgeted_thresholds
-from .calibrated import CalibratedThreshold, ExitCalibration, calibrated_thresholds
-from .fixed import FullNetwork, SingleExit
-from .patience import Patience
-from .scores import SCORES, confidence
-from .thresholds import EntropyThreshold, GlobalThreshold
+from bofexits.errors import ConfigError
+from bofexits.policies.base import ExitPolicy
+from bofexits.policies.budgeted import BudgetedThreshold, fit_budgeted_thresholds
+from bofexits.policies.calibrated import CalibratedThreshold, ExitCalibration, calibrated_thresholds
+from bofexits.policies.fixed import FullNetwork, SingleExit
+from bofexits.policies.patience import Patience
+from bofexits.policies.scores import SCORES, confidence
+from bofexits.policies.thresholds import EntropyThreshold, GlobalThreshold
 
 __all__ = [
     "SCORES",

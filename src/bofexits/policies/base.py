@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
+from bofexits.errors import InputError
 
 __all__ = ["NAN_MESSAGE", "ExitPolicy"]
 

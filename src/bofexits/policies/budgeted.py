@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, InputError, TargetUnreachableError
-from .scores import confidence
-from .thresholds import ScoreThreshold, check_score, check_threshold
+from bofexits.errors import ConfigError, InputError, TargetUnreachableError
+from bofexits.policies.scores import confidence
+from bofexits.policies.thresholds import ScoreThreshold, check_score, check_threshold
 
 __all__ = ["BudgetedThreshold", "budget_fractions", "fit_budgeted_thresholds", "geometric_fractions"]
 

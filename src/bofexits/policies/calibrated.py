@@ -14,9 +14,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..errors import ConfigError, InputError
-from .base import ExitPolicy
-from .scores import SCORES, confidence, scalar_confidence
+from bofexits.errors import ConfigError, InputError
+from bofexits.policies.base import ExitPolicy
+from bofexits.policies.scores import SCORES, confidence, scalar_confidence
 
 __all__ = [
     "CalibratedThreshold",

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, InputError
-from .base import NAN_MESSAGE, ExitPolicy
+from bofexits.errors import ConfigError, InputError
+from bofexits.policies.base import NAN_MESSAGE, ExitPolicy
 
 __all__ = ["FullNetwork", "SingleExit"]
 

@@ -7,8 +7,8 @@ from typing import Literal
 
 import torch
 
-from ..errors import ConfigError, InputError
-from .base import NAN_MESSAGE
+from bofexits.errors import ConfigError, InputError
+from bofexits.policies.base import NAN_MESSAGE
 
 __all__ = ["SCORES", "Score", "confidence", "scalar_confidence"]
 

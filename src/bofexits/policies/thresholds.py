@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
-from .base import ExitPolicy
-from .scores import SCORES, confidence, scalar_confidence
+from bofexits.errors import ConfigError
+from bofexits.policies.base import ExitPolicy
+from bofexits.policies.scores import SCORES, confidence, scalar_confidence
 
 __all__ = ["EntropyThreshold", "GlobalThreshold", "ScoreThreshold", "check_score", "check_threshold"]
 

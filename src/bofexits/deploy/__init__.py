@@ -1,0 +1,24 @@
+"""Deployment: staged ONNX / TorchScript export, the torch-free onnxruntime runner, `predict`.
+
+`bofexits.deploy` and `bofexits.deploy.runner` import only numpy (and onnxruntime when a runner
+is built), so a serving machine needs no torch. The exporters (`onnx`, `torchscript`) and
+`predict` load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from bofexits.deploy.runner import *  # noqa: F403  (the torch-free runner is this package's face)
+from bofexits.deploy.runner import __all__ as _RUNNER_ALL
+
+_LAZY = {"export_onnx": "onnx", "export_torchscript": "torchscript", "DeployInfo": "onnx", "deploy_info": "onnx"}
+
+__all__ = sorted({*_RUNNER_ALL, *_LAZY})
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)

@@ -1,0 +1,264 @@
+"""`bofexits predict`: classify image files with a checkpoint (PyTorch) or an ONNX export directory.
+
+Each image is read with Pillow and turned into the network's input in numpy, the same steps
+for both back ends (and as `bofexits.data.image_folder` prepares training images): apply the
+EXIF orientation, convert to the recorded colour mode ("L" or "RGB"; 16-bit greys are scaled
+to 8 bits, not clipped), resize to exactly the input size (bilinear, antialiased when
+shrinking), then ``(pixels / 255 - mean) / std``. An image smaller than half the input size
+in either side is refused: upscaling it further would mostly invent the content.
+
+For an export directory nothing here imports torch; a checkpoint runs `AdaptiveRuntime`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bofexits.deploy.runner import MANIFEST, OnnxAdaptiveRunner, confidence, preprocess
+from bofexits.errors import BofexitsError, CheckpointError, InputError
+
+__all__ = ["MIN_SIDE_FRACTION", "Prediction", "format_predictions", "load_image", "predict_files"]
+
+#: Smallest accepted image side, as a fraction of the model's input side.
+MIN_SIDE_FRACTION = 0.5
+_16BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+@dataclass
+class Prediction:
+    """The outcome for one file: a class, or an error.
+
+    Attributes:
+        file: the path as given.
+        class_name, class_index: the predicted class.
+        exit: the exit taken, 1-based (num_exits = the full network).
+        num_exits: S.
+        confidence: the top softmax probability at the exit taken.
+        ms: inference time (preprocessed input to logits), milliseconds.
+        error: why the file could not be classified (then the other fields are None).
+    """
+
+    file: str
+    class_name: str | None = None
+    class_index: int | None = None
+    exit: int | None = None
+    num_exits: int | None = None
+    confidence: float | None = None
+    ms: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_image(path: str | Path, size: tuple[int, int], mode: str) -> np.ndarray:
+    """Read one image file as a (H, W, C) uint8 array at `size` (height, width) in `mode`.
+
+    Raises:
+        InputError: the file is missing, not an image Pillow can read, in a mode that cannot
+            be converted, or too small (see `MIN_SIDE_FRACTION`); the message names it.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    height, width = size
+    if not path.is_file():
+        raise InputError(f"image {path} does not exist; check the path")
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            image.load()
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+    ) as exc:
+        raise InputError(f"{path} is not an image Pillow can read ({exc}); pass PNG or JPEG files") from exc
+    if image.width < MIN_SIDE_FRACTION * width or image.height < MIN_SIDE_FRACTION * height:
+        raise InputError(
+            f"{path} is {image.width}x{image.height} pixels, the model reads {width}x{height}; images under half "
+            "that size would be mostly invented by upscaling: use a larger image"
+        )
+    if image.mode in _16BIT or image.mode == "I":
+        image = _to_8bit(image, path)
+    elif image.mode == "F":
+        raise InputError(f"{path} holds floating-point pixels; save it as an 8- or 16-bit PNG or a JPEG")
+    try:
+        if image.mode != mode:
+            image = image.convert(mode)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: cannot convert {image.mode!r} pixels to {mode!r} ({exc})") from exc
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _to_8bit(image: Any, path: Path) -> Any:
+    """16-bit (or 32-bit integer holding 16-bit) grey -> 8-bit "L", scaled by 255/65535.
+
+    Pillow's own ``convert("L")`` clips such pixels at 255, which turns most images white.
+    """
+    from PIL import Image
+
+    a = np.asarray(image).astype(np.float64)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise InputError(f"{path} has pixel values outside 0..65535; save it as an 8- or 16-bit image")
+    top = 65535.0 if image.mode in _16BIT or (a.size and a.max() > 255) else 255.0
+    return Image.fromarray(np.rint(a * (255.0 / top)).astype(np.uint8), mode="L")
+
+
+@dataclass
+class _Backend:
+    """What `predict_files` needs from a model: its facts and a batch-1 adaptive call."""
+
+    name: str
+    classes: list[str]
+    input_shape: tuple[int, ...]
+    mean: list[float]
+    std: list[float]
+    color_mode: str | None
+    num_exits: int
+    rule: dict[str, Any]
+    run: Callable[[np.ndarray], tuple[np.ndarray, int]]
+
+
+def _onnx_backend(export_dir: Path, beta: float | None, threads: int | None) -> _Backend:
+    fmt = None
+    try:
+        fmt = json.loads((export_dir / MANIFEST).read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        pass  # the runner reports what is wrong with the manifest
+    if fmt == "bofexits-torchscript":
+        raise CheckpointError(
+            f"{export_dir} is a TorchScript export; predict reads checkpoints and ONNX exports "
+            "(bofexits export CHECKPOINT --format onnx DIR), or load adaptive.pt with torch.jit.load"
+        )
+    runner = OnnxAdaptiveRunner(export_dir, threads=1 if threads is None else threads, beta=beta)
+    return _Backend(
+        "onnxruntime",
+        runner.classes,
+        runner.input_shape,
+        runner.mean.tolist(),
+        runner.std.tolist(),
+        runner.color_mode,
+        runner.num_exits,
+        {"score": runner.score, "variant": runner.variant, "beta": runner.beta},
+        runner.run_single,
+    )
+
+
+def _torch_backend(
+    checkpoint: Path, beta: float | None, threads: int | None, data_dir: str | None
+) -> _Backend:
+    import torch
+
+    from bofexits.deploy.onnx import deploy_info
+    from bofexits.inference.runtime import AdaptiveRuntime
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, info = deploy_info(checkpoint, beta=beta, data_dir=data_dir)
+    runtime = AdaptiveRuntime(model.float(), info.policy, check_inputs=False)
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, int]:
+        logits, index = runtime.run_single(torch.from_numpy(x))
+        return logits.numpy(), index
+
+    return _Backend(
+        "pytorch",
+        info.classes,
+        tuple(model.input_shape),
+        info.mean,
+        info.std,
+        info.color_mode,
+        model.num_exits,
+        {"score": info.calibration.score, "variant": info.variant, "beta": info.beta},
+        run,
+    )
+
+
+def _open_backend(
+    source: str | Path, *, beta: float | None = None, threads: int | None = None, data_dir: str | None = None
+) -> _Backend:
+    """An export directory (onnxruntime) or a checkpoint file (PyTorch)."""
+    source = Path(source)
+    if source.is_dir():
+        return _onnx_backend(source, beta, threads)
+    if not source.exists():
+        raise CheckpointError(f"{source} does not exist; pass a checkpoint.pt or an export directory")
+    return _torch_backend(source, beta, threads, data_dir)
+
+
+def predict_files(
+    source: str | Path,
+    images: Sequence[str | Path],
+    *,
+    beta: float | None = None,
+    threads: int | None = None,
+    data_dir: str | None = None,
+) -> tuple[list[Prediction], dict[str, Any]]:
+    """Classify each image at batch 1 with real early exit; a bad file gets an error, not an exception.
+
+    Returns:
+        One `Prediction` per image in order, and a description of the model and rule used.
+    """
+    backend = _open_backend(source, beta=beta, threads=threads, data_dir=data_dir)
+    if backend.color_mode not in ("L", "RGB"):
+        raise InputError(
+            f"the model reads {backend.input_shape[0]}-channel inputs; predict converts images to L or RGB only"
+        )
+    c, h, w = backend.input_shape
+    backend.run(np.zeros((1, c, h, w), dtype=np.float32))  # warm-up: the first call pays lazy set-up
+    out = []
+    for file in images:
+        try:
+            x = preprocess(
+                load_image(file, (h, w), backend.color_mode)[None],
+                backend.input_shape,
+                backend.mean,
+                backend.std,
+            )
+            t0 = time.perf_counter()
+            logits, index = backend.run(x)
+            ms = (time.perf_counter() - t0) * 1e3
+        except BofexitsError as exc:
+            out.append(Prediction(str(file), error=str(exc)))
+            continue
+        k = int(logits[0].argmax())
+        conf = float(confidence(logits.astype(np.float32), "max_prob")[0])
+        out.append(Prediction(str(file), backend.classes[k], k, index + 1, backend.num_exits, conf, ms))
+    about = {"source": str(source), "backend": backend.name, **backend.rule, "num_exits": backend.num_exits}
+    return out, about
+
+
+def format_predictions(
+    predictions: Sequence[Prediction], about: dict[str, Any], *, as_json: bool = False
+) -> str:
+    """One line per image for people, or one JSON object for programs.
+
+    >>> print(format_predictions([Prediction("a.png", "Bag", 8, 1, 4, 0.97, 0.42)], {}))
+    a.png: Bag (exit 1 of 4, confidence 0.970, 0.42 ms)
+    """
+    if as_json:
+        return json.dumps({**about, "predictions": [p.to_dict() for p in predictions]}, indent=2)
+    lines = []
+    for p in predictions:
+        if p.error is not None:
+            lines.append(f"{p.file}: error: {p.error}")
+        else:
+            lines.append(
+                f"{p.file}: {p.class_name} (exit {p.exit} of {p.num_exits}, confidence {p.confidence:.3f}, "
+                f"{p.ms:.2f} ms)"
+            )
+    return "\n".join(lines)

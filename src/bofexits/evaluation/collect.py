@@ -1,0 +1,64 @@
+"""Evaluation: every exit's logits, real adaptive inference over a dataset, and its summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bofexits.data import ImageDataset
+from bofexits.evaluation.cost import CostTable
+from bofexits.evaluation.metrics import accuracy, balance, exit_distribution, relative_compute
+from bofexits.inference.runtime import AdaptiveRuntime, ExitResult
+from bofexits.models.multiexit import MultiExitNetwork
+
+__all__ = ["collect_logits", "run_adaptive", "summarize"]
+
+
+@torch.no_grad()
+def collect_logits(
+    model: MultiExitNetwork, data: ImageDataset, *, device: torch.device | None = None, batch_size: int = 512
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Logits of all S exits for every sample (runs every stage: for analysis, not for speed).
+
+    Returns:
+        ([(N, classes)] * S on CPU, labels (N,)).
+    """
+    was_training = model.training
+    model.eval()
+    outs: list[list[torch.Tensor]] = [[] for _ in range(model.num_exits)]
+    labels = []
+    for x, y in data.batches(batch_size, shuffle=False):
+        for store, logits in zip(outs, model(x.to(device) if device else x), strict=True):
+            store.append(logits.float().cpu())
+        labels.append(y)
+    model.train(was_training)
+    return [torch.cat(o) for o in outs], torch.cat(labels)
+
+
+def run_adaptive(
+    runtime: AdaptiveRuntime, data: ImageDataset, *, batch_size: int = 256
+) -> tuple[ExitResult, torch.Tensor]:
+    """Real early exit over a dataset in batches; returns the joined result and the labels."""
+    logits, exits, labels = [], [], []
+    for x, y in data.batches(batch_size, shuffle=False):
+        r = runtime(x)
+        logits.append(r.logits)
+        exits.append(r.exit_index)
+        labels.append(y)
+    return ExitResult(torch.cat(logits), torch.cat(exits)), torch.cat(labels)
+
+
+def summarize(
+    predictions: torch.Tensor, exit_index: torch.Tensor, labels: torch.Tensor, costs: CostTable
+) -> dict[str, Any]:
+    """Accuracy, compute (counted from the exits taken), exit fractions and balance."""
+    macs = costs.macs_for(exit_index)
+    fractions = exit_distribution(exit_index, len(costs.stage_macs))
+    return {
+        "accuracy": accuracy(predictions, labels),
+        "mean_macs": float(macs.mean()),
+        "relative_macs": relative_compute(macs, costs.backbone_macs),
+        "exit_fractions": fractions,
+        "balance": balance(fractions),
+    }

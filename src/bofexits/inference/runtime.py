@@ -1,0 +1,175 @@
+"""Real adaptive inference: later stages of a sample that exits are never computed.
+
+Batch 1 runs stage i, exit i, asks the policy and returns. Batches shrink: samples that
+stop leave the batch and only the rest go on; outputs are written back in input order.
+Both paths call the same exit `step` and policy `stop` as training and evaluation.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bofexits.errors import InputError
+from bofexits.models.folded import fold_batchnorm, freeze_exits
+from bofexits.models.multiexit import MultiExitNetwork, check_input
+from bofexits.policies.base import NAN_MESSAGE, ExitPolicy
+
+__all__ = ["AdaptiveRuntime", "ExitResult", "route"]
+
+
+@dataclass
+class ExitResult:
+    """Outputs of adaptive inference.
+
+    Attributes:
+        logits: (B, classes) logits of the exit each sample took.
+        exit_index: (B,) int64, 0-based exit taken (S-1 = the final classifier).
+    """
+
+    logits: torch.Tensor
+    exit_index: torch.Tensor
+
+    @property
+    def predictions(self) -> torch.Tensor:
+        """(B,) predicted classes."""
+        return self.logits.argmax(1)
+
+
+class AdaptiveRuntime:
+    """Runs a `MultiExitNetwork` with real early exit under an `ExitPolicy`.
+
+    Args:
+        model: the multi-exit network (put in eval mode here).
+        policy: decides at each early exit which samples stop.
+        check_inputs: validate shape, dtype and finiteness of every input batch.
+        optimize: run the inference forms (`bofexits.models.folded`): BatchNorm folded into the
+            convolutions and BoF constants precomputed; same results, fewer operators. The
+            weights are snapshotted, so build a new runtime after changing the model.
+    """
+
+    def __init__(
+        self, model: MultiExitNetwork, policy: ExitPolicy, *, check_inputs: bool = True, optimize: bool = True
+    ) -> None:
+        self.model = model.eval()
+        self.policy = policy
+        self.check_inputs = check_inputs
+        if optimize:
+            self.stages = [fold_batchnorm(s) for s in model.stages]
+            self.exits = freeze_exits(model.exits, list(model.feature_shapes))
+        else:
+            self.stages, self.exits = list(model.stages), model.exits
+        self._last = len(self.stages) - 1
+
+    def with_policy(self, policy: ExitPolicy) -> AdaptiveRuntime:
+        """A runtime sharing these prepared stages and exits under another policy."""
+        other = copy.copy(self)
+        other.policy = policy
+        return other
+
+    def plain_backbone(self) -> nn.Module:
+        """The backbone alone in the same form as the runtime's stages: the fair speed baseline."""
+        return nn.Sequential(*self.stages).eval()
+
+    def __call__(self, x: torch.Tensor) -> ExitResult:
+        """Adaptive inference on a (B, C, H, W) batch; B == 1 takes the scalar fast path."""
+        if self.check_inputs:
+            check_input(x, self.model.input_shape)
+        if x.shape[0] == 1:
+            logits, index = self.run_single(x)
+            return ExitResult(logits, torch.tensor([index], device=logits.device))
+        return self.run_batched(x)
+
+    @torch.inference_mode()
+    def run_single(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """One sample: (1, classes) logits and the 0-based exit it took. No input checks."""
+        exits, policy = self.exits, self.policy
+        state: torch.Tensor | None = None
+        pstate = policy.begin(1)
+        for i in range(self._last):
+            x = self.stages[i](x)
+            logits, state = exits.step(i, x, state)
+            stop, pstate = policy.stop_one(i, logits, pstate)  # raises on NaN scores
+            if stop:
+                return logits, i
+        return _finite(self.stages[self._last](x)), self._last
+
+    @torch.inference_mode()
+    def run_batched(self, x: torch.Tensor) -> ExitResult:
+        """A batch where stopped samples leave and the rest go on. No input checks."""
+        exits, stages, last = self.exits, self.stages, self._last
+        state: torch.Tensor | None = None
+
+        def logits_at(i: int, alive: torch.Tensor, go_on: torch.Tensor | None) -> torch.Tensor:
+            nonlocal x, state
+            if go_on is not None:  # drop the samples that just left
+                x = x[go_on]
+                state = state[go_on] if state is not None else None
+            if i == last:
+                return stages[last](x)
+            x = stages[i](x)
+            logits, state = exits.step(i, x, state)
+            return logits
+
+        return route(self.policy, last + 1, x.shape[0], logits_at, x.device)
+
+
+def route(
+    policy: ExitPolicy,
+    num_exits: int,
+    n: int,
+    logits_at: Callable[[int, torch.Tensor, torch.Tensor | None], torch.Tensor],
+    device: torch.device,
+) -> ExitResult:
+    """The shrinking-batch loop shared by the runtime and the offline simulation.
+
+    Args:
+        policy: decides at exits 0..S-2; the final exit takes everyone left.
+        num_exits: S.
+        n: batch size.
+        logits_at: ``logits_at(i, alive, go_on)`` returns exit i's logits for the samples
+            still in the batch; `alive` holds their positions in the input, `go_on` is the
+            mask over the previous exit's batch of those that went on (None: all of them).
+        device: where the index tensors live.
+
+    Returns:
+        Logits of the exit each sample took and its 0-based index, in input order.
+    """
+    last = num_exits - 1
+    out: torch.Tensor | None = None
+    exit_index = torch.full((n,), last, dtype=torch.long, device=device)
+    alive = torch.arange(n, device=device)
+    go_on: torch.Tensor | None = None
+    pstate = policy.begin(n)
+    for i in range(last):
+        logits = _finite(logits_at(i, alive, go_on))  # checked before the policy sees the scores
+        go_on = None
+        if out is None:
+            out = logits.new_empty(n, logits.shape[1])
+        stop, pstate = policy.stop(i, logits, pstate)
+        n_stop = int(stop.sum())
+        if n_stop == 0:
+            continue
+        out[alive[stop]] = logits[stop]
+        exit_index[alive[stop]] = i
+        if n_stop == alive.shape[0]:
+            return ExitResult(out, exit_index)
+        go_on = ~stop
+        alive = alive[go_on]
+        pstate = policy.keep(pstate, go_on)
+    final = _finite(logits_at(last, alive, go_on))
+    if out is None:
+        out = final.new_empty(n, final.shape[1])
+    out[alive] = final
+    return ExitResult(out, exit_index)
+
+
+def _finite(logits: torch.Tensor) -> torch.Tensor:
+    # A NaN score compares False and would be silently routed onwards; refuse it instead.
+    if not bool(torch.isfinite(logits).all()):
+        raise InputError(NAN_MESSAGE)
+    return logits

@@ -1,0 +1,143 @@
+"""Reference backbones behind a small registry: `create_backbone(name)`, `list_backbones()`.
+
+Each builder returns its stages already split at the default exit points (one exit after
+each of the first three stages, each stage halving the resolution), plus the input shape and
+the per-exit pre-pool factors that keep BoF exits cheap on large early maps.
+
+`vgg28` is for 28x28 grey images (Fashion-MNIST, MNIST); `resnet32` (residual) and `vgg32`
+(a plain chain, like the VGG-16 of SDN's CIFAR experiments) for 32x32 RGB (CIFAR-10/100, SVHN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from bofexits.errors import ConfigError
+
+__all__ = ["Backbone", "create_backbone", "list_backbones", "register_backbone"]
+
+
+@dataclass
+class Backbone:
+    """Stages of a reference network and the facts a multi-exit wrapper needs."""
+
+    stages: list[nn.Module]
+    input_shape: tuple[int, int, int]
+    exit_pools: list[int] = field(default_factory=list)
+
+
+_REGISTRY: dict[str, Callable[..., Backbone]] = {}
+
+
+def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+    """Decorator adding a builder to the registry under `name`."""
+
+    def add(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        _REGISTRY[name] = fn
+        return fn
+
+    return add
+
+
+def list_backbones() -> list[str]:
+    """Names accepted by `create_backbone`.
+
+    >>> "vgg28" in list_backbones()
+    True
+    """
+    return sorted(_REGISTRY)
+
+
+def create_backbone(name: str, **kwargs: Any) -> Backbone:
+    """Build a registered backbone, e.g. ``create_backbone("vgg28", num_classes=10)``."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}")
+    return _REGISTRY[name](**kwargs)
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+@register_backbone("vgg28")
+def vgg28(num_classes: int = 10, in_channels: int = 1, widths: Sequence[int] = (16, 32, 64, 128)) -> Backbone:
+    """VGG-style CNN for 28x28 images: four stages of 3x3 conv-BN-ReLU, 2x2 max-pool between.
+
+    Stages end after their max-pool, so the exits read the pooled maps (14x14, 7x7, 3x3): the
+    pooling the backbone does anyway keeps the BoF exits cheap, and no extra pooling runs.
+    """
+    if len(widths) != 4:
+        raise ConfigError(f"vgg28 takes 4 widths, got {list(widths)}")
+    a, b, c, d = widths
+    stages: list[nn.Module] = [
+        nn.Sequential(*_conv_bn(in_channels, a), *_conv_bn(a, a), nn.MaxPool2d(2)),  # (B, a, 14, 14)
+        nn.Sequential(*_conv_bn(a, b), *_conv_bn(b, b), nn.MaxPool2d(2)),  # (B, b, 7, 7)
+        nn.Sequential(*_conv_bn(b, c), *_conv_bn(c, c), nn.MaxPool2d(2)),  # (B, c, 3, 3)
+        nn.Sequential(*_conv_bn(c, d), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(d, num_classes)),
+    ]
+    return Backbone(stages, (in_channels, 28, 28), exit_pools=[1, 1, 1])
+
+
+@register_backbone("vgg32")
+def vgg32(
+    num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (32, 64, 128, 256)
+) -> Backbone:
+    """VGG-style CNN for 32x32 RGB images: four stages of two 3x3 conv-BN-ReLU, 2x2 max-pool between.
+
+    Exits read the pooled maps (16x16, 8x8, 4x4). The default widths are twice vgg28's: RGB
+    natural images need the capacity (about 53 M MACs, 1.2 M parameters).
+    """
+    if len(widths) != 4:
+        raise ConfigError(f"vgg32 takes 4 widths, got {list(widths)}")
+    a, b, c, d = widths
+    stages: list[nn.Module] = [
+        nn.Sequential(*_conv_bn(in_channels, a), *_conv_bn(a, a), nn.MaxPool2d(2)),  # (B, a, 16, 16)
+        nn.Sequential(*_conv_bn(a, b), *_conv_bn(b, b), nn.MaxPool2d(2)),  # (B, b, 8, 8)
+        nn.Sequential(*_conv_bn(b, c), *_conv_bn(c, c), nn.MaxPool2d(2)),  # (B, c, 4, 4)
+        nn.Sequential(
+            *_conv_bn(c, d), *_conv_bn(d, d), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(d, num_classes)
+        ),
+    ]
+    return Backbone(stages, (in_channels, 32, 32), exit_pools=[1, 1, 1])
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (He et al. 2016) with a 1x1 projection when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_bn(cin, cout, stride), nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+@register_backbone("resnet32")
+def resnet32(
+    num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64, 128), blocks: int = 2
+) -> Backbone:
+    """Small ResNet for 32x32 RGB images: four stages of `blocks` basic blocks (32, 16, 8, 4 px)."""
+    if len(widths) != 4:
+        raise ConfigError(f"resnet32 takes 4 widths, got {list(widths)}")
+
+    def group(cin: int, cout: int, stride: int) -> list[nn.Module]:
+        return [BasicBlock(cin, cout, stride), *[BasicBlock(cout, cout) for _ in range(blocks - 1)]]
+
+    a, b, c, d = widths
+    stages: list[nn.Module] = [
+        nn.Sequential(*_conv_bn(in_channels, a), *group(a, a, 1)),
+        nn.Sequential(*group(a, b, 2)),
+        nn.Sequential(*group(b, c, 2)),
+        nn.Sequential(*group(c, d, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(d, num_classes)),
+    ]
+    return Backbone(stages, (in_channels, 32, 32), exit_pools=[2, 1, 1])

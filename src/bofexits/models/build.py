@@ -1,0 +1,76 @@
+"""Build a `MultiExitNetwork` from a `ModelConfig` (reference backbone + exit heads)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from bofexits.config import ModelConfig
+from bofexits.errors import ConfigError
+from bofexits.models.backbones import create_backbone
+from bofexits.models.baseline_exits import ConvExits, PooledLinearExits
+from bofexits.models.exits import BoFExits, ExitHeads
+from bofexits.models.multiexit import MultiExitNetwork
+
+__all__ = ["EXIT_HEADS", "build_model"]
+
+EXIT_HEADS: tuple[str, ...] = ("bof", "pooled", "conv")
+
+
+@torch.no_grad()
+def _map_sizes(stages: Sequence[nn.Module], input_shape: Sequence[int]) -> list[tuple[int, int]]:
+    """(H, W) of the map after each stage but the last (the baseline heads size themselves on it)."""
+    x = torch.zeros(1, *input_shape)
+    sizes = []
+    training = [s.training for s in stages]
+    for stage in stages[:-1]:
+        x = stage.eval()(x)
+        sizes.append((int(x.shape[-2]), int(x.shape[-1])))
+    for stage, mode in zip(stages, training, strict=True):
+        stage.train(mode)
+    return sizes
+
+
+def build_model(cfg: ModelConfig) -> MultiExitNetwork:
+    """The reference backbone named in `cfg` with exit heads (`cfg.exit_head`) after each stage but the last."""
+    if cfg.exit_head not in EXIT_HEADS:
+        raise ConfigError(f"unknown exit head {cfg.exit_head!r}; choose one of {', '.join(EXIT_HEADS)}")
+    kwargs: dict[str, object] = {"num_classes": cfg.num_classes, "in_channels": cfg.in_channels}
+    if cfg.widths is not None:
+        kwargs["widths"] = tuple(cfg.widths)
+    backbone = create_backbone(cfg.backbone, **kwargs)
+    pools = cfg.exit_pools if cfg.exit_pools is not None else backbone.exit_pools
+    if len(pools) != len(backbone.stages) - 1:
+        raise ConfigError(f"exit_pools needs {len(backbone.stages) - 1} entries, got {pools}")
+
+    exits: Callable[[Sequence[int]], ExitHeads]
+    if cfg.exit_head == "bof":
+
+        def exits(channels: Sequence[int]) -> ExitHeads:
+            return BoFExits(
+                channels,
+                cfg.num_classes,
+                codewords=cfg.codewords,
+                membership=cfg.membership,  # type: ignore[arg-type]
+                squared=cfg.squared,
+                spatial_level=cfg.spatial_level,
+                reduce_channels=cfg.reduce_channels,
+                pools=pools,
+                aggregation=cfg.aggregation,  # type: ignore[arg-type]
+                shared_classifier=cfg.shared_classifier,
+            )
+
+    else:
+        head = PooledLinearExits if cfg.exit_head == "pooled" else ConvExits
+        sizes: list[tuple[int, int]] | None
+        try:
+            sizes = _map_sizes(backbone.stages, backbone.input_shape)
+        except RuntimeError:  # MultiExitNetwork raises the worded ConfigError for this below
+            sizes = None
+
+        def exits(channels: Sequence[int]) -> ExitHeads:
+            return head(channels, cfg.num_classes, map_sizes=sizes)
+
+    return MultiExitNetwork(backbone.stages, exits, backbone.input_shape)

@@ -1,0 +1,369 @@
+"""Training: joint weighted loss over all exits, frozen-backbone and two-phase modes (METHOD §4).
+
+Every epoch ends with an atomic checkpoint (model, optimiser, schedule, RNG, history and
+the resolved config); `resume=True` continues an interrupted run from it. After the last
+epoch the proposed rule is calibrated and stored in the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from bofexits._io import write_json
+from bofexits.config import TrainConfig, from_dict
+from bofexits.data import ImageDataset, Transform, compose, random_crop, random_horizontal_flip
+from bofexits.data.registry import run_splits
+from bofexits.errors import CheckpointError, ConfigError
+from bofexits.evaluation.collect import collect_logits
+from bofexits.models.build import build_model
+from bofexits.models.exits import ExitHeads
+from bofexits.models.multiexit import MultiExitNetwork
+from bofexits.policies.calibrated import ExitCalibration
+from bofexits.policies.scores import SCORES
+from bofexits.training.checkpoint import (
+    load_checkpoint,
+    load_model,
+    load_state_into,
+    save_checkpoint,
+    update_checkpoint,
+)
+
+__all__ = ["TrainResult", "resolve_device", "train"]
+
+log = logging.getLogger(__name__)
+MODES = ("joint", "frozen", "two-phase")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainResult:
+    """What `train` leaves behind."""
+
+    checkpoint: Path
+    model: MultiExitNetwork
+    calibrations: dict[str, ExitCalibration]
+    history: list[dict[str, Any]]
+    test: ImageDataset
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" picks a CUDA GPU when present; nothing needs one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is visible; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from exc
+
+
+def _validate(cfg: TrainConfig, num_exits: int) -> list[float]:
+    if cfg.mode not in MODES:
+        raise ConfigError(f"unknown training mode {cfg.mode!r}; choose one of {', '.join(MODES)}")
+    if cfg.optimizer not in ("adamw", "sgd"):
+        raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or sgd")
+    if cfg.calibration_split not in ("train", "val"):
+        raise ConfigError(f"calibration_split must be train or val, got {cfg.calibration_split!r}")
+    if cfg.epochs < 0 or cfg.exit_epochs < 0 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.exit_lr <= 0:
+        raise ConfigError("epochs and exit_epochs must be >= 0, batch_size >= 1, lr and exit_lr > 0")
+    if cfg.mode == "frozen" and not cfg.backbone_checkpoint:
+        raise ConfigError("frozen mode trains exits on a trained backbone: pass --backbone-checkpoint PATH")
+    weights = cfg.exit_weights if cfg.exit_weights is not None else [1.0] * num_exits
+    if len(weights) != num_exits or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError(
+            f"exit_weights needs {num_exits} non-negative values (final exit last), got {weights}"
+        )
+    return [float(w) for w in weights]
+
+
+def _phases(cfg: TrainConfig) -> list[str]:
+    """The phase of each epoch: "joint", "backbone" or "exits"."""
+    if cfg.mode == "joint":
+        return ["joint"] * cfg.epochs
+    if cfg.mode == "frozen":
+        return ["exits"] * cfg.epochs
+    return ["backbone"] * cfg.epochs + ["exits"] * cfg.exit_epochs
+
+
+def _make_optimizer(
+    cfg: TrainConfig, model: MultiExitNetwork, phase: str, steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    if phase == "exits":
+        params = list(model.exits.parameters())
+    elif phase == "backbone":
+        params = list(model.stages.parameters())
+    else:
+        params = list(model.parameters())
+    lr = cfg.exit_lr if phase == "exits" else cfg.lr
+    opt: torch.optim.Optimizer
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(
+            params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+        )
+    warmup = max(1, steps // 20)
+
+    def schedule(step: int) -> float:  # linear warm-up, then cosine to zero
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def _loss(outputs: list[torch.Tensor], y: torch.Tensor, weights: list[float], phase: str) -> torch.Tensor:
+    if phase == "backbone":
+        return F.cross_entropy(outputs[-1], y)
+    if phase == "exits":  # the final classifier is frozen with the backbone
+        weights, outputs = weights[:-1], outputs[:-1]
+    losses = torch.stack([F.cross_entropy(o, y) for o in outputs])  # (S,)
+    return (losses * torch.tensor(weights, device=losses.device)).sum() / sum(weights)
+
+
+def _forward(model: MultiExitNetwork, x: torch.Tensor, phase: str) -> list[torch.Tensor]:
+    if phase == "backbone":
+        return [model.forward_backbone(x)]
+    with torch.no_grad() if phase == "exits" else contextlib.nullcontext():  # frozen backbone: no graph
+        maps, final = model.features(x)
+    return [*model.exits(maps), final]
+
+
+def _set_train_mode(model: MultiExitNetwork, phase: str) -> None:
+    model.train()
+    if phase == "exits":
+        model.stages.eval()  # BN statistics of a frozen backbone stay as trained
+
+
+@torch.no_grad()
+def kmeans_init(
+    model: MultiExitNetwork, data: ImageDataset, images: int, seed: int, device: torch.device
+) -> None:
+    """Initialise every exit's codebook by k-means on features of `images` training images.
+
+    Heads without a data-dependent initialisation (the baselines) are left alone.
+    """
+    if type(model.exits).init_from_features is ExitHeads.init_from_features:
+        return
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data), generator=gen)[: max(1, images)]
+    sub = data.subset(idx)
+    model.eval()
+    maps_per_exit: list[list[torch.Tensor]] = [[] for _ in range(model.exits.num_exits)]
+    for x, _ in sub.batches(256, shuffle=False):
+        maps, _ = model.features(x.to(device))
+        for store, m in zip(maps_per_exit, maps, strict=True):
+            store.append(m.cpu())
+    model.exits.cpu().init_from_features([torch.cat(m) for m in maps_per_exit], generator=gen)
+    model.to(device)
+
+
+def _evaluate_exits(model: MultiExitNetwork, data: ImageDataset, device: torch.device) -> list[float]:
+    logits, labels = collect_logits(model, data, device=device)
+    return [float((lg.argmax(1) == labels).float().mean()) for lg in logits]
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train a multi-exit network as `cfg` says, checkpointing into `run_dir` every epoch.
+
+    Args:
+        cfg: resolved training config (stored in the checkpoint and `config.json`).
+        run_dir: output folder; holds `checkpoint.pt` and `config.json`.
+        resume: continue from `run_dir/checkpoint.pt` (must have been written with the same config).
+        progress: show tqdm bars.
+        on_epoch: called after each checkpoint with the completed epoch (tests interrupt here).
+    """
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / CHECKPOINT
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    train_set, val_set, test = run_splits(cfg)
+    if cfg.dataset == "image-folder" and cfg.model.num_classes != len(train_set.classes):
+        # An image folder's classes are its sub-folders: the network follows them.
+        model_cfg = dataclasses.replace(cfg.model, num_classes=len(train_set.classes))
+        cfg = dataclasses.replace(cfg, model=model_cfg)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model)
+    weights = _validate(cfg, model.num_exits)
+    _check_dataset(model, train_set)
+    phases = _phases(cfg)
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    transform = _augmentation(train_set, cfg.crop_padding, flip=cfg.flip) if cfg.augment else None
+
+    start_epoch, history, codebooks_ready = 0, [], False
+    state: dict[str, Any] | None = None
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        saved = from_dict(state["config"])
+        if saved != cfg:
+            raise CheckpointError(
+                f"{ckpt_path} was written with a different config; resume with the same options or use a new --out"
+            )
+        load_state_into(model, state["model"], f"checkpoint {ckpt_path}")
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        codebooks_ready = bool(state.get("codebooks_ready"))
+        torch.set_rng_state(state["rng"])
+        log.info("resuming %s after epoch %d of %d", ckpt_path, start_epoch, len(phases))
+    elif ckpt_path.exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    elif cfg.mode == "frozen":
+        assert cfg.backbone_checkpoint is not None
+        donor, _, _ = load_model(cfg.backbone_checkpoint)
+        load_state_into(
+            model.stages, donor.stages.state_dict(), f"backbone checkpoint {cfg.backbone_checkpoint}"
+        )
+    model.to(device)
+    write_json(run_dir / "config.json", cfg.to_dict())
+
+    opt = sched = None
+    for epoch in range(start_epoch, len(phases)):
+        phase = phases[epoch]
+        if phase != "backbone" and not codebooks_ready:
+            kmeans_init(model, train_set, cfg.kmeans_images, cfg.seed, device)
+            codebooks_ready = True
+        if opt is None or epoch == 0 or phases[epoch - 1] != phase:
+            phase_steps = steps_per_epoch * phases.count(phase)
+            opt, sched = _make_optimizer(cfg, model, phase, phase_steps)
+            if state is not None and state.get("phase") == phase and epoch == start_epoch:
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+        assert sched is not None
+        _set_train_mode(model, phase)
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        t0, total, seen = time.perf_counter(), 0.0, 0
+        bar = tqdm(
+            train_set.batches(cfg.batch_size, shuffle=True, generator=gen, transform=transform),
+            total=steps_per_epoch,
+            disable=not progress,
+            desc=f"epoch {epoch + 1}/{len(phases)} {phase}",
+            leave=False,
+        )
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            loss = _loss(_forward(model, x, phase), y, weights, phase)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(y)
+            seen += len(y)
+        val_acc = _evaluate_exits(model, val_set, device)
+        record = {
+            "epoch": epoch + 1,
+            "phase": phase,
+            "loss": total / max(1, seen),
+            "val_acc": val_acc,
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(record)
+        log.info(
+            "epoch %d/%d %s loss %.4f val acc per exit %s (%.0fs)",
+            epoch + 1,
+            len(phases),
+            phase,
+            record["loss"],
+            " ".join(f"{a:.4f}" for a in val_acc),
+            record["seconds"],
+        )
+        save_checkpoint(
+            ckpt_path,
+            {
+                "config": cfg.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch + 1,
+                "phase": phase,
+                "history": history,
+                "rng": torch.get_rng_state(),
+                "codebooks_ready": codebooks_ready,
+                "calibration": None,
+            },
+        )
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
+
+    if not codebooks_ready:  # zero epochs of exit training: still start from k-means codebooks
+        kmeans_init(model, train_set, cfg.kmeans_images, cfg.seed, device)
+    calibrations = calibrate(model, train_set if cfg.calibration_split == "train" else val_set, device)
+    update_checkpoint(
+        ckpt_path,
+        config=cfg.to_dict(),
+        model=model.state_dict(),
+        history=history,
+        calibration={k: c.to_dict() for k, c in calibrations.items()},
+        epoch=len(phases),
+        complete=True,
+        # What deployment needs to preprocess and name outputs without the training files.
+        data={
+            "classes": list(train_set.classes),
+            "mean": list(train_set.mean),
+            "std": list(train_set.std),
+        },
+    )
+    return TrainResult(ckpt_path, model.cpu().eval(), calibrations, history, test)
+
+
+def calibrate(
+    model: MultiExitNetwork, data: ImageDataset, device: torch.device | None = None, max_samples: int = 20000
+) -> dict[str, ExitCalibration]:
+    """Fit the proposed rule's per-exit statistics on `data` (no augmentation), for every score."""
+    if len(data) > max_samples:
+        data = data.subset(
+            torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:max_samples]
+        )
+    logits, _ = collect_logits(model, data, device=device)
+    return {score: ExitCalibration.fit(logits[:-1], score) for score in SCORES}
+
+
+def _augmentation(data: ImageDataset, padding: int, *, flip: bool = True) -> Transform | None:
+    """A random crop if padding > 0, then a horizontal flip if `flip`; None when neither applies.
+
+    The crop pads with normalised black (for colour images, black averaged over the channels:
+    `random_crop` takes one fill value).
+    """
+    parts: list[Transform] = []
+    if padding > 0:
+        fill = sum(-m / s for m, s in zip(data.mean, data.std, strict=True)) / len(data.mean)
+        parts.append(partial(random_crop, padding=padding, fill=fill))
+    if flip:
+        parts.append(partial(random_horizontal_flip, p=0.5))
+    return compose(*parts) if parts else None
+
+
+def _check_dataset(model: MultiExitNetwork, data: ImageDataset) -> None:
+    shape = tuple(data.images.shape[1:])
+    if shape != model.input_shape:
+        raise ConfigError(
+            f"the dataset's images are {shape} but the network expects {model.input_shape}; "
+            "pick a backbone for this input shape"
+        )
+    if len(data.classes) != model.num_classes:
+        raise ConfigError(
+            f"the dataset has {len(data.classes)} classes, the network {model.num_classes}; "
+            "set num_classes to match"
+        )

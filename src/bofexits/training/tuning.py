@@ -1,0 +1,204 @@
+"""Choose beta for a target on a validation split (never the test set), or say it cannot be met.
+
+Targets: a maximum accuracy drop against the full network (pp), a compute budget (fraction
+of the backbone's MACs), or a batch-1 latency budget (ms). Candidates are evaluated
+offline from all exits' validation logits ("simulated from all exits", which the offline
+evaluator's tests check against the real runtime), over a fine grid of beta values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bofexits.config import TrainConfig
+from bofexits.data import ImageDataset
+from bofexits.data.registry import run_splits
+from bofexits.errors import ConfigError, TargetUnreachableError
+from bofexits.evaluation.collect import collect_logits
+from bofexits.evaluation.cost import CostTable, measure_costs
+from bofexits.evaluation.metrics import accuracy, relative_compute
+from bofexits.evaluation.timing import interleaved_timing
+from bofexits.inference.offline import simulate
+from bofexits.inference.runtime import AdaptiveRuntime
+from bofexits.models.multiexit import MultiExitNetwork
+from bofexits.policies.calibrated import CalibratedThreshold, ExitCalibration
+from bofexits.policies.fixed import SingleExit
+from bofexits.training.checkpoint import load_model
+
+__all__ = [
+    "TuneResult",
+    "beta_grid",
+    "exit_latencies_ms",
+    "tune_beta",
+    "tune_on_validation",
+    "validation_split",
+]
+
+
+@dataclass
+class TuneResult:
+    """The chosen knob and what it achieved on the validation split."""
+
+    beta: float
+    variant: str
+    score: str
+    target: str
+    val_accuracy: float
+    val_full_accuracy: float
+    val_relative_macs: float
+    val_latency_ms: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def beta_grid(variant: str, points: int = 201) -> list[float]:
+    """Knob values to search: [0, 1] for the quantile rules, [0.5, 3] for the mean rule.
+
+    >>> beta_grid("quantile", 3)
+    [0.0, 0.5, 1.0]
+    """
+    lo, hi = (0.5, 3.0) if variant == "mean" else (0.0, 1.0)
+    return [lo + (hi - lo) * i / (points - 1) for i in range(points)]
+
+
+def tune_beta(
+    exit_logits: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    calibration: ExitCalibration,
+    costs: CostTable,
+    *,
+    variant: str = "mean",
+    max_drop: float | None = None,
+    budget: float | None = None,
+    latency_ms: float | None = None,
+    exit_latency_ms: Sequence[float] | None = None,
+) -> TuneResult:
+    """Pick beta on validation outputs for exactly one target.
+
+    Args:
+        exit_logits: all S exits' logits on the validation split, [(N, classes)] * S.
+        labels: (N,) validation labels.
+        calibration: the rule's per-exit statistics.
+        costs: per-exit MACs (to express compute relative to the backbone).
+        variant: "mean", "quantile" or "conditional".
+        max_drop: largest accuracy drop allowed, in percentage points: the cheapest beta wins.
+        budget: largest mean MACs as a fraction of the backbone: the most accurate beta wins.
+        latency_ms: largest mean batch-1 latency: the most accurate beta wins.
+        exit_latency_ms: measured batch-1 latency of leaving at each exit (needed with latency_ms).
+
+    Raises:
+        TargetUnreachableError: no beta meets the target; the message names the closest point.
+    """
+    given = [t for t in (max_drop, budget, latency_ms) if t is not None]
+    if len(given) != 1:
+        raise ConfigError("give exactly one target: --max-drop PP, --budget FRACTION or --latency-ms MS")
+    if latency_ms is not None and (exit_latency_ms is None or len(exit_latency_ms) != len(exit_logits)):
+        raise ConfigError("a latency target needs the measured latency of leaving at each exit")
+    if any(t < 0 for t in given):
+        raise ConfigError(f"targets must be non-negative, got {given[0]}")
+    full = accuracy(exit_logits[-1].argmax(1), labels)
+    rows = []
+    lat = torch.tensor(exit_latency_ms, dtype=torch.float64) if exit_latency_ms is not None else None
+    for beta in beta_grid(variant):
+        r = simulate(CalibratedThreshold(calibration, beta, variant), list(exit_logits))
+        ms = float(lat[r.exit_index].mean()) if lat is not None else None
+        rows.append(
+            (
+                beta,
+                accuracy(r.predictions, labels),
+                relative_compute(costs.macs_for(r.exit_index), costs.backbone_macs),
+                ms,
+            )
+        )
+
+    def result(row: tuple[float, float, float, float | None], target: str) -> TuneResult:
+        return TuneResult(row[0], variant, calibration.score, target, row[1], full, row[2], row[3])
+
+    if max_drop is not None:
+        ok = [r for r in rows if r[1] >= full - max_drop / 100 - 1e-12]
+        if not ok:
+            best = max(rows, key=lambda r: r[1])
+            raise TargetUnreachableError(
+                f"no beta keeps accuracy within {max_drop} pp of the full network ({100 * full:.2f}%) on the "
+                f"validation split; the closest is beta={best[0]:g} at {100 * best[1]:.2f}%"
+            )
+        return result(min(ok, key=lambda r: (r[2], -r[1])), f"max_drop={max_drop}pp")
+    if budget is not None:
+        ok = [r for r in rows if r[2] <= budget + 1e-12]
+        if not ok:
+            cheapest = min(rows, key=lambda r: r[2])
+            raise TargetUnreachableError(
+                f"no beta stays within {100 * budget:.1f}% of the backbone's MACs; the cheapest is "
+                f"beta={cheapest[0]:g} at {100 * cheapest[2]:.1f}% ({100 * cheapest[1]:.2f}% accuracy)"
+            )
+        return result(max(ok, key=lambda r: (r[1], -r[2])), f"budget={budget}")
+    assert latency_ms is not None
+    ok = [r for r in rows if r[3] is not None and r[3] <= latency_ms]
+    if not ok:
+        fastest = min(rows, key=lambda r: r[3] if r[3] is not None else float("inf"))
+        raise TargetUnreachableError(
+            f"no beta reaches a mean batch-1 latency of {latency_ms} ms; the fastest is beta={fastest[0]:g} at "
+            f"{fastest[3]:.3f} ms ({100 * fastest[1]:.2f}% accuracy)"
+        )
+    return result(max(ok, key=lambda r: (r[1], -r[2])), f"latency_ms={latency_ms}")
+
+
+def exit_latencies_ms(model: MultiExitNetwork, images: torch.Tensor, rounds: int = 3) -> list[float]:
+    """Measured batch-1 latency (ms, median of rounds) of leaving at each exit, on `images` (N, C, H, W)."""
+    base = AdaptiveRuntime(model, SingleExit(0), check_inputs=False)
+    out = []
+    for e in range(model.num_exits):
+        rt = base.with_policy(SingleExit(e))
+        singles = [images[i : i + 1] for i in range(images.shape[0])]
+        timing = interleaved_timing({"exit": rt.run_single}, singles, reference="exit", rounds=rounds)
+        out.append(timing.median("exit") * 1e3)
+    return out
+
+
+def validation_split(cfg: TrainConfig, data_dir: str | None = None) -> ImageDataset:
+    """The run's validation split, rebuilt as training made it (same seed and fraction).
+
+    Knobs are chosen here and never on the test set, which training never sees either.
+    """
+    return run_splits(cfg, data_dir)[1]
+
+
+def tune_on_validation(
+    checkpoint: str | Path,
+    *,
+    variant: str | None = None,
+    max_drop: float | None = None,
+    budget: float | None = None,
+    latency_ms: float | None = None,
+    data_dir: str | None = None,
+    latency_images: int = 200,
+) -> TuneResult:
+    """Rebuild the run's validation split (same seed and fraction as training) and tune on it."""
+    model, calibrations, cfg = load_model(checkpoint)
+    if cfg.score not in calibrations:
+        raise ConfigError(f"{checkpoint} has no calibration (training did not finish); resume training first")
+    val = validation_split(cfg, data_dir)
+    logits, labels = collect_logits(model, val)
+    lat = None
+    if latency_ms is not None:
+        x = next(
+            val.subset(torch.arange(min(latency_images, len(val)))).batches(latency_images, shuffle=False)
+        )[0]
+        lat = exit_latencies_ms(model, x)
+    return tune_beta(
+        logits,
+        labels,
+        calibrations[cfg.score],
+        measure_costs(model),
+        variant=variant or cfg.variant,
+        max_drop=max_drop,
+        budget=budget,
+        latency_ms=latency_ms,
+        exit_latency_ms=lat,
+    )

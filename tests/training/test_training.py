@@ -1,0 +1,108 @@
+"""Training end to end on small Fashion-MNIST-format files: exits learn, checkpoints resume."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from bofexits.config import TrainConfig
+from bofexits.errors import CheckpointError, ConfigError
+from bofexits.training.checkpoint import load_checkpoint, load_model
+from bofexits.training.loop import train
+
+
+def test_exits_learn_and_checkpoint_is_complete(
+    fake_data: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    cfg = tiny_config(fake_data, mode="two-phase", epochs=1, exit_epochs=2)
+    result = train(cfg, tmp_path / "run", progress=False)
+    before, after = result.history[0]["val_acc"], result.history[-1]["val_acc"]
+    # k-means-initialised BoF exits learn on a frozen backbone (chance is 0.1) ...
+    assert len(after) == 4 and all(a > 0.45 for a in after[:-1]), after
+    assert after[-1] == before[-1]  # ... and the frozen final exit does not move
+    data = load_checkpoint(result.checkpoint)
+    assert data["complete"] and data["epoch"] == 3 and set(data["calibration"]) >= {"max_logit", "max_prob"}
+    model, cals, cfg = load_model(result.checkpoint)
+    assert cfg.exit_epochs == 2 and cals["max_logit"].means.shape == (3,)
+    assert (tmp_path / "run" / "config.json").exists()
+
+
+def test_joint_training_lowers_the_loss(
+    fake_data: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    result = train(tiny_config(fake_data, epochs=2, lr=1e-2), tmp_path / "run", progress=False)
+    assert result.history[1]["loss"] < result.history[0]["loss"]
+
+
+def test_interrupted_run_resumes_to_the_same_weights(
+    fake_data: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    cfg = tiny_config(fake_data, epochs=2)
+    straight = train(cfg, tmp_path / "a", progress=False)
+
+    def interrupt(epoch: int) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", progress=False, on_epoch=interrupt)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg, tmp_path / "b", progress=False)
+    resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    for (k, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=k)
+
+
+def test_resume_with_another_config_is_refused(
+    fake_data: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    train(tiny_config(fake_data, epochs=1), tmp_path / "r", progress=False)
+    with pytest.raises(CheckpointError, match="different config"):
+        train(tiny_config(fake_data, epochs=1, lr=1e-2), tmp_path / "r", resume=True, progress=False)
+
+
+def test_two_phase_and_frozen_modes(
+    fake_data: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    two = train(
+        tiny_config(fake_data, mode="two-phase", epochs=1, exit_epochs=1), tmp_path / "two", progress=False
+    )
+    assert [h["phase"] for h in two.history] == ["backbone", "exits"]
+    frozen = train(
+        tiny_config(fake_data, mode="frozen", epochs=1, backbone_checkpoint=str(two.checkpoint)),
+        tmp_path / "frozen",
+        progress=False,
+    )
+    for a, b in zip(
+        two.model.stages.state_dict().values(), frozen.model.stages.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)  # the backbone did not move
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"mode": "sideways"}, "training mode"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"exit_weights": [1.0, 1.0]}, "exit_weights"),
+        ({"mode": "frozen"}, "backbone-checkpoint"),
+        ({"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "tpu"}, "device"),
+    ],
+)
+def test_bad_options_are_refused(
+    fake_data: Path,
+    tmp_path: Path,
+    tiny_config: Callable[..., TrainConfig],
+    overrides: dict[str, object],
+    match: str,
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        train(tiny_config(fake_data, **overrides), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x" / "checkpoint.pt").exists()
