@@ -6,7 +6,7 @@
 Exports the checkpoint twice into a temporary folder (fused stage+exit graphs, the deployed
 form, and one graph per stage and per exit, to show where the time goes), then on the test
 images of the checkpoint's dataset (Fashion-MNIST for the demo) measures, in the same run with
-the configurations interleaved (A B C D, rotated every round; METHOD: timing drifts up to 2x
+the configurations interleaved (A B C D, rotated every round; docs/method.md §7: timing drifts up to 2x
 between minutes on shared CPUs, so only same-run ratios mean much):
 
 * batch-1 latency, median and p95 over every call of every round, for PyTorch eager

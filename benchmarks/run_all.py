@@ -82,7 +82,7 @@ HEADS: tuple[str, ...] = ("bof", "pooled", "conv")
 DATASETS: tuple[str, ...] = tuple(d for d in list_datasets() if d != "image-folder")
 BEGIN, END = "<!-- crossdataset:begin -->", "<!-- crossdataset:end -->"
 HEAD_COST_LIMIT = 0.05
-"""Exit heads must cost at most this share of the backbone's MACs (the issue's target)."""
+"""Exit heads must cost at most this share of the backbone's MACs (a target of this benchmark)."""
 
 # --quick on Fashion-MNIST (vgg28, 2 cores; the demo's 10+4 epochs train in ~7.5 min): 5+3 epochs for the
 # bof run (~4 min), 3 exit epochs for each other head (~1 min each), then ~1 min of comparison per head:
@@ -344,7 +344,7 @@ def render_table(results: dict[str, Any]) -> str:
         "of the proposed rule within 0.5 pp of the full network; speedups against the plain backbone timed "
         "interleaved in the same run. `<= X MACs`: the most accurate point using at most that share of the "
         f"backbone's MACs, proposed rule vs the best of {', '.join(BASELINES)} (difference in pp). Claims: the "
-        "seed's (a) balance, (b) one knob, (c) accuracy and time vs existing rules, as checked in each run's "
+        "paper's (a) balance, (b) one knob, (c) accuracy and time vs existing rules, as checked in each run's "
         "report.md."
     )
     return "\n".join(out)

@@ -1,4 +1,4 @@
-"""The seed's claims checked on hand-made comparisons: supported, partly, not supported."""
+"""The paper's claims checked on hand-made comparisons: supported, partly, not supported."""
 
 from __future__ import annotations
 

@@ -194,7 +194,7 @@ def test_sweep_cli_writes_json_csv_and_a_self_contained_report(
     assert any(r["batch1_ms"] for r in rows) and any(not r["batch1_ms"] for r in rows)
     html = (trained_run / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3  # the three comparison plots, embedded
-    assert "The seed&#x27;s claims on this run" in html and "<table>" in html
+    assert "The paper&#x27;s claims on this run" in html and "<table>" in html
     assert "(a) a more balanced distribution" in (trained_run / "report.md").read_text()
     # the evaluate sweep adds its section to the same report
     assert main(["-q", "evaluate", ckpt, "--data-dir", str(fake_data), "--timing-samples", "0"]) == 0

@@ -1,8 +1,8 @@
-"""The seed's three claims, checked against a policy comparison (`bofexits.evaluation.compare`).
+"""The paper's three claims, checked against a policy comparison (`bofexits.evaluation.compare`).
 
 (a) a more balanced distribution of samples over the exits, (b) one interpretable knob from
 fastest to most accurate, (c) higher accuracy and less inference time than existing rules;
-each with the issue's numbers, and a verdict that says where the measurements do not support it.
+each with its numeric targets, and a verdict that says where the measurements do not support it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _pct(x: float) -> str:
 
 
 def check_claims(comparison: dict[str, Any]) -> list[dict[str, Any]]:
-    """The seed's three claims (and the issue's numbers), each checked against this comparison.
+    """The paper's three claims (and their numeric targets), each checked against this comparison.
 
     Returns one dict per claim: ``statement``, ``checks`` (``check``, ``measured``, ``met``:
     True, False, or None when it cannot be measured), ``verdict`` and ``why`` (a reading of

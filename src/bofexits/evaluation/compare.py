@@ -74,7 +74,7 @@ class Family:
         knob: what `values` are (beta, threshold, patience, budget, exit).
         values: knob values, fastest first.
         make: knob value -> policy.
-        proposed: the seed's rule in the configuration the checkpoint was calibrated for.
+        proposed: the paper's rule in the configuration the checkpoint was calibrated for.
         timed: run for real and timed (others are simulated only).
     """
 

@@ -1,4 +1,4 @@
-"""Bag-of-Features pooling: soft quantisation of feature vectors + histogram (METHOD §2).
+"""Bag-of-Features pooling: soft quantisation of feature vectors + histogram (docs/method.md §2).
 
 Neural BoF (Passalis & Tefas, Pattern Recognition 2017; ICCV 2017). A feature map
 (B, C, H, W) is read as H*W feature vectors; each is softly assigned to K learnable
@@ -122,7 +122,7 @@ class BoFPooling(nn.Module):
         spatial_level: 0 or 1 (2x2 pyramid regions).
         reduce_channels: if set, a 1x1 conv maps C to this many channels before quantising.
         pool: average-pool the map by this factor first; large early maps cost more than
-            a whole stage otherwise (METHOD §7).
+            a whole stage otherwise (docs/method.md §7).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Exit heads for exits 1..S-1; BoF exits share one histogram space and one classifier (METHOD §3).
+"""Exit heads for exits 1..S-1; BoF exits share one histogram space and one classifier (docs/method.md §3).
 
 Hierarchical BoF early exits (Passalis et al., Pattern Recognition 2020): exit i classifies
 the aggregate of the histograms of exits 1..i, carried forward so that a sample going

@@ -1,6 +1,6 @@
 """Inference-time forms of a trained network: the same maths in fewer operations.
 
-At batch 1 on a CPU, per-operator overhead, not MACs, decides speed (METHOD §7). Two
+At batch 1 on a CPU, per-operator overhead, not MACs, decides speed (docs/method.md §7). Two
 rewrites keep results equal to the training-time modules (tested to 1e-5):
 
 * `fold_batchnorm`: every Conv2d followed by BatchNorm2d inside an `nn.Sequential`

@@ -1,4 +1,4 @@
-"""k-means for codebook initialisation (METHOD §2): BoF exits learn only from sampled codewords."""
+"""k-means for codebook initialisation (docs/method.md §2): BoF exits learn only from sampled codewords."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A backbone split into sequential stages, with an exit head after every stage but the last.
 
 The last stage ends in the backbone's own classifier, so "exit S" is the plain backbone and
-the full-network baseline is exactly the model the user brought (METHOD §1).
+the full-network baseline is exactly the model the user brought (docs/method.md §1).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Early exits are systematically less confident than late ones, so one global threshold
 piles samples up at one end. Calibrating each exit against its own score distribution
-(its mean, or its quantiles) makes beta mean the same thing at every exit (METHOD §5).
+(its mean, or its quantiles) makes beta mean the same thing at every exit (docs/method.md §5).
 """
 
 from __future__ import annotations

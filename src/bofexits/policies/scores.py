@@ -1,4 +1,4 @@
-"""Confidence scores read from an exit's logits (METHOD §5); larger means more confident."""
+"""Confidence scores read from an exit's logits (docs/method.md §5); larger means more confident."""
 
 from __future__ import annotations
 

@@ -202,7 +202,7 @@ def _point_cell(p: dict[str, Any] | None, knob: str) -> str:
 
 
 def render_comparison(comparison: dict[str, Any]) -> str:
-    """Markdown for the policy comparison: the seed's claims checked, then the numbers behind them."""
+    """Markdown for the policy comparison: the paper's claims checked, then the numbers behind them."""
     timing = comparison.get("timing", {})
     check = timing.get("runtime_check", {})
     out = [
@@ -222,7 +222,7 @@ def render_comparison(comparison: dict[str, Any]) -> str:
             "differ from the simulation.",
             "",
         ]
-    out += ["### The seed's claims on this run", ""]
+    out += ["### The paper's claims on this run", ""]
     for c in comparison.get("claims", []):
         out += [f"**({c['claim']}) {c['statement']}: {c['verdict']}.**", ""]
         out.append(

@@ -1,4 +1,4 @@
-"""Training: joint weighted loss over all exits, frozen-backbone and two-phase modes (METHOD §4).
+"""Training: joint weighted loss over all exits, frozen-backbone and two-phase modes (docs/method.md §4).
 
 Every epoch ends with an atomic checkpoint (model, optimiser, schedule, RNG, history and
 the resolved config); `resume=True` continues an interrupted run from it. After the last
