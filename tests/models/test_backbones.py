@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from bofexits.models import backbones
 from bofexits.config import ModelConfig
 from bofexits.errors import ConfigError
+from bofexits.models import backbones
 from bofexits.models.backbones import Backbone, BasicBlock, create_backbone, list_backbones, register_backbone
 from bofexits.models.build import build_model
 from bofexits.models.exits import BoFExits
