@@ -107,3 +107,10 @@ def test_write_rejects_unsupported(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="dimensions"):
         write_idx(tmp_path / "a", np.array(3, dtype=np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_header_dimensions_that_overflow_int64_are_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">III", 2**31, 2**31, 2**31))
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(path)

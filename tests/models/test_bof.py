@@ -378,3 +378,24 @@ def test_bad_options_raise_config_error(kwargs: dict[str, object]) -> None:
     args.update(kwargs)
     with pytest.raises(ConfigError):
         BoFPooling(**args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("codewords", [3.5, "32", True])
+def test_non_integer_codewords_are_refused(codewords: object) -> None:
+    with pytest.raises(ConfigError, match="codewords must be an integer"):
+        BoFPooling(8, codewords)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "x, match",
+    [
+        (torch.randn(2, 8, 5, 5, dtype=torch.float64), "float32 feature map"),
+        (torch.randn(2, 3, 5, 5), r"\(B, 8, H, W\)"),
+        (torch.randn(8, 5, 5), r"\(B, 8, H, W\)"),
+    ],
+)
+def test_bad_feature_maps_get_a_clear_error(x: torch.Tensor, match: str) -> None:
+    from bofexits.errors import InputError
+
+    with pytest.raises(InputError, match=match):
+        BoFPooling(8, 4)(x)

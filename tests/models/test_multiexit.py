@@ -241,3 +241,17 @@ def test_forward_checks_input() -> None:
 
 def test_input_error_is_a_value_error() -> None:
     assert issubclass(InputError, ValueError) and issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_input_of_another_float_dtype_is_refused_by_name(dtype: torch.dtype) -> None:
+    stages = split_sequential(_sequential(), [1])
+    net = MultiExitNetwork(stages, _exits, (1, 8, 8))
+    x = torch.randn(2, 1, 8, 8).to(dtype)
+    with pytest.raises(InputError, match=f"expected float32 input .* got {str(dtype).removeprefix('torch.')}"):
+        net(x)
+
+
+def test_meta_tensor_is_refused() -> None:
+    with pytest.raises(InputError, match="meta tensor"):
+        check_input(torch.empty(1, 1, 8, 8, device="meta"), (1, 8, 8))

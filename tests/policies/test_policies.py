@@ -270,4 +270,33 @@ def test_batch1_rejects_any_non_finite_logit(score: str, bad: float) -> None:
     with pytest.raises(InputError, match="NaN or inf"):
         policy.stop_one(0, logits, None)
     with pytest.raises(InputError, match="NaN or inf"):
-        simulate(policy, [logits, logits, logits])
+        simulate(policy, [logits, logits, logits, logits])  # 3 early exits + the final one
+
+
+def test_calibration_for_another_exit_count_is_refused() -> None:
+    cal = ExitCalibration.fit(_exit_logits(exits=2), "max_prob")
+    with pytest.raises(ConfigError, match="2 thresholds .* 3 early exits"):
+        simulate(CalibratedThreshold(cal, 0.5, "quantile"), _exit_logits(exits=4))
+
+
+@pytest.mark.parametrize("field", ["means", "quantiles", "conditional"])
+def test_nan_calibration_statistics_are_refused_on_load(field: str) -> None:
+    data = ExitCalibration.fit(_exit_logits(), "max_prob").to_dict()
+    data[field][0] = [float("nan")] * len(data[field][0]) if isinstance(data[field][0], list) else float("nan")
+    with pytest.raises(ConfigError, match=f"calibration {field} holds .* NaN"):
+        ExitCalibration.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"means": "high"}, "'means' is not a table of numbers"),
+        ({"quantiles": [[0.5] * 3] * 3}, r"quantiles must have shape \(3, 1001\)"),
+        ({"score": "vibes"}, "score 'vibes'"),
+        ({"num_samples": -1}, "num_samples must be a positive integer"),
+    ],
+)
+def test_malformed_calibration_is_refused_naming_the_field(change: dict[str, Any], match: str) -> None:
+    data = {**ExitCalibration.fit(_exit_logits(), "max_prob").to_dict(), **change}
+    with pytest.raises(ConfigError, match=match):
+        ExitCalibration.from_dict(data)

@@ -8,6 +8,7 @@ stored gzip-compressed; both forms are accepted so users can unpack the archives
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import tempfile
@@ -88,7 +89,7 @@ def read_idx(path: Path | str) -> np.ndarray:
         raise DataError(f"{path} ends inside its IDX header; {_redownload_hint(path)}")
     dims = struct.unpack(f">{ndim}I", data[4:header_len])
     dtype = IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: 3 x 2**31 overflows int64
     actual = len(data) - header_len
     if actual != expected:
         what = "truncated" if actual < expected else "longer than its header says"

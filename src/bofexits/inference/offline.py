@@ -55,6 +55,7 @@ def simulate(policy: ExitPolicy, exit_logits: Sequence[torch.Tensor]) -> ExitRes
     [1, 1]
     """
     n = _check_exit_logits(exit_logits)
+    policy.check_exits(len(exit_logits))
     return route(
         policy, len(exit_logits), n, lambda i, alive, _: exit_logits[i][alive], exit_logits[0].device
     )

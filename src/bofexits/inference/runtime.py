@@ -16,7 +16,7 @@ from torch import nn
 
 from bofexits.errors import InputError
 from bofexits.models.folded import fold_batchnorm, freeze_exits
-from bofexits.models.multiexit import MultiExitNetwork, check_input
+from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies.base import NAN_MESSAGE, ExitPolicy
 
 __all__ = ["AdaptiveRuntime", "ExitResult", "route"]
@@ -55,6 +55,7 @@ class AdaptiveRuntime:
     def __init__(
         self, model: MultiExitNetwork, policy: ExitPolicy, *, check_inputs: bool = True, optimize: bool = True
     ) -> None:
+        policy.check_exits(model.num_exits)
         self.model = model.eval()
         self.policy = policy
         self.check_inputs = check_inputs
@@ -67,6 +68,7 @@ class AdaptiveRuntime:
 
     def with_policy(self, policy: ExitPolicy) -> AdaptiveRuntime:
         """A runtime sharing these prepared stages and exits under another policy."""
+        policy.check_exits(self.model.num_exits)
         other = copy.copy(self)
         other.policy = policy
         return other
@@ -78,7 +80,7 @@ class AdaptiveRuntime:
     def __call__(self, x: torch.Tensor) -> ExitResult:
         """Adaptive inference on a (B, C, H, W) batch; B == 1 takes the scalar fast path."""
         if self.check_inputs:
-            check_input(x, self.model.input_shape)
+            self.model.validate_input(x)
         if x.shape[0] == 1:
             logits, index = self.run_single(x)
             return ExitResult(logits, torch.tensor([index], device=logits.device))

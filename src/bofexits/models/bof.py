@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bofexits._checks import check_feature_map, require_int
 from bofexits.errors import ConfigError
 from bofexits.models.kmeans import kmeans
 
@@ -139,6 +140,10 @@ class BoFPooling(nn.Module):
         super().__init__()
         if membership not in MEMBERSHIPS:
             raise ConfigError(f"unknown membership {membership!r}; choose one of {', '.join(MEMBERSHIPS)}")
+        for name, value in (("codewords", codewords), ("in_channels", in_channels), ("pool", pool)):
+            require_int(name, value)
+        if reduce_channels is not None:
+            require_int("reduce_channels", reduce_channels, minimum=1)
         if codewords < 2 or in_channels < 1 or pool < 1:
             raise ConfigError(
                 f"BoF needs codewords >= 2, in_channels >= 1 and pool >= 1 "
@@ -167,6 +172,7 @@ class BoFPooling(nn.Module):
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-pool and reduce channels: the feature vectors the codebook quantises."""
+        check_feature_map(x, self.in_channels, self.codebook.dtype)
         if self.pool > 1 and min(x.shape[-2:]) >= self.pool:
             x = F.avg_pool2d(x, self.pool)
         if self.reduce is not None:

@@ -19,18 +19,45 @@ __all__ = ["MultiExitNetwork", "check_input", "split_named_layers", "split_seque
 ExitFactory = Callable[[Sequence[int]], ExitHeads]
 
 
-def check_input(x: torch.Tensor, input_shape: Sequence[int]) -> None:
+def check_input(
+    x: torch.Tensor,
+    input_shape: Sequence[int],
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+) -> None:
     """Reject what would otherwise fail deep inside a stage or be silently mis-routed.
 
     Args:
         x: (B, C, H, W) batch.
         input_shape: expected (C, H, W).
+        dtype: the network's parameter dtype (a float64 batch into a float32 network fails
+            inside the first convolution with a message about "bias type").
+        device: the network's device.
+
+    >>> check_input(torch.zeros(2, 1, 4, 4), (1, 4, 4))
+    >>> check_input(torch.zeros(2, 1, 4, 4, dtype=torch.float64), (1, 4, 4), dtype=torch.float32)
+    Traceback (most recent call last):
+    ...
+    bofexits.errors.InputError: expected float32 input (the network's dtype), got float64; convert with x.float()
     """
     if not isinstance(x, torch.Tensor):
         raise InputError(f"expected a torch.Tensor, got {type(x).__name__}")
+    if x.is_meta:
+        raise InputError("got a meta tensor, which holds no data; pass a tensor with real values")
     if not x.is_floating_point():
         raise InputError(
             f"expected a float tensor, got dtype {x.dtype}; convert with x.float() and normalise"
+        )
+    if dtype is not None and x.dtype != dtype:
+        convert = "x.float()" if dtype == torch.float32 else f"x.to({dtype})"
+        raise InputError(
+            f"expected {str(dtype).removeprefix('torch.')} input (the network's dtype), "
+            f"got {str(x.dtype).removeprefix('torch.')}; convert with {convert}"
+        )
+    if device is not None and x.device.type != device.type:
+        raise InputError(
+            f"input is on {x.device} but the network is on {device}; move it with x.to({str(device)!r})"
         )
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape):
         raise InputError(
@@ -151,9 +178,16 @@ class MultiExitNetwork(nn.Module):
             maps.append(x)
         return maps, self.stages[-1](x)
 
+    def validate_input(self, x: torch.Tensor) -> None:
+        """`check_input` against this network's input shape, parameter dtype and device."""
+        param = next(self.parameters(), None)
+        dtype = param.dtype if param is not None else None
+        device = param.device if param is not None else None
+        check_input(x, self.input_shape, dtype=dtype, device=device)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of all S exits, [(B, classes)] * S, the backbone's own output last."""
-        check_input(x, self.input_shape)
+        self.validate_input(x)
         maps, final = self.features(x)
         return [*self.exits(maps), final]
 

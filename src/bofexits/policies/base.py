@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from bofexits.errors import InputError
+from bofexits.errors import ConfigError, InputError
 
 __all__ = ["NAN_MESSAGE", "ExitPolicy"]
 
@@ -40,6 +40,23 @@ class ExitPolicy:
             raise InputError(NAN_MESSAGE)
         mask, state = self.stop(index, logits, state)
         return bool(mask.item()), state
+
+    def early_exits(self) -> int | None:
+        """How many early exits the policy was fitted for (per-exit thresholds); None if any."""
+        return None
+
+    def check_exits(self, num_exits: int) -> None:
+        """Refuse a network whose exit count differs from the one the policy was fitted for.
+
+        A calibration from another network would otherwise be indexed out of range mid-batch,
+        or, worse, apply exit 2's threshold at exit 3 without a word.
+        """
+        fitted = self.early_exits()
+        if fitted is not None and fitted != num_exits - 1:
+            raise ConfigError(
+                f"{type(self).__name__} holds {fitted} thresholds (one per early exit), but the network has "
+                f"{num_exits - 1} early exits ({num_exits} in all); calibrate or fit the policy on this network"
+            )
 
     def keep(self, state: Any, remaining: torch.Tensor) -> Any:
         """Shrink the state to the samples that go on (`remaining`: (B,) bool)."""

@@ -20,6 +20,7 @@ from bofexits.policies.scores import SCORES, confidence, scalar_confidence
 
 __all__ = [
     "CalibratedThreshold",
+    "CalibrationError",
     "ExitCalibration",
     "Variant",
     "calibrated_thresholds",
@@ -53,6 +54,9 @@ class ExitCalibration:
     num_samples: int
     conditional: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        _check_statistics(self)
+
     @classmethod
     def fit(cls, exit_logits: Sequence[torch.Tensor], score: str = "max_logit") -> ExitCalibration:
         """Collect statistics from the logits of the early exits, [(N, classes)] * (S-1)."""
@@ -81,13 +85,69 @@ class ExitCalibration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExitCalibration:
+        """Rebuild from `to_dict` output; a malformed or non-finite table is refused, naming the field."""
+        if not isinstance(data, dict):
+            raise CalibrationError(f"calibration must be a mapping, got {type(data).__name__}")
+        missing = [k for k in ("score", "means", "quantiles", "num_samples") if k not in data]
+        if missing:
+            raise CalibrationError(f"calibration lacks {', '.join(missing)}")
         cond = data.get("conditional")
         return cls(
             data["score"],
-            torch.tensor(data["means"]),
-            torch.tensor(data["quantiles"]),
+            _table("means", data["means"]),
+            _table("quantiles", data["quantiles"]),
             data["num_samples"],
-            None if cond is None else torch.tensor(cond),
+            None if cond is None else _table("conditional", cond),
+        )
+
+
+class CalibrationError(ConfigError):
+    """Calibration statistics are malformed or non-finite: recalibrate (retrain) or re-export."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what}; the statistics are broken: recalibrate (`bofexits tune` or retrain)")
+
+
+def _table(name: str, value: Any) -> torch.Tensor:
+    """A JSON list of numbers as a float32 tensor, or a `CalibrationError` naming the field."""
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.tensor(value, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CalibrationError(f"calibration field {name!r} is not a table of numbers ({exc})") from None
+
+
+def _check_statistics(cal: ExitCalibration) -> None:
+    """Shapes agree (S-1 exits, 1001 levels) and no statistic is NaN.
+
+    A NaN threshold compares False with every score, so it would send every sample to the
+    last exit without a word; +inf is legitimate only in the conditional table (no
+    calibration sample reaches that exit at that beta).
+    """
+    if cal.score not in SCORES:
+        raise CalibrationError(f"calibration score {cal.score!r} is not one of {', '.join(SCORES)}")
+    if isinstance(cal.num_samples, bool) or not isinstance(cal.num_samples, int) or cal.num_samples < 1:
+        raise CalibrationError(f"calibration num_samples must be a positive integer, got {cal.num_samples!r}")
+    if cal.means.ndim != 1 or cal.means.numel() == 0:
+        raise CalibrationError(
+            f"calibration means must be a non-empty (S-1,) vector, got shape {tuple(cal.means.shape)}"
+        )
+    exits = cal.means.shape[0]
+    tables = {"quantiles": cal.quantiles, "conditional": cal.conditional}
+    for name, table in tables.items():
+        if table is not None and tuple(table.shape) != (exits, _GRID):
+            raise CalibrationError(
+                f"calibration {name} must have shape ({exits}, {_GRID}) for {exits} early exits, "
+                f"got {tuple(table.shape)}"
+            )
+    for name, table in {"means": cal.means, "quantiles": cal.quantiles}.items():
+        bad = ~torch.isfinite(table)
+        if bool(bad.any()):
+            raise CalibrationError(f"calibration {name} holds {int(bad.sum())} NaN or infinite values")
+    if cal.conditional is not None and bool(torch.isnan(cal.conditional).any()):
+        raise CalibrationError(
+            f"calibration conditional holds {int(torch.isnan(cal.conditional).sum())} NaN values"
         )
 
 
@@ -204,6 +264,9 @@ class CalibratedThreshold(ExitPolicy):
 
     def stop_one(self, index: int, logits: torch.Tensor, state: Any) -> tuple[bool, Any]:
         return scalar_confidence(logits, self.score) >= self.thresholds[index], state
+
+    def early_exits(self) -> int | None:
+        return len(self.thresholds)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -93,6 +93,10 @@ class ScoreThreshold(ExitPolicy):
         """Batch-1 decision for `logits` (1, classes) as a Python bool; raises on NaN or inf."""
         return scalar_confidence(logits, self.score) >= self.threshold_at(index), state
 
+    def early_exits(self) -> int | None:
+        # Global rules (max-softmax, entropy) keep no list: one threshold fits any network.
+        return len(self.thresholds) if self.thresholds else None
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "score": self.score, "thresholds": list(self.thresholds)}
 

@@ -1,0 +1,45 @@
+"""Argument checks shared by the public constructors and layers: a wrong type or shape gets a
+`bofexits` error that names the argument and the fix, not a TypeError from deep inside torch."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from bofexits.errors import ConfigError, InputError
+
+__all__ = ["check_feature_map", "require_int"]
+
+
+def require_int(name: str, value: object, *, minimum: int | None = None) -> int:
+    """`value` as an int, refusing floats (3.5 codewords), bools and strings.
+
+    >>> require_int("codewords", 32)
+    32
+    >>> require_int("codewords", 3.5)
+    Traceback (most recent call last):
+    ...
+    bofexits.errors.ConfigError: codewords must be an integer, got 3.5 (float)
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_feature_map(x: object, channels: int, dtype: torch.dtype) -> None:
+    """Refuse a feature map a BoF layer cannot quantise: not (B, C, H, W), wrong C or dtype."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"expected a torch.Tensor feature map, got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise InputError(
+            f"expected a (B, {channels}, H, W) feature map, got shape {tuple(x.shape)}; "
+            "build the layer with in_channels equal to the stage's output channels"
+        )
+    if x.dtype != dtype:
+        raise InputError(
+            f"expected a {str(dtype).removeprefix('torch.')} feature map (the layer's dtype), got "
+            f"{str(x.dtype).removeprefix('torch.')}; convert the input or the layer with .to(dtype)"
+        )
