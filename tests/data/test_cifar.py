@@ -161,12 +161,21 @@ def test_cifar100_uses_fine_labels(tmp_path: Path) -> None:
 
 def test_missing_files_message(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
-        load_cifar10(tmp_path / "empty", download=False)
+        load_cifar10(None, download=False)
     message = str(info.value)
     assert "\n" not in message and "download=False" in message
     assert "cifar-10-python.tar.gz" in message and "cifar-10-batches-py/" in message
-    assert "--data-dir" in message and "internet" in message and str(tmp_path / "empty") in message
+    assert "--data-dir" in message and "internet" in message and str(tmp_path / "xdg") in message
     assert "gzipped or not" not in message and "apt-get" not in message
+
+
+def test_explicit_data_dir_without_the_files_is_an_error(tmp_path: Path) -> None:
+    make_cifar10(tmp_path / "xdg" / "bofexits" / "cifar10")  # a copy elsewhere must not be read instead
+    with pytest.raises(DataError) as info:
+        load_cifar10(tmp_path / "empty", download=True)
+    message = str(info.value)
+    assert "\n" not in message and f"--data-dir {tmp_path / 'empty'} lacks the CIFAR-10 files" in message
+    assert "missing: cifar-10-python.tar.gz" in message and "drop --data-dir" in message and "internet" in message
 
 
 def test_missing_member_is_named(tmp_path: Path) -> None:
@@ -183,7 +192,7 @@ def test_truncated_archive(tmp_path: Path, where: str) -> None:
     payload = make_archive(tmp_path / "src" / "cifar-10-batches-py", target)
     target.write_bytes(payload[: len(payload) // 2])
     with pytest.raises(DataError, match=r"cifar-10-python\.tar\.gz.*corrupt or truncated.*download it again"):
-        load_cifar10(tmp_path / "root", download=False)
+        load_cifar10(tmp_path / "root" if where == "root" else None, download=False)
 
 
 def test_truncated_batch_names_the_file(tmp_path: Path) -> None:
@@ -265,7 +274,7 @@ def test_download_verifies_and_unpacks_once(
     use_checksum_of(monkeypatch, payload)
     seen: list[tuple[str, float]] = []
     serve({"cifar-10-python.tar.gz": payload}, seen)
-    train, _ = load_cifar10(tmp_path / "empty")
+    train, _ = load_cifar10()
     assert torch.equal(train.images, torch.from_numpy(train_x))
     assert seen == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", DOWNLOAD_TIMEOUT_S)]
     cache = tmp_path / "xdg" / "bofexits" / "cifar10"

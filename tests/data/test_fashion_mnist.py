@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 import urllib.error
 import urllib.request
@@ -78,13 +77,14 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(load_fashion_mnist(tmp_path / "root", download=False)[0]) == 15
 
 
-def test_incomplete_root_falls_back_with_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_incomplete_root_is_an_error_not_a_fallback(tmp_path: Path) -> None:
+    # An explicit --data-dir is where the user says the data is: reading the system copy instead
+    # would train on other data without a word.
     make_files(tmp_path / "system" / "fashion-mnist", n_train=11)
     make_files(tmp_path / "root")
     (tmp_path / "root" / "t10k-labels-idx1-ubyte.gz").unlink()
-    with caplog.at_level(logging.WARNING):
-        assert len(load_fashion_mnist(tmp_path / "root", download=False)[0]) == 11
-    assert "not found in" in caplog.text
+    with pytest.raises(DataError, match=r"--data-dir .*root lacks the Fashion-MNIST files \(missing: t10k-labels"):
+        load_fashion_mnist(tmp_path / "root", download=True)
 
 
 def test_cache_dir_default_and_xdg(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,7 +144,7 @@ def test_download_with_good_checksums(
     monkeypatch.setattr("bofexits.data.fashion_mnist.FASHION_MNIST_FILES", spec)
     seen: list[tuple[str, float]] = []
     serve(payloads, seen)
-    train, test = load_fashion_mnist(tmp_path / "empty")
+    train, test = load_fashion_mnist()
     assert (len(train), len(test)) == (12, 5)
     assert [u for u, _ in seen] == [
         f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{s}.gz" for s in STEMS

@@ -122,7 +122,7 @@ def test_download_with_good_checksums(
     )
     seen: list[tuple[str, float]] = []
     serve(payloads, seen)
-    train, test = load_svhn(tmp_path / "empty")
+    train, test = load_svhn()
     assert (len(train), len(test)) == (12, 5)
     assert seen == [(f"http://ufldl.stanford.edu/housenumbers/{n}", DOWNLOAD_TIMEOUT_S) for n in NAMES]
     assert sorted(p.name for p in (tmp_path / "xdg" / "bofexits" / "svhn").iterdir()) == sorted(NAMES)

@@ -139,6 +139,12 @@ def _find_in(directory: Path, spec: DatasetFiles) -> dict[str, Path] | None:
     return found
 
 
+def _missing(directories: Sequence[Path], spec: DatasetFiles) -> str:
+    """The files none of `directories` holds, for the message when an explicit folder lacks them."""
+    absent = [f.name for f in spec.files if all(_find_one(d, f) is None for d in directories)]
+    return "missing: " + ", ".join(absent) if absent else "no folder holds all of them"
+
+
 def _describe(spec: DatasetFiles) -> str:
     """The files to provide, for messages: ``a, b (gzipped or not)`` or ``x.tar.gz (or its folder y/)``."""
     parts = [
@@ -150,15 +156,23 @@ def _describe(spec: DatasetFiles) -> str:
     return text
 
 
-def _help(spec: DatasetFiles) -> str:
+def _help(spec: DatasetFiles, root: str | Path | None = None) -> str:
+    """What to do when no complete copy was found; `root` is the explicit --data-dir, if any."""
     options = []
+    if root is not None:
+        options.append(f"put {_describe(spec)} in {root}")
+        options.append(
+            f"drop --data-dir so the loader searches $BOFEXITS_DATA/{spec.name}/, {cache_root() / spec.name}/ "
+            "and the system copy, then downloads when connected to the internet"
+        )
+    else:
+        options.append(
+            f"put {_describe(spec)} in a directory and pass it as --data-dir (root=...), "
+            f"or put them in $BOFEXITS_DATA/{spec.name}/ or {cache_root() / spec.name}/"
+        )
+        options.append("connect to the internet so the download can run")
     if spec.debian_package:
         options.append(f"run `sudo apt-get install {spec.debian_package}`")
-    options.append(
-        f"put {_describe(spec)} in a directory and pass it as --data-dir (root=...), "
-        f"or put them in $BOFEXITS_DATA/{spec.name}/ or {cache_root() / spec.name}/"
-    )
-    options.append("connect to the internet so the download can run")
     return "fix: " + "; or ".join(options)
 
 
@@ -302,14 +316,18 @@ def locate(spec: DatasetFiles, root: str | Path | None = None, *, download: bool
             failed its checksum.
     """
     searched = candidate_dirs(spec, root)
-    root_dirs = searched[:2] if root is not None else []
+    if root is not None:
+        # An explicit --data-dir is the user's statement of where the data is: reading another
+        # copy (or downloading) instead would train on data they did not choose.
+        searched = searched[:2]
     for directory in searched:
         found = _find_in(directory, spec)
         if found is not None:
-            if root_dirs and directory not in root_dirs:
-                logger.warning("%s files not found in %s; using %s instead", spec.title, root, directory)
             logger.debug("using %s files from %s", spec.title, directory)
             return found
+    if root is not None:
+        missing = _missing(searched, spec)
+        raise DataError(f"--data-dir {root} lacks the {spec.title} files ({missing}); {_help(spec, root)}")
     if download:
         return _download(spec, cache_root() / spec.name)
     looked = ", ".join(str(d) for d in searched)
