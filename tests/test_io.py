@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bofexits._io import atomic_path, write_json, write_text
+from bofexits._io import RunLock, RunLockedError, atomic_path, clean_stale_temps, write_json, write_text
 
 
 def test_write_text(tmp_path: Path) -> None:
@@ -99,3 +102,40 @@ def test_written_files_honour_umask(tmp_path: Path) -> None:
         os.umask(old)
     plain = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
     assert stat.S_IMODE((tmp_path / "x.txt").stat().st_mode) == plain == 0o644
+
+
+def test_run_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(RunLockedError, match=rf"in use by process {os.getpid()} on .*pick another --out"):
+            with RunLock(tmp_path / "run"):
+                pass
+    with RunLock(tmp_path / "run"):  # released on exit
+        pass
+
+
+def test_lock_of_a_killed_process_is_taken_over_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    code = (
+        "import sys, time; from bofexits._io import RunLock; RunLock(sys.argv[1]).__enter__(); "
+        "print('held', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError, match=f"process {proc.pid}"):
+            RunLock(tmp_path).__enter__()
+    finally:
+        proc.kill()
+        proc.wait()
+    with caplog.at_level(logging.WARNING), RunLock(tmp_path):
+        pass
+    assert f"stale lock on {tmp_path} left by process {proc.pid}" in caplog.text
+
+
+def test_clean_stale_temps_removes_only_atomic_write_leftovers(tmp_path: Path) -> None:
+    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"half")
+    (tmp_path / "checkpoint.pt").write_bytes(b"whole")
+    (tmp_path / "notes.tmp.txt").write_text("keep")
+    assert [p.name for p in clean_stale_temps(tmp_path)] == [".checkpoint.pt.abc123.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "notes.tmp.txt"]

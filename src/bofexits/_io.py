@@ -1,17 +1,35 @@
-"""Atomic file writes: a temp file in the target folder, fsync, then rename over the target."""
+"""Atomic file writes (a temp file in the target folder, fsync, then rename over the target) and
+the run-folder lock that keeps two runs from writing one folder."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "jsonable", "write_json", "write_text"]
+from bofexits.errors import BofexitsError
+
+__all__ = [
+    "RunLock",
+    "RunLockedError",
+    "atomic_path",
+    "clean_stale_temps",
+    "jsonable",
+    "write_json",
+    "write_text",
+]
+
+log = logging.getLogger(__name__)
+LOCK_FILE = ".bofexits.lock"
 
 
 @contextmanager
@@ -62,3 +80,91 @@ def jsonable(data: Any) -> Any:
 def write_json(target: str | Path, data: Any) -> None:
     """Write strict JSON atomically (indented; infinities written as strings, see `jsonable`)."""
     write_text(target, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
+
+
+def clean_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temp files that `atomic_path` left when a process was killed mid-write.
+
+    Only call this while holding the folder's `RunLock`: another live run's temp file would
+    otherwise vanish under it. Returns the files removed.
+    """
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    if removed:
+        log.info("removed %d temp file(s) left by an interrupted write in %s", len(removed), folder)
+    return removed
+
+
+class RunLockedError(BofexitsError):
+    """Another live process holds the run folder."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held for the life of a run (`with RunLock(out): ...`).
+
+    Two `train` runs on one `--out` would otherwise both finish "successfully" while one
+    silently overwrites the other's checkpoint and config. The lock is an OS advisory lock
+    (`fcntl.flock`) on `.bofexits.lock`, so the kernel drops it when the holder dies, even by
+    kill -9: a lock file left by a dead process is stale, and the next run takes it over and
+    says whose it was. The file records pid, host, start time and command for that message.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no advisory locks; run unlocked rather than refuse
+            log.warning("cannot lock %s on this platform; do not run two commands on it at once", self.folder)
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise RunLockedError(
+                f"{self.folder} is in use by {holder}; wait for that run to finish or pick another --out"
+            ) from None
+        previous = _read_holder(fd)
+        if previous != "an unknown process":
+            log.warning(
+                "took over a stale lock on %s left by %s, which is no longer running", self.folder, previous
+            )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _holder_record().encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is None:
+            return
+        os.ftruncate(self._fd, 0)  # an empty file reads as "no previous holder"
+        os.close(self._fd)  # closing releases the flock
+        self._fd = None
+
+
+def _holder_record() -> str:
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]
+    return json.dumps(
+        {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "command": command}
+    )
+
+
+def _read_holder(fd: int) -> str:
+    """The lock file's record as words for a message, e.g. "process 123 on host (bofexits train, ...)"."""
+    try:
+        data = json.loads(os.pread(fd, 4096, 0).decode() or "null")
+        return f"process {data['pid']} on {data['host']} (`{data['command']}`, started {data['started']})"
+    except (OSError, ValueError, TypeError, KeyError):
+        return "an unknown process"
