@@ -13,11 +13,13 @@ import pytest
 import torch
 from torch import nn
 
+from bofexits._io import jsonable
 from bofexits.config import ModelConfig, TrainConfig
 from bofexits.data import FASHION_MNIST_CLASSES
 from bofexits.data.registry import load_dataset
 from bofexits.deploy import runner as deploy
-from bofexits.deploy.onnx import DEFAULT_BETA, ExportError, export_onnx
+from bofexits.deploy.info import DEFAULT_BETA
+from bofexits.deploy.onnx import ExportError, export_onnx
 from bofexits.deploy.torchscript import export_torchscript
 from bofexits.errors import ConfigError
 from bofexits.inference.runtime import AdaptiveRuntime
@@ -139,6 +141,35 @@ def test_torchscript_export_runs_like_the_runtime(
     _assert_parity(run, net, cal, 0.5)
     backbone = torch.jit.load(str(out / "backbone.pt"))
     torch.testing.assert_close(backbone(_x(3)), net.forward_backbone(_x(3)), atol=1e-4, rtol=0)
+
+
+def test_manifest_on_disk_is_the_typed_manifest(
+    tiny_net_factory: Callable[..., MultiExitNetwork], tmp_path: Path
+) -> None:
+    """Both exporters write `Manifest.to_dict()` and the readers get the same dataclass back."""
+    net, cal = _net(tiny_net_factory, aggregation="sum")
+    onnx_dir = export_onnx(
+        net, tmp_path / "o", calibration=cal, beta=0.0, variant="conditional", exporter="legacy"
+    )
+    ts_dir = export_torchscript(net, tmp_path / "t", calibration=cal, beta=0.0, variant="conditional")
+    for out, kind in ((onnx_dir, deploy.OnnxManifest), (ts_dir, deploy.TorchScriptManifest)):
+        on_disk = json.loads((out / "manifest.json").read_text())
+        manifest = deploy.read_manifest(out)
+        assert type(manifest) is kind and jsonable(manifest.to_dict()) == on_disk
+        assert manifest.policy.thresholds == (float("-inf"),) * 3  # beta = 0, stored as "-inf"
+        assert manifest.calibration.quantiles == tuple(map(tuple, cal.quantiles.tolist()))
+    assert deploy.load_manifest(onnx_dir) == deploy.OnnxAdaptiveRunner(onnx_dir).manifest
+
+
+def test_torchscript_refuses_a_trace_that_differs_from_pytorch(
+    tiny_net_factory: Callable[..., MultiExitNetwork], tmp_path: Path
+) -> None:
+    """The traced pieces are checked on another batch size, as the ONNX graphs are."""
+    net, cal = _net(tiny_net_factory)
+    net.stages[1].append(DataDependent())  # type: ignore[operator]
+    with pytest.raises(ExportError, match="stage 2 of 4 or its exit computes .* differently in TorchScript"):
+        export_torchscript(net, tmp_path / "ts", calibration=cal)
+    assert not (tmp_path / "ts").exists()
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,8 @@ from bofexits.cli import main
 from bofexits.config import ModelConfig, TrainConfig
 from bofexits.data import FASHION_MNIST_CLASSES
 from bofexits.data.registry import load_dataset
-from bofexits.deploy.onnx import deploy_info, export_onnx
+from bofexits.deploy.info import deploy_info
+from bofexits.deploy.onnx import export_onnx
 from bofexits.deploy.predict import Prediction, format_predictions, load_image, predict_files
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.build import build_model

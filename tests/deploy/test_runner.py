@@ -106,6 +106,17 @@ def one(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return _export("shared-rbf", tmp_path_factory)
 
 
+def test_names_equal_the_policies() -> None:
+    """The runner's copies of the policies' names and grid (it cannot import them: no torch)."""
+    from typing import get_args
+
+    from bofexits.policies import calibrated, scores
+
+    assert deploy.SCORES == scores.SCORES == get_args(scores.Score)
+    assert deploy.VARIANTS == calibrated.VARIANTS == get_args(calibrated.Variant)
+    assert deploy._GRID == calibrated._GRID
+
+
 def test_scores_match_the_policies() -> None:
     logits = torch.randn(64, 7, generator=torch.Generator().manual_seed(0)) * 3
     for score in deploy.SCORES:

@@ -1,8 +1,9 @@
 """Deployment: staged ONNX / TorchScript export, the torch-free onnxruntime runner, `predict`.
 
 `bofexits.deploy` and `bofexits.deploy.runner` import only numpy (and onnxruntime when a runner
-is built), so a serving machine needs no torch. The exporters (`onnx`, `torchscript`) and
-`predict` load on first use.
+is built), so a serving machine needs no torch; the manifest's schema (`Manifest`) lives in the
+runner too. The exporters (`onnx`, `torchscript`), what they share (`_export`), the deployment
+facts of a checkpoint (`info`) and `predict` load on first use.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from typing import Any
 from bofexits.deploy.runner import *  # noqa: F403  (the torch-free runner is this package's face)
 from bofexits.deploy.runner import __all__ as _RUNNER_ALL
 
-_LAZY = {"export_onnx": "onnx", "export_torchscript": "torchscript", "DeployInfo": "onnx", "deploy_info": "onnx"}
+_LAZY = {
+    "DEFAULT_BETA": "info",
+    "DeployInfo": "info",
+    "ExportError": "_export",
+    "deploy_info": "info",
+    "export_onnx": "onnx",
+    "export_torchscript": "torchscript",
+}
 
 __all__ = sorted({*_RUNNER_ALL, *_LAZY})
 

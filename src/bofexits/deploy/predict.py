@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from bofexits.deploy.runner import MANIFEST, OnnxAdaptiveRunner, confidence, preprocess
+from bofexits.deploy.runner import (
+    OnnxAdaptiveRunner,
+    TorchScriptManifest,
+    confidence,
+    preprocess,
+    read_manifest,
+)
 from bofexits.errors import BofexitsError, CheckpointError, InputError
 
 __all__ = ["MIN_SIDE_FRACTION", "Prediction", "format_predictions", "load_image", "predict_files"]
@@ -134,12 +140,7 @@ class _Backend:
 
 
 def _onnx_backend(export_dir: Path, beta: float | None, threads: int | None) -> _Backend:
-    fmt = None
-    try:
-        fmt = json.loads((export_dir / MANIFEST).read_text(encoding="utf-8")).get("format")
-    except (OSError, ValueError, AttributeError):
-        pass  # the runner reports what is wrong with the manifest
-    if fmt == "bofexits-torchscript":
+    if isinstance(read_manifest(export_dir, verify_files=False), TorchScriptManifest):
         raise CheckpointError(
             f"{export_dir} is a TorchScript export; predict reads checkpoints and ONNX exports "
             "(bofexits export CHECKPOINT --format onnx DIR), or load adaptive.pt with torch.jit.load"
@@ -163,7 +164,7 @@ def _torch_backend(
 ) -> _Backend:
     import torch
 
-    from bofexits.deploy.onnx import deploy_info
+    from bofexits.deploy.info import deploy_info
     from bofexits.inference.runtime import AdaptiveRuntime
 
     if threads:
@@ -200,6 +201,22 @@ def _open_backend(
     return _torch_backend(source, beta, threads, data_dir)
 
 
+def _predict_one(backend: _Backend, mode: str, file: str | Path) -> Prediction:
+    """Read, preprocess and classify one file, timing the network alone; a `BofexitsError` becomes the error."""
+    _, h, w = backend.input_shape
+    try:
+        image = load_image(file, (h, w), mode)
+        x = preprocess(image[None], backend.input_shape, backend.mean, backend.std)
+        t0 = time.perf_counter()
+        logits, index = backend.run(x)
+        ms = (time.perf_counter() - t0) * 1e3
+    except BofexitsError as exc:
+        return Prediction(str(file), error=str(exc))
+    k = int(logits[0].argmax())
+    conf = float(confidence(logits.astype(np.float32), "max_prob")[0])
+    return Prediction(str(file), backend.classes[k], k, index + 1, backend.num_exits, conf, ms)
+
+
 def predict_files(
     source: str | Path,
     images: Sequence[str | Path],
@@ -214,30 +231,14 @@ def predict_files(
         One `Prediction` per image in order, and a description of the model and rule used.
     """
     backend = _open_backend(source, beta=beta, threads=threads, data_dir=data_dir)
-    if backend.color_mode not in ("L", "RGB"):
+    mode = backend.color_mode
+    if mode is None or mode not in ("L", "RGB"):
         raise InputError(
             f"the model reads {backend.input_shape[0]}-channel inputs; predict converts images to L or RGB only"
         )
     c, h, w = backend.input_shape
     backend.run(np.zeros((1, c, h, w), dtype=np.float32))  # warm-up: the first call pays lazy set-up
-    out = []
-    for file in images:
-        try:
-            x = preprocess(
-                load_image(file, (h, w), backend.color_mode)[None],
-                backend.input_shape,
-                backend.mean,
-                backend.std,
-            )
-            t0 = time.perf_counter()
-            logits, index = backend.run(x)
-            ms = (time.perf_counter() - t0) * 1e3
-        except BofexitsError as exc:
-            out.append(Prediction(str(file), error=str(exc)))
-            continue
-        k = int(logits[0].argmax())
-        conf = float(confidence(logits.astype(np.float32), "max_prob")[0])
-        out.append(Prediction(str(file), backend.classes[k], k, index + 1, backend.num_exits, conf, ms))
+    out = [_predict_one(backend, mode, file) for file in images]
     about = {"source": str(source), "backend": backend.name, **backend.rule, "num_exits": backend.num_exits}
     return out, about
 

@@ -2,25 +2,32 @@
 
 The same blocks as the ONNX export (`bofexits.deploy.onnx`), with the shrinking-batch loop of
 `bofexits.inference.runtime.route` written in TorchScript, so libtorch (C++) can run real early exit.
+Each traced piece is checked against PyTorch on a batch of another size, as the ONNX graphs are.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from bofexits import __version__
-from bofexits._io import write_json
+from bofexits.deploy import _export
 from bofexits.deploy import runner as deploy
-from bofexits.deploy.onnx import ExportError, _Block, _quiet, _root_cause, _runtime, _staging_dir, deploy_info
+from bofexits.deploy._export import ExportError
+from bofexits.deploy.info import deploy_info
+from bofexits.deploy.runner import TORCHSCRIPT_FORMAT
+from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.multiexit import MultiExitNetwork
 
-__all__ = ["TORCHSCRIPT_FORMAT", "export_torchscript"]
+__all__ = ["TORCHSCRIPT_FORMAT", "ExportError", "export_torchscript"]
 
-TORCHSCRIPT_FORMAT = "bofexits-torchscript"
+_SIGNATURE = (
+    "adaptive.pt: x (B, C, H, W) float32 -> (logits (B, classes), exit_index (B,) int64); "
+    "backbone.pt: x -> logits"
+)
 
 
 class _AdaptiveScript(nn.Module):
@@ -31,7 +38,7 @@ class _AdaptiveScript(nn.Module):
     """
 
     def __init__(
-        self, blocks: list[nn.Module], final: nn.Module, thresholds: list[float], num_classes: int
+        self, blocks: Sequence[nn.Module], final: nn.Module, thresholds: list[float], num_classes: int
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
@@ -70,63 +77,86 @@ class _AdaptiveScript(nn.Module):
         return out, exit_index
 
 
+def _trace(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    verify: tuple[torch.Tensor, ...],
+    names: list[str],
+    what: str,
+) -> torch.jit.ScriptModule:
+    """`module` traced on `args`, then checked against itself in PyTorch on `verify` (another batch size)."""
+    try:
+        traced = torch.jit.trace(module, args, check_trace=False)
+    except Exception as exc:
+        raise ExportError(f"{what} cannot be traced ({_export.root_cause(exc)})") from exc
+    got, want = traced(*verify), module(*verify)
+    got, want = ((got,), (want,)) if isinstance(want, torch.Tensor) else (got, want)
+    _export.check_outputs(what, "TorchScript", names, [g.numpy() for g in got], [w.numpy() for w in want])
+    return traced
+
+
+def _traced_parts(
+    rt: AdaptiveRuntime, score: str
+) -> tuple[list[torch.jit.ScriptModule], torch.jit.ScriptModule, torch.jit.ScriptModule]:
+    """The stage+exit blocks (each also returning its exit's score), the final stage and the plain
+    backbone, traced on a batch of 2 and checked on a batch of 3."""
+    (xs, states), (vs, vstates) = _export.chain_inputs(rt, 2, seed=1), _export.chain_inputs(rt, 3, seed=2)
+    s, empty = len(rt.stages), torch.zeros(0)
+    names = ["features", "logits", "next_state", "score"]
+    blocks = []
+    for i, (state, vstate) in enumerate(zip(states, vstates, strict=True)):
+        block = _export.ExitBlock(
+            rt.stages[i], rt.exits, i, takes_state=state is not None, score=score
+        ).eval()
+        args = (xs[i], state if state is not None else empty)
+        verify = (vs[i], vstate if vstate is not None else empty)
+        blocks.append(_trace(block, args, verify, names, f"stage {i + 1} of {s} or its exit"))
+    final = _trace(rt.stages[-1], (xs[-1],), (vs[-1],), ["logits"], f"stage {s} of {s}")
+    backbone = _trace(rt.plain_backbone(), (xs[0],), (vs[0],), ["logits"], "the plain backbone")
+    return blocks, final, backbone
+
+
 @torch.no_grad()
 def export_torchscript(
     source: str | Path | MultiExitNetwork, out_dir: str | Path, *, overwrite: bool = False, **info_kwargs: Any
 ) -> Path:
     """Write ``adaptive.pt`` (one scripted module: the adaptive loop over traced stage+exit blocks),
-    ``backbone.pt`` (traced plain backbone) and a manifest, atomically.
+    ``backbone.pt`` (traced plain backbone) and a manifest (`bofexits.deploy.runner.TorchScriptManifest`),
+    atomically.
 
     ``torch.jit.load(dir / "adaptive.pt")(x)`` returns ``(logits, exit_index)`` like
     `AdaptiveRuntime`, with the rule's thresholds baked in; usable from C++ (libtorch).
 
     Args:
-        source, out_dir, overwrite, **info_kwargs: as for `export_onnx`.
+        source, out_dir, overwrite, **info_kwargs: as for `bofexits.deploy.onnx.export_onnx`.
+
+    Raises:
+        ExportError: a piece cannot be traced or scripted, or its trace does not reproduce PyTorch.
     """
     model, info = deploy_info(source, **info_kwargs)
-    rt = _runtime(model, info)
+    rt = _export.export_runtime(model, info)
     for part in [*rt.stages, rt.exits]:
         part.requires_grad_(False)  # outputs need no autograd graph, with or without torch.no_grad
-    s, score = len(rt.stages), info.calibration.score
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(2, *rt.model.input_shape, generator=gen)
-    state = torch.zeros(0)
-    blocks: list[nn.Module] = []
-    with _quiet():
-        for i in range(s - 1):
-            block = _Block(rt.stages[i], rt.exits, i, takes_state=state.numel() > 0, score=score).eval()
-            try:
-                traced = torch.jit.trace(block, (x, state), check_trace=False)
-            except Exception as exc:
-                raise ExportError(
-                    f"stage {i + 1} of {s} or its exit cannot be traced ({_root_cause(exc)})"
-                ) from exc
-            blocks.append(traced)
-            x, _, state, _ = block(x, state)
+    with _export.quiet():
+        blocks, final, backbone = _traced_parts(rt, info.calibration.score)
         try:
-            final = torch.jit.trace(rt.stages[-1], (x,), check_trace=False)
-            backbone = torch.jit.trace(
-                rt.plain_backbone(), (torch.randn(2, *rt.model.input_shape, generator=gen),)
-            )
             adaptive = torch.jit.script(
                 _AdaptiveScript(blocks, final, info.policy.thresholds, model.num_classes)
             )
         except Exception as exc:
-            raise ExportError(f"the network cannot be compiled to TorchScript ({_root_cause(exc)})") from exc
-    files = {"adaptive": "adaptive.pt", "backbone": "backbone.pt"}
-    with _staging_dir(Path(out_dir), overwrite) as tmp:
-        adaptive.save(str(tmp / files["adaptive"]))
-        backbone.save(str(tmp / files["backbone"]))
-        manifest = {
-            "format": TORCHSCRIPT_FORMAT,
-            "version": deploy.VERSION,
-            "producer": {"bofexits": __version__, "torch": torch.__version__},
-            "num_exits": model.num_exits,
-            "num_classes": model.num_classes,
-            "files": {k: {"file": f, "sha256": deploy.sha256_file(tmp / f)} for k, f in files.items()},
-            "signature": "adaptive.pt: x (B, C, H, W) float32 -> (logits (B, classes), exit_index (B,) int64); "
-            "backbone.pt: x -> logits",
-            **info.manifest_fields(model.input_shape),
-        }
-        write_json(tmp / deploy.MANIFEST, manifest)
+            raise ExportError(
+                f"the adaptive loop cannot be compiled to TorchScript ({_export.root_cause(exc)})"
+            ) from exc
+    with _export.staging_dir(Path(out_dir), overwrite) as tmp:
+        files = {}
+        for name, module in (("adaptive", adaptive), ("backbone", backbone)):
+            module.save(str(tmp / f"{name}.pt"))
+            files[name] = deploy.FileEntry(f"{name}.pt", deploy.sha256_file(tmp / f"{name}.pt"))
+        manifest = deploy.TorchScriptManifest(
+            adaptive=files["adaptive"],
+            backbone=files["backbone"],
+            signature=_SIGNATURE,
+            **_export.manifest_fields(model, info),
+        )
+        _export.write_manifest(tmp, manifest)
     return Path(out_dir)
