@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test lint data clean
+.PHONY: demo test lint data browser clean
 
 $(STAMP): requirements-ci.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ data:
 		|| echo "apt-get could not install dataset-fashion-mnist; the loader will try the cache and the download"; \
 	fi
 
+# Debian's chromium opens report.html in tests/reporting/test_browser.py, installed the same way
+# (apt, as root, when the binary is missing); without it that test is skipped and says why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation) >/dev/null 2>&1 \
+		|| echo "apt-get could not install chromium; the browser test of report.html will be skipped"; \
+	fi
+
 demo: $(STAMP) data
 	$(BIN)/bofexits demo --out $(DEMO_DIR)
 
@@ -30,7 +38,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest
 
 clean:
