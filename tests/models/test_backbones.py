@@ -125,3 +125,15 @@ def test_build_model_exit_pools_override_and_check() -> None:
 def test_build_model_rejects_bad_membership() -> None:
     with pytest.raises(ConfigError):
         build_model(ModelConfig(widths=[4, 4, 8, 8], membership="gauss"))
+
+
+def test_registering_a_name_twice_raises() -> None:
+    with pytest.raises(ConfigError, match="'vgg28' is already registered"):
+        backbones.register_backbone("vgg28")(lambda **kw: None)  # type: ignore[arg-type,return-value]
+
+
+def test_torchvision_style_registry_names() -> None:
+    from bofexits import models
+
+    assert models.list_models("vgg*") == ["vgg28", "vgg32"]
+    assert len(models.get_model("vgg28", num_classes=10).stages) == 4

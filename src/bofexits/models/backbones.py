@@ -10,6 +10,7 @@ the per-exit pre-pool factors that keep BoF exits cheap on large early maps.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,19 +38,24 @@ def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable
     """Decorator adding a builder to the registry under `name`."""
 
     def add(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        if name in _REGISTRY:
+            raise ConfigError(f"backbone {name!r} is already registered; pick another name")
         _REGISTRY[name] = fn
         return fn
 
     return add
 
 
-def list_backbones() -> list[str]:
-    """Names accepted by `create_backbone`.
+def list_backbones(pattern: str | None = None) -> list[str]:
+    """Names accepted by `create_backbone`, optionally filtered by a glob `pattern` ("vgg*").
 
     >>> "vgg28" in list_backbones()
     True
+    >>> list_backbones("vgg*")
+    ['vgg28', 'vgg32']
     """
-    return sorted(_REGISTRY)
+    names = sorted(_REGISTRY)
+    return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
 def create_backbone(name: str, **kwargs: Any) -> Backbone:

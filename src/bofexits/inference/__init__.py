@@ -1,0 +1,15 @@
+"""Running a trained multi-exit network adaptively.
+
+* `runtime`: real early exit (`AdaptiveRuntime`): batch 1 stops at the first exit the policy
+  accepts and later stages never run; batches shrink as samples leave. `route` is the one
+  routing loop, shared with
+* `offline`: the same policy replayed on all exits' precomputed outputs (`simulate`), and the
+  oracle (earliest correct exit) that bounds every policy.
+"""
+
+from __future__ import annotations
+
+from bofexits.inference.offline import oracle, oracle_frontier, simulate
+from bofexits.inference.runtime import AdaptiveRuntime, ExitResult, route
+
+__all__ = ["AdaptiveRuntime", "ExitResult", "oracle", "oracle_frontier", "route", "simulate"]
