@@ -155,7 +155,9 @@ def test_manifest_on_disk_is_the_typed_manifest(
     for out, kind in ((onnx_dir, deploy.OnnxManifest), (ts_dir, deploy.TorchScriptManifest)):
         on_disk = json.loads((out / "manifest.json").read_text())
         manifest = deploy.read_manifest(out)
+        digest = on_disk.pop(deploy.CONTENT_SHA256)
         assert type(manifest) is kind and jsonable(manifest.to_dict()) == on_disk
+        assert digest == deploy.manifest_digest(on_disk)
         assert manifest.policy.thresholds == (float("-inf"),) * 3  # beta = 0, stored as "-inf"
         assert manifest.calibration.quantiles == tuple(map(tuple, cal.quantiles.tolist()))
     assert deploy.load_manifest(onnx_dir) == deploy.OnnxAdaptiveRunner(onnx_dir).manifest

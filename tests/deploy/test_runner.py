@@ -234,12 +234,16 @@ def test_preprocess_matches_the_dataset_arithmetic(one: dict[str, Any]) -> None:
         runner.preprocess(images[:, :4])
 
 
-def _edit_manifest(src: Path, dst: Path, edit: Any) -> Path:
+def _edit_manifest(src: Path, dst: Path, edit: Any, *, resign: bool = True) -> Path:
+    """Copy an export and edit its manifest; `resign` recomputes the content checksum, as a careful
+    tamperer would, so the checks behind it (fields, files, thresholds) are what is tested."""
     import shutil
 
     shutil.copytree(src, dst)
     manifest = json.loads((dst / "manifest.json").read_text())
     edit(manifest, dst)
+    if resign:
+        manifest[deploy.CONTENT_SHA256] = deploy.manifest_digest(manifest)
     (dst / "manifest.json").write_text(json.dumps(manifest))
     return dst
 
@@ -271,6 +275,41 @@ def test_tampered_exports_are_refused(one: dict[str, Any], tmp_path: Path, edit:
     bad = _edit_manifest(one["dir"], tmp_path / "bad", edit)
     with pytest.raises(ManifestError, match=message):
         OnnxAdaptiveRunner(bad)
+
+
+def _reverse_classes(m: dict[str, Any], d: Path) -> None:
+    m["classes"].reverse()
+
+
+def _raise_threshold(m: dict[str, Any], d: Path) -> None:
+    m["policy"]["thresholds"][0] = 0.999
+
+
+@pytest.mark.parametrize("edit", [_reverse_classes, _raise_threshold])
+def test_hand_edited_manifest_is_refused_by_its_checksum(
+    one: dict[str, Any], tmp_path: Path, edit: Any
+) -> None:
+    bad = _edit_manifest(one["dir"], tmp_path / "bad", edit, resign=False)
+    with pytest.raises(ManifestError, match="edited after export"):
+        OnnxAdaptiveRunner(bad)
+
+
+def test_thresholds_that_disagree_with_the_calibration_are_refused(
+    one: dict[str, Any], tmp_path: Path
+) -> None:
+    bad = _edit_manifest(one["dir"], tmp_path / "bad", _raise_threshold)  # checksum recomputed
+    with pytest.raises(
+        ManifestError, match="policy.thresholds .* disagree with the thresholds its calibration"
+    ):
+        OnnxAdaptiveRunner(bad)
+
+
+def test_manifest_without_checksum_still_loads(one: dict[str, Any], tmp_path: Path) -> None:
+    old = _edit_manifest(
+        one["dir"], tmp_path / "old", lambda m, d: m.pop(deploy.CONTENT_SHA256), resign=False
+    )
+    x = np.random.default_rng(0).standard_normal((5, *one["runner"].input_shape)).astype(np.float32)
+    assert OnnxAdaptiveRunner(old)(x).exit_index.tolist() == one["runner"](x).exit_index.tolist()
 
 
 def test_unreadable_or_missing_manifest(tmp_path: Path) -> None:

@@ -256,4 +256,5 @@ def write_manifest(folder: Path, manifest: deploy.Manifest) -> None:
     become "inf" / "-inf")."""
     data = jsonable(manifest.to_dict())
     type(manifest).from_dict(data, source=f"the {manifest.format} manifest being written")
+    data[deploy.CONTENT_SHA256] = deploy.manifest_digest(data)
     write_json(folder / deploy.MANIFEST, data)

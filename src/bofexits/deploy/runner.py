@@ -48,6 +48,7 @@ except ImportError:  # the standalone copy in an export directory
 
 
 __all__ = [
+    "CONTENT_SHA256",
     "FORMAT",
     "LAYOUTS",
     "MANIFEST",
@@ -75,6 +76,7 @@ __all__ = [
     "calibrated_thresholds",
     "confidence",
     "load_manifest",
+    "manifest_digest",
     "preprocess",
     "read_manifest",
     "sha256_file",
@@ -221,6 +223,22 @@ def calibrated_thresholds(
 
 
 # ---------------------------------------------------------------- the manifest
+
+
+#: The manifest's own checksum: tamper evidence (not a signature) for hand edits of thresholds,
+#: class names or preprocessing, which would change answers without any error.
+CONTENT_SHA256 = "content_sha256"
+
+
+def manifest_digest(data: dict[str, Any]) -> str:
+    """SHA-256 of a manifest's JSON object without its `content_sha256` key, in canonical form.
+
+    >>> manifest_digest({"a": 1, "content_sha256": "x"}) == manifest_digest({"a": 1})
+    True
+    """
+    body = {k: v for k, v in data.items() if k != CONTENT_SHA256}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def sha256_file(path: str | Path) -> str:
@@ -712,11 +730,24 @@ def _load(export_dir: str | Path, kind: type[_M], verify_files: bool) -> _M:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path} is unreadable or not JSON ({exc}); re-export the model") from exc
+    _check_digest(data, path)
     manifest = kind.from_dict(data, source=str(path))
     if verify_files:
         for entry in manifest.file_entries():
             entry.verify(root, str(path))
     return manifest
+
+
+def _check_digest(data: Any, path: Path) -> None:
+    """Refuse a manifest edited after export; exports older than the checksum carry none."""
+    if not isinstance(data, dict) or CONTENT_SHA256 not in data:
+        return
+    if data[CONTENT_SHA256] != manifest_digest(data):
+        raise ManifestError(
+            f"{path} was edited after export (its {CONTENT_SHA256} does not match its content): edited "
+            "thresholds, classes or preprocessing would change answers silently; re-export with "
+            "`bofexits export` (to change the knob, pass beta to the runner or --beta to predict instead)"
+        )
 
 
 def read_manifest(export_dir: str | Path, *, verify_files: bool = True) -> Manifest:
@@ -906,7 +937,25 @@ class OnnxAdaptiveRunner:
         self._check_graphs()
         self._steps = self._build_steps(m.layout)
         self.check_inputs = check_inputs
-        self.set_beta(m.policy.beta if beta is None else beta)
+        self.set_beta(m.policy.beta)
+        self._check_thresholds(m.policy.thresholds)
+        if beta is not None:
+            self.set_beta(beta)
+
+    def _check_thresholds(self, stored: Sequence[float]) -> None:
+        """The manifest's thresholds must be the ones its calibration gives at its beta.
+
+        The runner computes thresholds from the calibration, so an edited threshold would
+        otherwise be ignored without a word (and an edited table would act unseen).
+        """
+        ours = np.asarray(self.thresholds, dtype=np.float64)
+        theirs = np.asarray(stored, dtype=np.float64)
+        same = (ours == theirs) | np.isclose(ours, theirs, rtol=1e-5, atol=1e-6)
+        if not bool(same.all()):
+            raise self._error(
+                f"policy.thresholds {list(theirs)} disagree with the thresholds its calibration gives at "
+                f"beta {self.beta:g} ({list(ours)}): the manifest was edited"
+            )
 
     def _error(self, problem: str) -> ManifestError:
         return ManifestError(f"{self.export_dir / MANIFEST}: {problem}; re-export the model")
