@@ -1,12 +1,15 @@
-"""Run configuration: dict round trips and unknown keys."""
+"""Run configuration: dict round trips, unknown keys, types, and resolution driven by the fields."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
-from bofexits.config import ModelConfig, TrainConfig, from_dict
+from bofexits.config import ModelConfig, TrainConfig, config_keys, from_dict, resolve_config
 from bofexits.errors import ConfigError
 
 
@@ -82,3 +85,84 @@ def test_unknown_keys(data: dict[str, object], pattern: str) -> None:
 def test_unknown_key_message_lists_known_keys() -> None:
     with pytest.raises(ConfigError, match="known keys: .*batch_size"):
         from_dict({"batchsize": 3})
+
+
+# --- keys and types from the dataclass fields -------------------------------------------------------
+
+
+def test_config_keys_are_the_dataclass_fields() -> None:
+    keys = config_keys()
+    train = {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
+    model = {f.name for f in dataclasses.fields(ModelConfig)}
+    assert keys == {**dict.fromkeys(train, ()), **dict.fromkeys(model, ("model",))}
+
+
+@dataclass
+class _Model(ModelConfig):
+    dropout: float = 0.0
+
+
+@dataclass
+class _Train(TrainConfig):
+    warmup_epochs: int = 0
+    model: _Model = field(default_factory=_Model)
+
+
+def test_a_new_field_is_resolved_without_touching_the_resolver(tmp_path: Path) -> None:
+    # Fields added to the dataclasses (here in subclasses) are keys, typed, in their sections.
+    assert config_keys(_Train)["dropout"] == ("model",) and config_keys(_Train)["warmup_epochs"] == ()
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"warmup_epochs": 2, "model": {"dropout": 0.25, "codewords": 4}}))
+    cfg = resolve_config({"dropout": 0.5}, config_file=path, cls=_Train)
+    assert isinstance(cfg, _Train) and isinstance(cfg.model, _Model)
+    assert (cfg.warmup_epochs, cfg.model.dropout, cfg.model.codewords) == (2, 0.5, 4)  # flag over file
+    assert from_dict(cfg.to_dict(), _Train) == cfg
+    path.write_text(json.dumps({"model": {"dropout": "high"}}))
+    with pytest.raises(ConfigError, match=r"'model.dropout' expects float, got 'high' \(str\)"):
+        resolve_config(config_file=path, cls=_Train)
+
+
+@pytest.mark.parametrize(
+    "data, pattern",
+    [
+        ({"epochs": 2.0}, r"'epochs' expects int, got 2.0 \(float\)"),
+        ({"epochs": True}, r"'epochs' expects int, got True \(bool\)"),
+        ({"lr": "3e-3"}, r"'lr' expects float, got '3e-3' \(str\)"),
+        ({"threads": "2"}, r"'threads' expects int \| None, got '2'"),
+        ({"exit_weights": [1.0, "x"]}, r"'exit_weights' expects list\[float\] \| None"),
+        ({"optimizer": "lbfgs"}, r"'optimizer' expects one of 'adamw', 'sgd', got 'lbfgs'"),
+        ({"model": {"squared": 1}}, r"'model.squared' expects bool, got 1 \(int\)"),
+        ({"model": []}, r"'model' expects an object of ModelConfig fields"),
+    ],
+)
+def test_wrong_types_name_key_type_and_value(data: dict[str, object], pattern: str) -> None:
+    with pytest.raises(ConfigError, match=pattern):
+        from_dict(data)
+
+
+def test_ints_are_taken_for_floats() -> None:
+    # JSON writers drop ".0"; the config still holds floats.
+    cfg = from_dict({"lr": 1, "exit_weights": [1, 2, 1, 1]})
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.exit_weights == [1.0, 2.0, 1.0, 1.0] and all(isinstance(w, float) for w in cfg.exit_weights)
+
+
+def test_resolve_refuses_unknown_overrides_and_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown config keys \['codeword'\]"):
+        resolve_config({"codeword": 3})
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": {"codeword": 3}}))
+    with pytest.raises(ConfigError, match=rf"^{path}: unknown model config keys"):
+        resolve_config(config_file=path)
+    path.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="must hold a JSON object"):
+        resolve_config(config_file=path)
+
+
+def test_resolve_precedence_without_a_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"dataset": "cifar100", "epochs": 5}))
+    cfg = resolve_config({"epochs": 7, "codewords": 16}, config_file=path)
+    assert (cfg.dataset, cfg.model.num_classes) == ("cifar100", 100)  # the file's dataset picks the recipe
+    assert (cfg.epochs, cfg.model.codewords) == (7, 16)  # overrides over the file and the recipe
+    assert resolve_config() == TrainConfig()

@@ -2,17 +2,49 @@
 
 Stored verbatim in every checkpoint and dumped to the run folder, so a run can be rebuilt
 and resumed from its files alone.
+
+`resolve_config` is the one place where the layers meet: defaults < the dataset's recipe
+(`bofexits.training.recipes`) < a config file < explicit overrides (the command line's
+flags). Every key, the section it lives in and its type are read from the dataclass fields
+below (`dataclasses.fields`, `typing.get_type_hints`), so a new field is resolved and
+type-checked, and a flag named after it reaches it, without touching the resolver.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from bofexits.errors import ConfigError
+from bofexits.training.recipes import apply_recipe, recipe_for
 
-__all__ = ["ModelConfig", "TrainConfig", "from_dict"]
+__all__ = [
+    "CALIBRATION_SPLITS",
+    "MODES",
+    "OPTIMIZERS",
+    "CalibrationSplit",
+    "Mode",
+    "ModelConfig",
+    "Optimizer",
+    "TrainConfig",
+    "config_keys",
+    "from_dict",
+    "load_config_file",
+    "resolve_config",
+]
+
+Mode = Literal["joint", "frozen", "two-phase"]
+Optimizer = Literal["adamw", "sgd"]
+CalibrationSplit = Literal["train", "val"]
+MODES: tuple[str, ...] = get_args(Mode)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+CALIBRATION_SPLITS: tuple[str, ...] = get_args(CalibrationSplit)
 
 
 @dataclass
@@ -77,11 +109,11 @@ class TrainConfig:
 
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
-    mode: str = "two-phase"
+    mode: Mode = "two-phase"
     epochs: int = 10
     exit_epochs: int = 4
     batch_size: int = 128
-    optimizer: str = "adamw"
+    optimizer: Optimizer = "adamw"
     lr: float = 3e-3
     exit_lr: float = 3e-2
     weight_decay: float = 5e-4
@@ -95,7 +127,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     kmeans_images: int = 512
-    calibration_split: str = "train"
+    calibration_split: CalibrationSplit = "train"
     score: str = "max_prob"
     variant: str = "conditional"
     backbone_checkpoint: str | None = None
@@ -106,17 +138,198 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild a `TrainConfig` from its dict form, refusing unknown keys (typos, other versions)."""
-    data = dict(data)
-    model = dict(data.pop("model", {}))
-    _check_keys(ModelConfig, model, "model")
-    _check_keys(TrainConfig, data, "train")
-    return TrainConfig(**data, model=ModelConfig(**model))
+C = TypeVar("C")
 
 
-def _check_keys(cls: type, data: dict[str, Any], what: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)} - {"model"}
-    unknown = sorted(set(data) - known)
+def from_dict(data: Mapping[str, Any], cls: type[TrainConfig] = TrainConfig) -> TrainConfig:
+    """Rebuild a `TrainConfig` (or `cls`, a subclass) from its dict form, as a config file holds it.
+
+    Refuses unknown keys (typos, other versions) and values of the wrong type, naming the
+    key, the type its field expects and the value; an int is taken for a float field.
+
+    >>> from_dict({"epochs": 2, "model": {"codewords": 8}}).model.codewords
+    8
+    >>> from_dict({"epochs": "2"})
+    Traceback (most recent call last):
+    ...
+    bofexits.errors.ConfigError: config key 'epochs' expects int, got '2' (str)
+    """
+    return _build(cls, data, "train", "")
+
+
+def config_keys(cls: type[TrainConfig] = TrainConfig) -> dict[str, tuple[str, ...]]:
+    """Every settable key of `cls`, flat, with the path of the section holding it.
+
+    Top-level fields map to `()`, the network's to `("model",)`. A flag or override named
+    after a key reaches it, which is why names must be unique across sections.
+
+    >>> config_keys()["epochs"], config_keys()["codewords"]
+    ((), ('model',))
+    """
+    return dict(_keys(cls, ()))
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The JSON object in `path` (a run's `config.json`, or a partial one), unchecked.
+
+    Raises:
+        ConfigError: the file cannot be read, is not JSON or holds no object.
+    """
+    try:
+        loaded = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config {path} must hold a JSON object, like a run's config.json")
+    return loaded
+
+
+def resolve_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | Path | None = None,
+    cls: type[TrainConfig] = TrainConfig,
+) -> TrainConfig:
+    """Defaults < the dataset's recipe < `config_file` < `overrides`, checked.
+
+    The dataset (whose recipe applies) is the override's, else the file's, else the default.
+
+    Args:
+        overrides: flat keys of `config_keys(cls)` (what the command line's flags set); a
+            network key such as "codewords" needs no "model" prefix.
+        config_file: a JSON object in the nested form of `TrainConfig.to_dict()`.
+        cls: the config class; its fields decide every key, section and type.
+
+    Raises:
+        ConfigError: an unknown key, a value of the wrong type, or an unreadable file.
+
+    >>> resolve_config({"dataset": "cifar100", "epochs": 3}).model.num_classes
+    100
+    """
+    overrides = dict(overrides or {})
+    keys = config_keys(cls)
+    unknown = sorted(set(overrides) - set(keys))
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}; known keys: {', '.join(sorted(keys))}")
+    loaded = load_config_file(config_file) if config_file is not None else {}
+    data = dataclasses.asdict(cls())
+    dataset = overrides.get("dataset") or loaded.get("dataset") or data["dataset"]
+    data = apply_recipe(data, recipe_for(str(dataset)))
+    if loaded:
+        data = _merge(data, loaded)
+        try:  # check the file on its own, so the error names the file
+            _build(cls, data, "train", "")
+        except ConfigError as exc:
+            raise ConfigError(f"{config_file}: {exc}") from exc
+    for key, value in overrides.items():
+        section = data
+        for name in keys[key]:
+            section = section[name]
+        section[key] = value
+    return from_dict(data, cls)
+
+
+def _build(cls: type[C], data: Mapping[str, Any], what: str, prefix: str) -> C:
+    """An instance of the dataclass `cls` from `data`, nested dataclasses from nested dicts."""
+    hints = _hints(cls)
+    nested = {name for name, hint in hints.items() if dataclasses.is_dataclass(hint)}
+    known = set(hints) - nested
+    unknown = sorted(set(data) - set(hints))
     if unknown:
         raise ConfigError(f"unknown {what} config keys {unknown}; known keys: {', '.join(sorted(known))}")
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        key, hint = f"{prefix}{name}", hints[name]
+        if name in nested:
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f"config key {key!r} expects an object of {hint.__name__} fields, got {value!r} "
+                    f"({type(value).__name__})"
+                )
+            values[name] = _build(hint, value, name, f"{key}.")
+            continue
+        try:
+            values[name] = _coerce(value, hint)
+        except _Mismatch:
+            raise ConfigError(
+                f"config key {key!r} expects {_type_name(hint)}, got {value!r} ({type(value).__name__})"
+            ) from None
+    return cls(**values)
+
+
+def _hints(cls: Any) -> dict[str, Any]:
+    """Field name -> resolved type of the dataclass `cls` (the annotations are strings here)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _keys(cls: Any, path: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
+    found: list[tuple[str, tuple[str, ...]]] = []
+    for name, hint in _hints(cls).items():
+        if dataclasses.is_dataclass(hint):
+            found += _keys(hint, (*path, name))
+        else:
+            found.append((name, path))
+    names = [name for name, _ in found]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:  # a programming error: a flat flag would not know which field it sets
+        raise TypeError(f"config fields {clashes} appear in two sections of {cls.__name__}")
+    return found
+
+
+class _Mismatch(Exception):
+    """A value does not fit a field's type (turned into a `ConfigError` naming the key)."""
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """`value` as a field typed `hint` holds it, or `_Mismatch`.
+
+    Covers what config fields use: str, int, float (an int is taken, as JSON writes 1.0 as
+    1), bool, None, `X | None`, `list[X]` and `Literal[...]`. A bool is not taken for a number.
+    """
+    origin = get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arm in get_args(hint):
+            try:
+                return _coerce(value, arm)
+            except _Mismatch:
+                pass
+        raise _Mismatch
+    if origin is Literal:
+        if any(value == a and type(value) is type(a) for a in get_args(hint)):
+            return value
+        raise _Mismatch
+    if origin is list and isinstance(value, (list, tuple)):
+        (item,) = get_args(hint) or (Any,)
+        return [_coerce(v, item) for v in value]
+    if hint is type(None) and value is None:
+        return None
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
+        return value
+    raise _Mismatch
+
+
+def _type_name(hint: Any) -> str:
+    """How an error names a field's type: "int", "list[int] | None", "one of 'joint', 'frozen'"."""
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(hint))
+    if hint is type(None):
+        return "None"
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `over` laid on it, recursing where both hold an object (a section)."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -267,3 +267,36 @@ def test_failed_first_save_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path / "c.pt", {"epoch": 1})
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "tensor, value",
+    [
+        ("stages.0.1.running_var", float("inf")),
+        ("stages.3.5.weight", float("nan")),
+        ("exits.bof.0.codebook", float("nan")),
+    ],
+)
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path: Path, tensor: str, value: float) -> None:
+    cfg = _small_cfg()
+    state = build_model(cfg.model).state_dict()
+    assert tensor in state, sorted(state)[:20]
+    state[tensor].view(-1)[0] = value
+    save_checkpoint(tmp_path / "c.pt", {"config": cfg.to_dict(), "model": state})
+    with pytest.raises(CheckpointError, match=rf"NaN or inf weights in {tensor} \(1 of \d+ values\)"):
+        load_model(tmp_path / "c.pt")
+
+
+def test_unsafe_pickle_error_does_not_advise_weights_only_false(tmp_path: Path) -> None:
+    import pickle
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, tuple[str]]:
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "c.pt"
+    torch.save({"format": "bofexits-checkpoint", "version": 1, "x": Payload()}, path, pickle_module=pickle)
+    with pytest.raises(CheckpointError, match="not a safe bofexits checkpoint") as info:
+        load_checkpoint(path)
+    assert "weights_only" not in str(info.value)
+    assert not (tmp_path / "pwned").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bofexits._io import RunLock, RunLockedError, UnwritableOutputError
 from bofexits.config import TrainConfig
 from bofexits.errors import CheckpointError, ConfigError
 from bofexits.training.checkpoint import load_checkpoint, load_model
@@ -106,3 +107,34 @@ def test_bad_options_are_refused(
     with pytest.raises(ConfigError, match=match):
         train(tiny_config(fake_data, **overrides), tmp_path / "x", progress=False)
     assert not (tmp_path / "x" / "checkpoint.pt").exists()
+
+
+def test_a_second_run_on_a_locked_folder_is_refused(
+    fake_data: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    with RunLock(tmp_path / "run"), pytest.raises(RunLockedError, match="in use by process"):
+        train(tiny_config(fake_data, epochs=1), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_resume_removes_temp_files_of_an_interrupted_checkpoint_write(
+    fake_data: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    cfg = tiny_config(fake_data, epochs=2)
+
+    def interrupt(epoch: int) -> None:
+        (tmp_path / "b" / ".checkpoint.pt.x1y2.tmp").write_bytes(b"half a checkpoint")  # as kill -9 leaves
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", progress=False, on_epoch=interrupt)
+    train(cfg, tmp_path / "b", resume=True, progress=False)
+    assert not list((tmp_path / "b").glob("*.tmp")) and not list((tmp_path / "b").glob(".*.tmp"))
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(
+    fake_data: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    (tmp_path / "taken").write_text("not a folder")
+    with pytest.raises(UnwritableOutputError, match="is a file, not a folder"):
+        train(tiny_config(fake_data, epochs=1), tmp_path / "taken", progress=False)

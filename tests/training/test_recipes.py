@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bofexits.cli import build_parser, resolve_config
+from bofexits.cli import build_parser, config_from_args
 from bofexits.config import TrainConfig, from_dict
 from bofexits.data import ImageDataset
 from bofexits.data import registry as datasets
@@ -18,7 +18,7 @@ from bofexits.training.recipes import RECIPES, apply_recipe, recipe_for
 
 
 def _resolve(*argv: str) -> TrainConfig:
-    return resolve_config(build_parser().parse_args(["train", *argv]))
+    return config_from_args(build_parser().parse_args(["train", *argv]))
 
 
 def test_fashion_mnist_recipe_is_the_default_config() -> None:

@@ -14,7 +14,7 @@ from bofexits.models.build import build_model
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies.calibrated import ExitCalibration
 
-__all__ = ["load_checkpoint", "load_model", "load_state_into", "save_checkpoint", "update_checkpoint"]
+__all__ = ["check_finite", "load_checkpoint", "load_model", "load_state_into", "save_checkpoint", "update_checkpoint"]
 
 FORMAT = "bofexits-checkpoint"
 VERSION = 1
@@ -42,8 +42,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises almost any type on garbage (Overflow, Import...)
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({exc}); delete it and retrain"
-        ) from exc
+            f"{path} is not a safe bofexits checkpoint: it is corrupt or truncated, or holds objects that "
+            f"would run code when loaded ({_load_reason(exc)}); delete it and retrain"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a bofexits checkpoint; pass a file written by `bofexits train`")
     if data.get("version") != VERSION:
@@ -53,8 +54,40 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _load_reason(exc: BaseException) -> str:
+    """Why torch refused the file, without torch's advice to retry with `weights_only=False`:
+    for an untrusted file that advice is the attack."""
+    text = str(exc)
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip()
+    first = text.splitlines()[0].split(". ")[0] if text.strip() else ""
+    return first if first and "weights_only" not in first else type(exc).__name__
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse NaN or inf in any weight or buffer, naming the tensors.
+
+    A single inf in a BatchNorm `running_var` makes every prediction the same class with
+    confidence 1.0: evaluation, tuning and export would all "succeed" on a broken network.
+    """
+    bad = [
+        f"{name} ({int((~torch.isfinite(t)).sum())} of {t.numel()} values)"
+        for name, t in state.items()
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{source} holds NaN or inf weights in {', '.join(bad[:4])}"
+            + (f" and {len(bad) - 4} more tensors" if len(bad) > 4 else "")
+            + "; the network is broken: retrain or use an earlier checkpoint"
+        )
+
+
 def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load weights, reporting missing, unexpected and mis-shaped tensors by name."""
+    """Load weights, reporting missing, unexpected, mis-shaped and non-finite tensors by name."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source} has no weight table; use a file written by `bofexits train`")
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -74,6 +107,7 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
             f"{source} was written for another architecture ({'; '.join(parts)}); "
             "use the config it was trained with or retrain"
         )
+    check_finite(state, source)
     model.load_state_dict(state)
 
 
@@ -88,10 +122,10 @@ def load_model(path: str | Path) -> tuple[MultiExitNetwork, dict[str, ExitCalibr
         model = build_model(cfg.model)
     except (KeyError, TypeError, ConfigError) as exc:
         raise CheckpointError(f"checkpoint {path} has an unusable config ({exc}); retrain") from exc
-    load_state_into(model, data["model"], f"checkpoint {path}")
+    load_state_into(model, data.get("model"), f"checkpoint {path}")
     try:
         calibrations = {k: ExitCalibration.from_dict(v) for k, v in (data.get("calibration") or {}).items()}
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(
             f"checkpoint {path} has corrupt calibration statistics ({exc}); retrain"
         ) from exc

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from bofexits._io import write_json
-from bofexits.config import TrainConfig, from_dict
+from bofexits._io import RunLock, clean_stale_temps, write_json
+from bofexits.config import CALIBRATION_SPLITS, MODES, OPTIMIZERS, TrainConfig, from_dict
 from bofexits.data import ImageDataset, Transform, compose, random_crop, random_horizontal_flip
 from bofexits.data.registry import run_splits
 from bofexits.errors import CheckpointError, ConfigError
@@ -44,7 +44,6 @@ from bofexits.training.checkpoint import (
 __all__ = ["TrainResult", "resolve_device", "train"]
 
 log = logging.getLogger(__name__)
-MODES = ("joint", "frozen", "two-phase")
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -74,10 +73,12 @@ def resolve_device(name: str) -> torch.device:
 def _validate(cfg: TrainConfig, num_exits: int) -> list[float]:
     if cfg.mode not in MODES:
         raise ConfigError(f"unknown training mode {cfg.mode!r}; choose one of {', '.join(MODES)}")
-    if cfg.optimizer not in ("adamw", "sgd"):
-        raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or sgd")
-    if cfg.calibration_split not in ("train", "val"):
-        raise ConfigError(f"calibration_split must be train or val, got {cfg.calibration_split!r}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if cfg.calibration_split not in CALIBRATION_SPLITS:
+        raise ConfigError(
+            f"calibration_split must be one of {', '.join(CALIBRATION_SPLITS)}, got {cfg.calibration_split!r}"
+        )
     if cfg.epochs < 0 or cfg.exit_epochs < 0 or cfg.batch_size < 1 or cfg.lr <= 0 or cfg.exit_lr <= 0:
         raise ConfigError("epochs and exit_epochs must be >= 0, batch_size >= 1, lr and exit_lr > 0")
     if cfg.mode == "frozen" and not cfg.backbone_checkpoint:
@@ -177,6 +178,36 @@ def _evaluate_exits(model: MultiExitNetwork, data: ImageDataset, device: torch.d
     return [float((lg.argmax(1) == labels).float().mean()) for lg in logits]
 
 
+@dataclass
+class _Run:
+    """What stays fixed for a whole run, built before its first epoch."""
+
+    cfg: TrainConfig
+    model: MultiExitNetwork
+    train_set: ImageDataset
+    val_set: ImageDataset
+    test: ImageDataset
+    device: torch.device
+    weights: list[float]
+    phases: list[str]
+    transform: Transform | None
+    ckpt_path: Path
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_set) / self.cfg.batch_size)
+
+
+@dataclass
+class _Progress:
+    """What grows epoch by epoch and each checkpoint saves."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    codebooks_ready: bool = False
+    resumed_from: dict[str, Any] | None = None  # the checkpoint read on resume (optimiser state)
+
+
 def train(
     cfg: TrainConfig,
     run_dir: str | Path,
@@ -187,6 +218,9 @@ def train(
 ) -> TrainResult:
     """Train a multi-exit network as `cfg` says, checkpointing into `run_dir` every epoch.
 
+    The steps: set up data and network, start fresh or resume, train each phase's epochs
+    (k-means codebooks before the first epoch that trains exits), then calibrate.
+
     Args:
         cfg: resolved training config (stored in the checkpoint and `config.json`).
         run_dir: output folder; holds `checkpoint.pt` and `config.json`.
@@ -195,7 +229,19 @@ def train(
         on_epoch: called after each checkpoint with the completed epoch (tests interrupt here).
     """
     run_dir = Path(run_dir)
-    ckpt_path = run_dir / CHECKPOINT
+    with RunLock(run_dir):  # a second run on this folder would silently overwrite this one
+        clean_stale_temps(run_dir)  # left by a kill inside a checkpoint write
+        run = _set_up(cfg, run_dir / CHECKPOINT)
+        state = _resume(run) if resume else _start(run, run_dir)
+        run.model.to(run.device)
+        write_json(run_dir / "config.json", run.cfg.to_dict())
+        _train_epochs(run, state, progress=progress, on_epoch=on_epoch)
+        calibrations = _finish(run, state)
+    return TrainResult(run.ckpt_path, run.model.cpu().eval(), calibrations, state.history, run.test)
+
+
+def _set_up(cfg: TrainConfig, ckpt_path: Path) -> _Run:
+    """Threads, device, the three splits and a freshly built (seeded) network, all checked."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -208,124 +254,171 @@ def train(
     model = build_model(cfg.model)
     weights = _validate(cfg, model.num_exits)
     _check_dataset(model, train_set)
-    phases = _phases(cfg)
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     transform = _augmentation(train_set, cfg.crop_padding, flip=cfg.flip) if cfg.augment else None
+    return _Run(cfg, model, train_set, val_set, test, device, weights, _phases(cfg), transform, ckpt_path)
 
-    start_epoch, history, codebooks_ready = 0, [], False
-    state: dict[str, Any] | None = None
-    if resume:
-        state = load_checkpoint(ckpt_path)
-        saved = from_dict(state["config"])
-        if saved != cfg:
-            raise CheckpointError(
-                f"{ckpt_path} was written with a different config; resume with the same options or use a new --out"
-            )
-        load_state_into(model, state["model"], f"checkpoint {ckpt_path}")
-        start_epoch, history = int(state["epoch"]), list(state["history"])
-        codebooks_ready = bool(state.get("codebooks_ready"))
-        torch.set_rng_state(state["rng"])
-        log.info("resuming %s after epoch %d of %d", ckpt_path, start_epoch, len(phases))
-    elif ckpt_path.exists():
+
+def _resume(run: _Run) -> _Progress:
+    """Weights, history and RNG from the run's checkpoint, which must hold the same config."""
+    state = load_checkpoint(run.ckpt_path)
+    if from_dict(state["config"]) != run.cfg:
+        raise CheckpointError(
+            f"{run.ckpt_path} was written with a different config; resume with the same options or use a "
+            "new --out"
+        )
+    load_state_into(run.model, state.get("model"), f"checkpoint {run.ckpt_path}")
+    torch.set_rng_state(state["rng"])
+    log.info("resuming %s after epoch %d of %d", run.ckpt_path, int(state["epoch"]), len(run.phases))
+    return _Progress(int(state["epoch"]), list(state["history"]), bool(state.get("codebooks_ready")), state)
+
+
+def _start(run: _Run, run_dir: Path) -> _Progress:
+    """A fresh run: refuse to overwrite one, and in frozen mode take the donor's backbone."""
+    if run.ckpt_path.exists():
         raise ConfigError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
         )
-    elif cfg.mode == "frozen":
-        assert cfg.backbone_checkpoint is not None
-        donor, _, _ = load_model(cfg.backbone_checkpoint)
-        load_state_into(
-            model.stages, donor.stages.state_dict(), f"backbone checkpoint {cfg.backbone_checkpoint}"
-        )
-    model.to(device)
-    write_json(run_dir / "config.json", cfg.to_dict())
+    if run.cfg.mode == "frozen":
+        source = run.cfg.backbone_checkpoint
+        assert source is not None
+        donor, _, _ = load_model(source)
+        load_state_into(run.model.stages, donor.stages.state_dict(), f"backbone checkpoint {source}")
+    return _Progress()
 
-    opt = sched = None
-    for epoch in range(start_epoch, len(phases)):
-        phase = phases[epoch]
-        if phase != "backbone" and not codebooks_ready:
-            kmeans_init(model, train_set, cfg.kmeans_images, cfg.seed, device)
-            codebooks_ready = True
-        if opt is None or epoch == 0 or phases[epoch - 1] != phase:
-            phase_steps = steps_per_epoch * phases.count(phase)
-            opt, sched = _make_optimizer(cfg, model, phase, phase_steps)
-            if state is not None and state.get("phase") == phase and epoch == start_epoch:
-                opt.load_state_dict(state["optimizer"])
-                sched.load_state_dict(state["scheduler"])
-        assert sched is not None
-        _set_train_mode(model, phase)
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        t0, total, seen = time.perf_counter(), 0.0, 0
-        bar = tqdm(
-            train_set.batches(cfg.batch_size, shuffle=True, generator=gen, transform=transform),
-            total=steps_per_epoch,
-            disable=not progress,
-            desc=f"epoch {epoch + 1}/{len(phases)} {phase}",
-            leave=False,
-        )
-        for x, y in bar:
-            x, y = x.to(device), y.to(device)
-            loss = _loss(_forward(model, x, phase), y, weights, phase)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(y)
-            seen += len(y)
-        val_acc = _evaluate_exits(model, val_set, device)
+
+def _train_epochs(
+    run: _Run, state: _Progress, *, progress: bool, on_epoch: Callable[[int], None] | None
+) -> None:
+    """Every remaining epoch, a new optimiser at each phase change, a checkpoint after each."""
+    opt: torch.optim.Optimizer | None = None
+    sched: torch.optim.lr_scheduler.LambdaLR | None = None
+    first = state.epoch
+    for epoch in range(first, len(run.phases)):
+        phase = run.phases[epoch]
+        if phase != "backbone" and not state.codebooks_ready:
+            kmeans_init(run.model, run.train_set, run.cfg.kmeans_images, run.cfg.seed, run.device)
+            state.codebooks_ready = True
+        if opt is None or sched is None or epoch == 0 or run.phases[epoch - 1] != phase:
+            opt, sched = _phase_optimizer(run, phase, state.resumed_from if epoch == first else None)
+        t0 = time.perf_counter()
+        loss = _train_one_epoch(run, epoch, opt, sched, progress=progress)
         record = {
             "epoch": epoch + 1,
             "phase": phase,
-            "loss": total / max(1, seen),
-            "val_acc": val_acc,
+            "loss": loss,
+            "val_acc": _evaluate_exits(run.model, run.val_set, run.device),
             "seconds": time.perf_counter() - t0,
         }
-        history.append(record)
-        log.info(
-            "epoch %d/%d %s loss %.4f val acc per exit %s (%.0fs)",
-            epoch + 1,
-            len(phases),
-            phase,
-            record["loss"],
-            " ".join(f"{a:.4f}" for a in val_acc),
-            record["seconds"],
-        )
-        save_checkpoint(
-            ckpt_path,
-            {
-                "config": cfg.to_dict(),
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "epoch": epoch + 1,
-                "phase": phase,
-                "history": history,
-                "rng": torch.get_rng_state(),
-                "codebooks_ready": codebooks_ready,
-                "calibration": None,
-            },
-        )
+        state.epoch = epoch + 1
+        state.history.append(record)
+        _log_epoch(record, len(run.phases))
+        _save_epoch(run, state, opt, sched, phase)
         if on_epoch is not None:
             on_epoch(epoch + 1)
 
-    if not codebooks_ready:  # zero epochs of exit training: still start from k-means codebooks
-        kmeans_init(model, train_set, cfg.kmeans_images, cfg.seed, device)
-    calibrations = calibrate(model, train_set if cfg.calibration_split == "train" else val_set, device)
+
+def _phase_optimizer(
+    run: _Run, phase: str, resumed_from: dict[str, Any] | None
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimiser and schedule of a phase, restored when resuming inside that phase."""
+    opt, sched = _make_optimizer(run.cfg, run.model, phase, run.steps_per_epoch * run.phases.count(phase))
+    if resumed_from is not None and resumed_from.get("phase") == phase:
+        opt.load_state_dict(resumed_from["optimizer"])
+        sched.load_state_dict(resumed_from["scheduler"])
+    return opt, sched
+
+
+def _train_one_epoch(
+    run: _Run,
+    epoch: int,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    *,
+    progress: bool,
+) -> float:
+    """One pass over the training set (shuffled by a per-epoch seed); the mean loss."""
+    phase = run.phases[epoch]
+    _set_train_mode(run.model, phase)
+    gen = torch.Generator().manual_seed(run.cfg.seed * 1000 + epoch)
+    total, seen = 0.0, 0
+    bar = tqdm(
+        run.train_set.batches(run.cfg.batch_size, shuffle=True, generator=gen, transform=run.transform),
+        total=run.steps_per_epoch,
+        disable=not progress,
+        desc=f"epoch {epoch + 1}/{len(run.phases)} {phase}",
+        leave=False,
+    )
+    for x, y in bar:
+        x, y = x.to(run.device), y.to(run.device)
+        loss = _loss(_forward(run.model, x, phase), y, run.weights, phase)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.item() * len(y)
+        seen += len(y)
+    return total / max(1, seen)
+
+
+def _log_epoch(record: dict[str, Any], epochs: int) -> None:
+    log.info(
+        "epoch %d/%d %s loss %.4f val acc per exit %s (%.0fs)",
+        record["epoch"],
+        epochs,
+        record["phase"],
+        record["loss"],
+        " ".join(f"{a:.4f}" for a in record["val_acc"]),
+        record["seconds"],
+    )
+
+
+def _save_epoch(
+    run: _Run,
+    state: _Progress,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    phase: str,
+) -> None:
+    """The checkpoint `resume` continues from: everything but the calibration."""
+    save_checkpoint(
+        run.ckpt_path,
+        {
+            "config": run.cfg.to_dict(),
+            "model": run.model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "epoch": state.epoch,
+            "phase": phase,
+            "history": state.history,
+            "rng": torch.get_rng_state(),
+            "codebooks_ready": state.codebooks_ready,
+            "calibration": None,
+        },
+    )
+
+
+def _finish(run: _Run, state: _Progress) -> dict[str, ExitCalibration]:
+    """Calibrate the proposed rule and mark the checkpoint complete, with what deployment reads."""
+    if not state.codebooks_ready:  # zero epochs of exit training: still start from k-means codebooks
+        kmeans_init(run.model, run.train_set, run.cfg.kmeans_images, run.cfg.seed, run.device)
+    split = run.train_set if run.cfg.calibration_split == "train" else run.val_set
+    calibrations = calibrate(run.model, split, run.device)
     update_checkpoint(
-        ckpt_path,
-        config=cfg.to_dict(),
-        model=model.state_dict(),
-        history=history,
+        run.ckpt_path,
+        config=run.cfg.to_dict(),
+        model=run.model.state_dict(),
+        history=state.history,
         calibration={k: c.to_dict() for k, c in calibrations.items()},
-        epoch=len(phases),
+        epoch=len(run.phases),
         complete=True,
         # What deployment needs to preprocess and name outputs without the training files.
         data={
-            "classes": list(train_set.classes),
-            "mean": list(train_set.mean),
-            "std": list(train_set.std),
+            "classes": list(run.train_set.classes),
+            "mean": list(run.train_set.mean),
+            "std": list(run.train_set.std),
         },
     )
-    return TrainResult(ckpt_path, model.cpu().eval(), calibrations, history, test)
+    return calibrations
 
 
 def calibrate(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -21,6 +21,7 @@ from bofexits.data.registry import run_splits
 from bofexits.errors import ConfigError, TargetUnreachableError
 from bofexits.evaluation.collect import collect_logits
 from bofexits.evaluation.cost import CostTable, measure_costs
+from bofexits.evaluation.grids import beta_grid  # re-exported: its home is evaluation.grids
 from bofexits.evaluation.metrics import accuracy, relative_compute
 from bofexits.evaluation.timing import interleaved_timing
 from bofexits.inference.offline import simulate
@@ -57,14 +58,13 @@ class TuneResult:
         return asdict(self)
 
 
-def beta_grid(variant: str, points: int = 201) -> list[float]:
-    """Knob values to search: [0, 1] for the quantile rules, [0.5, 3] for the mean rule.
+class _Point(NamedTuple):
+    """One candidate knob on the validation split."""
 
-    >>> beta_grid("quantile", 3)
-    [0.0, 0.5, 1.0]
-    """
-    lo, hi = (0.5, 3.0) if variant == "mean" else (0.0, 1.0)
-    return [lo + (hi - lo) * i / (points - 1) for i in range(points)]
+    beta: float
+    accuracy: float
+    relative_macs: float
+    latency_ms: float | None
 
 
 def tune_beta(
@@ -95,58 +95,103 @@ def tune_beta(
     Raises:
         TargetUnreachableError: no beta meets the target; the message names the closest point.
     """
+    _check_target(max_drop, budget, latency_ms, exit_latency_ms, len(exit_logits))
+    full = accuracy(exit_logits[-1].argmax(1), labels)
+    points = _candidates(exit_logits, labels, calibration, costs, variant, exit_latency_ms)
+    if max_drop is not None:
+        chosen, target = _within_drop(points, full, max_drop), f"max_drop={max_drop}pp"
+    elif budget is not None:
+        chosen, target = _within_budget(points, budget), f"budget={budget}"
+    else:
+        assert latency_ms is not None
+        chosen, target = _within_latency(points, latency_ms), f"latency_ms={latency_ms}"
+    return TuneResult(
+        chosen.beta,
+        variant,
+        calibration.score,
+        target,
+        chosen.accuracy,
+        full,
+        chosen.relative_macs,
+        chosen.latency_ms,
+    )
+
+
+def _check_target(
+    max_drop: float | None,
+    budget: float | None,
+    latency_ms: float | None,
+    exit_latency_ms: Sequence[float] | None,
+    num_exits: int,
+) -> None:
     given = [t for t in (max_drop, budget, latency_ms) if t is not None]
     if len(given) != 1:
         raise ConfigError("give exactly one target: --max-drop PP, --budget FRACTION or --latency-ms MS")
-    if latency_ms is not None and (exit_latency_ms is None or len(exit_latency_ms) != len(exit_logits)):
+    if latency_ms is not None and (exit_latency_ms is None or len(exit_latency_ms) != num_exits):
         raise ConfigError("a latency target needs the measured latency of leaving at each exit")
     if any(t < 0 for t in given):
         raise ConfigError(f"targets must be non-negative, got {given[0]}")
-    full = accuracy(exit_logits[-1].argmax(1), labels)
-    rows = []
+
+
+def _candidates(
+    exit_logits: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    calibration: ExitCalibration,
+    costs: CostTable,
+    variant: str,
+    exit_latency_ms: Sequence[float] | None,
+) -> list[_Point]:
+    """Every beta of the grid, simulated from all exits' outputs."""
     lat = torch.tensor(exit_latency_ms, dtype=torch.float64) if exit_latency_ms is not None else None
+    points = []
     for beta in beta_grid(variant):
         r = simulate(CalibratedThreshold(calibration, beta, variant), list(exit_logits))
-        ms = float(lat[r.exit_index].mean()) if lat is not None else None
-        rows.append(
-            (
+        points.append(
+            _Point(
                 beta,
                 accuracy(r.predictions, labels),
                 relative_compute(costs.macs_for(r.exit_index), costs.backbone_macs),
-                ms,
+                float(lat[r.exit_index].mean()) if lat is not None else None,
             )
         )
+    return points
 
-    def result(row: tuple[float, float, float, float | None], target: str) -> TuneResult:
-        return TuneResult(row[0], variant, calibration.score, target, row[1], full, row[2], row[3])
 
-    if max_drop is not None:
-        ok = [r for r in rows if r[1] >= full - max_drop / 100 - 1e-12]
-        if not ok:
-            best = max(rows, key=lambda r: r[1])
-            raise TargetUnreachableError(
-                f"no beta keeps accuracy within {max_drop} pp of the full network ({100 * full:.2f}%) on the "
-                f"validation split; the closest is beta={best[0]:g} at {100 * best[1]:.2f}%"
-            )
-        return result(min(ok, key=lambda r: (r[2], -r[1])), f"max_drop={max_drop}pp")
-    if budget is not None:
-        ok = [r for r in rows if r[2] <= budget + 1e-12]
-        if not ok:
-            cheapest = min(rows, key=lambda r: r[2])
-            raise TargetUnreachableError(
-                f"no beta stays within {100 * budget:.1f}% of the backbone's MACs; the cheapest is "
-                f"beta={cheapest[0]:g} at {100 * cheapest[2]:.1f}% ({100 * cheapest[1]:.2f}% accuracy)"
-            )
-        return result(max(ok, key=lambda r: (r[1], -r[2])), f"budget={budget}")
-    assert latency_ms is not None
-    ok = [r for r in rows if r[3] is not None and r[3] <= latency_ms]
+def _within_drop(points: list[_Point], full: float, max_drop: float) -> _Point:
+    """The cheapest point within `max_drop` pp of the full network (the more accurate on ties)."""
+    ok = [p for p in points if p.accuracy >= full - max_drop / 100 - 1e-12]
     if not ok:
-        fastest = min(rows, key=lambda r: r[3] if r[3] is not None else float("inf"))
+        best = max(points, key=lambda p: p.accuracy)
         raise TargetUnreachableError(
-            f"no beta reaches a mean batch-1 latency of {latency_ms} ms; the fastest is beta={fastest[0]:g} at "
-            f"{fastest[3]:.3f} ms ({100 * fastest[1]:.2f}% accuracy)"
+            f"no beta keeps accuracy within {max_drop} pp of the full network ({100 * full:.2f}%) on the "
+            f"validation split; the closest is beta={best.beta:g} at {100 * best.accuracy:.2f}%"
         )
-    return result(max(ok, key=lambda r: (r[1], -r[2])), f"latency_ms={latency_ms}")
+    return min(ok, key=lambda p: (p.relative_macs, -p.accuracy))
+
+
+def _within_budget(points: list[_Point], budget: float) -> _Point:
+    """The most accurate point within `budget` of the backbone's MACs (the cheaper on ties)."""
+    ok = [p for p in points if p.relative_macs <= budget + 1e-12]
+    if not ok:
+        cheapest = min(points, key=lambda p: p.relative_macs)
+        raise TargetUnreachableError(
+            f"no beta stays within {100 * budget:.1f}% of the backbone's MACs; the cheapest is "
+            f"beta={cheapest.beta:g} at {100 * cheapest.relative_macs:.1f}% "
+            f"({100 * cheapest.accuracy:.2f}% accuracy)"
+        )
+    return max(ok, key=lambda p: (p.accuracy, -p.relative_macs))
+
+
+def _within_latency(points: list[_Point], latency_ms: float) -> _Point:
+    """The most accurate point within a mean batch-1 latency (the cheaper on ties)."""
+    ok = [p for p in points if p.latency_ms is not None and p.latency_ms <= latency_ms]
+    if not ok:
+        fastest = min(points, key=lambda p: p.latency_ms if p.latency_ms is not None else float("inf"))
+        raise TargetUnreachableError(
+            f"no beta reaches a mean batch-1 latency of {latency_ms} ms; the fastest is beta={fastest.beta:g} "
+            f"at {fastest.latency_ms:.3f} ms ({100 * fastest.accuracy:.2f}% accuracy)"
+        )
+    return max(ok, key=lambda p: (p.accuracy, -p.relative_macs))
 
 
 def exit_latencies_ms(model: MultiExitNetwork, images: torch.Tensor, rounds: int = 3) -> list[float]:
