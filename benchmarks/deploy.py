@@ -31,6 +31,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,43 +43,14 @@ from bofexits.data.registry import load_dataset
 from bofexits.deploy.onnx import deploy_info, export_onnx
 from bofexits.deploy.runner import OnnxAdaptiveRunner, _score_one
 from bofexits.evaluation.cost import measure_costs
-from bofexits.evaluation.timing import cpu_model
+from bofexits.evaluation.timing import Timing, cpu_model, interleaved_timing
 from bofexits.inference.runtime import AdaptiveRuntime
+from bofexits.reporting.format import fractions, pct, times
+from bofexits.reporting.tables import markdown_table
 from bofexits.training.checkpoint import load_checkpoint
 
-
-def p95(values: list[float]) -> float:
-    return float(np.percentile(values, 95))
-
-
-def interleaved(
-    runs: dict[str, Callable[[Any], object]], inputs: dict[str, list[Any]], rounds: int
-) -> dict[str, Any]:
-    """Per-call seconds of each configuration over its inputs, configurations rotated each round.
-
-    Returns per configuration: every call's seconds, and per round the mean seconds per call.
-    """
-    names = list(runs)
-    for name in names:  # warm-up: lazy initialisation, caches
-        for x in inputs[name][:20]:
-            runs[name](x)
-    calls: dict[str, list[float]] = {n: [] for n in names}
-    per_round: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            fn, times = runs[name], []
-            for x in inputs[name]:
-                t0 = time.perf_counter()
-                fn(x)
-                times.append(time.perf_counter() - t0)
-            calls[name] += times
-            per_round[name].append(sum(times) / len(times))
-    return {"calls": calls, "rounds": per_round}
-
-
-def ratio(per_round: dict[str, list[float]], reference: str, name: str) -> float:
-    """Median over rounds of reference time / name time (same-round pairs)."""
-    return statistics.median(a / b for a, b in zip(per_round[reference], per_round[name], strict=True))
+REFERENCE = "pytorch backbone"
+"""Every speedup is against PyTorch's plain backbone, timed in the same rounds."""
 
 
 def graph_times(runner: OnnxAdaptiveRunner, x: np.ndarray, reps: int) -> list[dict[str, Any]]:
@@ -87,7 +59,7 @@ def graph_times(runner: OnnxAdaptiveRunner, x: np.ndarray, reps: int) -> list[di
     At batch 1 also the decision the runner makes after each exit (finiteness check, score,
     comparison), as `OnnxAdaptiveRunner.run_single` does it.
     """
-    layout, rows = runner.manifest["layout"], []
+    layout, rows = runner.manifest.layout, []
 
     def add(name: str, fn: Callable[[], object], n: int) -> None:
         times = []
@@ -117,8 +89,7 @@ def graph_times(runner: OnnxAdaptiveRunner, x: np.ndarray, reps: int) -> list[di
     return rows
 
 
-@torch.inference_mode()
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
@@ -139,15 +110,25 @@ def main() -> None:
     )
     ap.add_argument("--onnx-exporter", choices=["dynamo", "legacy"], default="dynamo")
     ap.add_argument("--data-dir")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    return ap
 
+
+@dataclass
+class Engines:
+    """The four configurations: PyTorch and onnxruntime, each plain backbone and adaptive."""
+
+    runtime: AdaptiveRuntime
+    backbone: torch.nn.Module
+    runner: OnnxAdaptiveRunner  # fused stage+exit graphs, the deployed form
+    runner_separate: OnnxAdaptiveRunner  # one graph per stage and per exit
+    export_s: float
+
+
+def _engines(args: argparse.Namespace, tmp: Path) -> tuple[Engines, Any]:
+    """Load the checkpoint into PyTorch and export it in both ONNX layouts into `tmp`."""
     model, info = deploy_info(args.checkpoint, beta=args.beta, data_dir=args.data_dir)
     model = model.float().eval()
     runtime = AdaptiveRuntime(model, info.policy, check_inputs=False)
-    torch_backbone = runtime.plain_backbone()
-    tmpdir = tempfile.TemporaryDirectory(prefix="bofexits-deploy-bench-")
-    tmp = Path(tmpdir.name)
     common = {
         "beta": info.beta,
         "variant": info.variant,
@@ -162,165 +143,187 @@ def main() -> None:
     export_s = time.perf_counter() - t0
     runner = OnnxAdaptiveRunner(fused, threads=args.ort_threads, check_inputs=False)
     runner_sep = OnnxAdaptiveRunner(separate, threads=args.ort_threads, check_inputs=False)
+    return Engines(runtime, runtime.plain_backbone(), runner, runner_sep, export_s), info
 
-    cfg_dataset = str(load_checkpoint(args.checkpoint)["config"]["dataset"])
-    _, test = load_dataset(cfg_dataset, args.data_dir)
-    n_eval = min(len(test), max(args.samples, args.batched))
-    x_all, y_all = next(test.subset(torch.arange(n_eval)).batches(n_eval, shuffle=False))
-    x_np = x_all.numpy()
 
-    # Batch 1: every configuration on the same images, interleaved.
-    singles_t = [x_all[i : i + 1] for i in range(min(args.samples, n_eval))]
-    singles_n = [t.numpy() for t in singles_t]
-    b1 = interleaved(
-        {
-            "pytorch backbone": torch_backbone,
-            "pytorch adaptive": runtime.run_single,
-            "onnxruntime backbone": lambda x: runner.backbone(x=x),
-            "onnxruntime adaptive": runner.run_single,
-        },
-        {
-            "pytorch backbone": singles_t,
-            "pytorch adaptive": singles_t,
-            "onnxruntime backbone": singles_n,
-            "onnxruntime adaptive": singles_n,
-        },
-        args.rounds,
-    )
-    # Batched: shrinking batches for adaptive inference.
-    nb = min(args.batched, n_eval)
-    batches_t = [x_all[i : i + args.batch_size] for i in range(0, nb, args.batch_size)]
-    batches_n = [b.numpy() for b in batches_t]
-    bb = interleaved(
-        {
-            "pytorch backbone": torch_backbone,
-            "pytorch adaptive": runtime.run_batched,
-            "onnxruntime backbone": lambda x: runner.backbone(x=x),
-            "onnxruntime adaptive": runner.run_batched,
-        },
-        {
-            "pytorch backbone": batches_t,
-            "pytorch adaptive": batches_t,
-            "onnxruntime backbone": batches_n,
-            "onnxruntime adaptive": batches_n,
-        },
-        max(1, args.rounds),
-    )
+def _time_engines(
+    e: Engines, singles: list[torch.Tensor], batches: list[torch.Tensor], rounds: int
+) -> tuple[Timing, Timing]:
+    """Batch 1 and batched (shrinking batches for adaptive inference): every configuration on the
+    same images, interleaved, the order rotated every round."""
 
-    # What the rule achieves, and whether both engines agree on every image.
-    torch_res = runtime.run_batched(x_all)
-    ort_res = runner.run_batched(x_np)
-    costs = measure_costs(model)
+    def ort_backbone(x: np.ndarray) -> object:
+        return e.runner.backbone(x=x)
+
+    timings = []
+    for xs, adaptive, ort_adaptive in (
+        (singles, e.runtime.run_single, e.runner.run_single),
+        (batches, e.runtime.run_batched, e.runner.run_batched),
+    ):
+        arrays = [x.numpy() for x in xs]
+        runs = {
+            REFERENCE: e.backbone,
+            "pytorch adaptive": adaptive,
+            "onnxruntime backbone": ort_backbone,
+            "onnxruntime adaptive": ort_adaptive,
+        }
+        inputs = {
+            REFERENCE: xs,
+            "pytorch adaptive": xs,
+            "onnxruntime backbone": arrays,
+            "onnxruntime adaptive": arrays,
+        }
+        timings.append(interleaved_timing(runs, inputs, reference=REFERENCE, rounds=rounds))
+    return timings[0], timings[1]
+
+
+def _rows(b1: Timing, bb: Timing) -> list[dict[str, Any]]:
+    """One row per configuration: batch-1 latency statistics, batched throughput, same-round speedups."""
+    return [
+        {
+            "config": name,
+            "batch1_median_ms": b1.percentile(name, 50) * 1e3,
+            "batch1_mean_ms": b1.mean(name) * 1e3,
+            "batch1_p95_ms": b1.percentile(name, 95) * 1e3,
+            "batch1_p99_ms": b1.percentile(name, 99) * 1e3,
+            "batch1_speedup_vs_pytorch_backbone": b1.speedup(name),
+            "batched_images_per_s": 1.0 / bb.median(name),
+            "batched_speedup_vs_pytorch_backbone": bb.speedup(name),
+            "batched_us_per_image": bb.median(name) * 1e6,
+        }
+        for name in b1.rounds
+    ]
+
+
+def _achieved(e: Engines, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """What the rule achieves on `x`, and whether both engines take the same exits on every image."""
+    torch_res = e.runtime.run_batched(x)
+    ort_res = e.runner.run_batched(x.numpy())
+    costs = measure_costs(e.runtime.model)
     macs = costs.macs_for(torch_res.exit_index)
-    exits = np.bincount(ort_res.exit_index, minlength=model.num_exits) / n_eval
-    accuracy = {
-        "backbone": float((torch_backbone(x_all).argmax(1) == y_all).float().mean()),
-        "adaptive": float((torch_res.predictions == y_all).float().mean()),
-    }
-    where = graph_times(runner_sep, x_np[:1], args.graph_reps) + graph_times(
-        runner, x_np[:1], args.graph_reps
-    )
-    where += graph_times(runner_sep, x_np[: args.batch_size], max(3, args.graph_reps // 40))
-    where += graph_times(runner, x_np[: args.batch_size], max(3, args.graph_reps // 40))
-
-    rows = []
-    for name in b1["calls"]:
-        ms = [t * 1e3 for t in b1["calls"][name]]
-        images_s = [1.0 / t for t in bb["rounds"][name]]
-        per_image = [
-            t / args.batch_size for t in bb["rounds"][name]
-        ]  # last batch may be smaller: close enough
-        rows.append(
-            {
-                "config": name,
-                "batch1_median_ms": statistics.median(ms),
-                "batch1_p95_ms": p95(ms),
-                "batch1_speedup_vs_pytorch_backbone": ratio(b1["rounds"], "pytorch backbone", name),
-                "batched_images_per_s": statistics.median(images_s) * args.batch_size,
-                "batched_speedup_vs_pytorch_backbone": ratio(bb["rounds"], "pytorch backbone", name),
-                "batched_us_per_image": statistics.median(per_image) * 1e6,
-            }
-        )
-    result = {
-        "checkpoint": str(args.checkpoint),
-        "dataset": f"{cfg_dataset} test set, first {n_eval} images",
-        "rule": {
-            "score": info.calibration.score,
-            "variant": info.variant,
-            "beta": info.beta,
-            "source": info.beta_source,
-        },
-        "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine()},
-        "software": {
-            "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "numpy": np.__version__,
-        },
-        "threads": args.threads,
-        "ort_threads": args.ort_threads,
-        "batch1_images": len(singles_t),
-        "batched_images": nb,
-        "batch_size": args.batch_size,
-        "rounds": args.rounds,
-        "onnx_exporter": args.onnx_exporter,
-        "export_seconds_both_layouts": export_s,
-        "rows": rows,
+    return {
         "relative_macs": float(macs.mean() / costs.backbone_macs),
-        "exit_fractions": exits.tolist(),
-        "accuracy": accuracy,
+        "exit_fractions": (
+            np.bincount(ort_res.exit_index, minlength=len(costs.stage_macs)) / len(x)
+        ).tolist(),
+        "accuracy": {
+            "backbone": float((e.backbone(x).argmax(1) == y).float().mean()),
+            "adaptive": float((torch_res.predictions == y).float().mean()),
+        },
         "engines_agree": {
             "exits": float((ort_res.exit_index == torch_res.exit_index.numpy()).mean()),
             "predictions": float((ort_res.predictions == torch_res.predictions.numpy()).mean()),
             "max_logit_difference": float(np.abs(ort_res.logits - torch_res.logits.numpy()).max()),
         },
-        "graph_times": where,
     }
-    tmpdir.cleanup()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "deploy_benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _where(e: Engines, x: np.ndarray, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each graph's call time, both layouts, at batch 1 and batched."""
+    few = max(3, args.graph_reps // 40)
+    return [
+        *graph_times(e.runner_separate, x[:1], args.graph_reps),
+        *graph_times(e.runner, x[:1], args.graph_reps),
+        *graph_times(e.runner_separate, x[: args.batch_size], few),
+        *graph_times(e.runner, x[: args.batch_size], few),
+    ]
+
+
+def _write(result: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "deploy_benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
-    (args.out / "deploy_benchmark.md").write_text(table + "\n")
+    (out / "deploy_benchmark.md").write_text(table + "\n")
     print(table)
-    print(f"\nwritten: {args.out / 'deploy_benchmark.json'}, {args.out / 'deploy_benchmark.md'}")
+    print(f"\nwritten: {out / 'deploy_benchmark.json'}, {out / 'deploy_benchmark.md'}")
+
+
+@torch.inference_mode()
+def main() -> None:
+    args = _parser().parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bofexits-deploy-bench-") as tmp:
+        engines, info = _engines(args, Path(tmp))
+        dataset = str(load_checkpoint(args.checkpoint)["config"]["dataset"])
+        _, test = load_dataset(dataset, args.data_dir)
+        n_eval = min(len(test), max(args.samples, args.batched))
+        x_all, y_all = next(test.subset(torch.arange(n_eval)).batches(n_eval, shuffle=False))
+        singles = [x_all[i : i + 1] for i in range(min(args.samples, n_eval))]
+        nb = min(args.batched, n_eval)
+        b1, bb = _time_engines(
+            engines,
+            singles,
+            [x_all[i : i + args.batch_size] for i in range(0, nb, args.batch_size)],
+            args.rounds,
+        )
+        result = {
+            "checkpoint": str(args.checkpoint),
+            "dataset": f"{dataset} test set, first {n_eval} images",
+            "rule": {
+                "score": info.calibration.score,
+                "variant": info.variant,
+                "beta": info.beta,
+                "source": info.beta_source,
+            },
+            "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine()},
+            "software": {
+                "torch": torch.__version__,
+                "onnxruntime": onnxruntime.__version__,
+                "numpy": np.__version__,
+            },
+            "threads": args.threads,
+            "ort_threads": args.ort_threads,
+            "batch1_images": len(singles),
+            "batched_images": nb,
+            "batch_size": args.batch_size,
+            "rounds": args.rounds,
+            "onnx_exporter": args.onnx_exporter,
+            "export_seconds_both_layouts": engines.export_s,
+            "rows": _rows(b1, bb),
+            **_achieved(engines, x_all, y_all),
+            "graph_times": _where(engines, x_all.numpy(), args),
+        }
+    _write(result, args.out)
 
 
 def markdown(r: dict[str, Any]) -> str:
-    rule = r["rule"]
-    lines = [
+    """deploy_benchmark.md: the setup, a row per configuration, what the rule achieved, each graph's time."""
+    rule, hw, sw, agree, acc = r["rule"], r["hardware"], r["software"], r["engines_agree"], r["accuracy"]
+    setup = (
         f"{r['dataset']}; {rule['variant']} rule on {rule['score']}, beta={rule['beta']:g} ({rule['source']}). "
-        f"CPU: {r['hardware']['cpu']} ({r['hardware']['cores']} cores), PyTorch {r['threads']} thread(s), "
-        f"onnxruntime {r.get('ort_threads', r['threads'])} thread(s) per graph session; "
-        f"batch 1 over {r['batch1_images']} images, batched {r['batch_size']} over {r['batched_images']}; "
-        f"{r['rounds']} interleaved rounds; torch {r['software']['torch']}, "
-        f"onnxruntime {r['software']['onnxruntime']}.",
-        "",
-        "| configuration | batch-1 median ms | batch-1 p95 ms | batch-1 speedup | images/s (batched) "
-        "| batched speedup |",
-        "|---|---|---|---|---|---|",
+        f"CPU: {hw['cpu']} ({hw['cores']} cores), PyTorch {r['threads']} thread(s), onnxruntime "
+        f"{r.get('ort_threads', r['threads'])} thread(s) per graph session; batch 1 over {r['batch1_images']} "
+        f"images, batched {r['batch_size']} over {r['batched_images']}; {r['rounds']} interleaved rounds; torch "
+        f"{sw['torch']}, onnxruntime {sw['onnxruntime']}."
+    )
+    header = ["configuration", "batch-1 median ms", "batch-1 mean ms", "batch-1 p95 ms", "batch-1 p99 ms"]
+    header += ["batch-1 speedup", "images/s (batched)", "batched speedup"]
+    rows = [
+        [
+            row["config"],
+            *[
+                f"{row[k]:.3f}" if k in row else "-"
+                for k in ("batch1_median_ms", "batch1_mean_ms", "batch1_p95_ms", "batch1_p99_ms")
+            ],
+            times(row["batch1_speedup_vs_pytorch_backbone"]),
+            f"{row['batched_images_per_s']:.0f}",
+            times(row["batched_speedup_vs_pytorch_backbone"]),
+        ]
+        for row in r["rows"]
     ]
-    for row in r["rows"]:
-        lines.append(
-            f"| {row['config']} | {row['batch1_median_ms']:.3f} | {row['batch1_p95_ms']:.3f} | "
-            f"{row['batch1_speedup_vs_pytorch_backbone']:.2f}x | {row['batched_images_per_s']:.0f} | "
-            f"{row['batched_speedup_vs_pytorch_backbone']:.2f}x |"
-        )
-    agree = r["engines_agree"]
-    fractions = " / ".join(f"{f:.2f}" for f in r["exit_fractions"])
-    lines += [
-        "",
-        "Speedups are against the PyTorch plain backbone in the same rounds. "
-        f"Compute: {100 * r['relative_macs']:.1f}% of the backbone's MACs; exit fractions {fractions}; accuracy "
-        f"{100 * r['accuracy']['adaptive']:.2f}% adaptive vs {100 * r['accuracy']['backbone']:.2f}% backbone. "
-        f"onnxruntime and PyTorch agree on {100 * agree['exits']:.2f}% of exits and {100 * agree['predictions']:.2f}% "
-        f"of predictions (max logit difference {agree['max_logit_difference']:.1e}).",
-        "",
-        "| layout | onnxruntime graph or step | batch | us per image |",
-        "|---|---|---|---|",
-    ]
-    lines += [
-        f"| {g['layout']} | {g['part']} | {g['batch']} | {g['us_per_image']:.1f} |" for g in r["graph_times"]
-    ]
-    return "\n".join(lines)
+    achieved = (
+        f"Speedups are against `{REFERENCE}` (the plain backbone) timed in the same rounds. Compute: "
+        f"{pct(r['relative_macs'], 1)} of the "
+        f"backbone's MACs; exit fractions {fractions(r['exit_fractions'])}; accuracy {pct(acc['adaptive'])} "
+        f"adaptive vs {pct(acc['backbone'])} backbone. onnxruntime and PyTorch agree on {pct(agree['exits'])} of "
+        f"exits and {pct(agree['predictions'])} of predictions (max logit difference "
+        f"{agree['max_logit_difference']:.1e})."
+    )
+    graphs = [[g["layout"], g["part"], str(g["batch"]), f"{g['us_per_image']:.1f}"] for g in r["graph_times"]]
+    graph_header = ["layout", "onnxruntime graph or step", "batch", "us per image"]
+    return "\n".join(
+        [setup, "", markdown_table(header, rows), "", achieved, "", markdown_table(graph_header, graphs)]
+    )
 
 
 if __name__ == "__main__":

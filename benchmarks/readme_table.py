@@ -10,101 +10,131 @@ Prints the markdown blocks; with --write, replaces the blocks between the
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
-from bofexits.evaluation.sweep import knee_point
-from bofexits.reporting.report import check_targets
-
-
-def render(results: dict) -> str:
-    plat, timing, costs = results["platform"], results["timing"], results["costs"]
-    train = results.get("training", {})
-    per_t = {t["beta"]: t for t in timing["per_beta"]}
-    lines = [
-        f"Fashion-MNIST test set ({results['num_test']} images), `{train.get('backbone', '?')}` backbone, "
-        f"{train.get('epochs', '?')} epochs ({train.get('mode', '?')}), {results['variant']} rule on "
-        f"{results['score']}. Machine: {plat['processor']}, torch {plat['torch']}, {timing['threads']} threads; "
-        f"batch-1 over {timing['batch1_samples']} test images, batched at {timing['batched_size']}. "
-        f"Speedups are against the plain backbone timed interleaved in the same run.",
-        "",
-        "| beta | accuracy % | MACs % | exit fractions | balance | batch-1 speedup | batched speedup |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for p in results["points"]:
-        t = per_t[p["beta"]]
-        lines.append(
-            f"| {p['beta']:g} | {100 * p['accuracy']:.2f} | {100 * p['relative_macs']:.1f} | "
-            f"{' / '.join(f'{f:.2f}' for f in p['exit_fractions'])} | {p['balance']:.2f} | "
-            f"{t['batch1_speedup']:.2f}x | {t['batched_speedup']:.2f}x |"
-        )
-    knee = knee_point(results["points"], results["full_accuracy"])
-    lines += [
-        "",
-        f"Full network (final exit): {100 * results['full_accuracy']:.2f}%; exits alone: "
-        + ", ".join(f"{100 * a:.2f}%" for a in results["per_exit_accuracy"][:-1])
-        + f". Exit heads: {100 * sum(costs['exit_macs']) / costs['backbone_macs']:.2f}% of the backbone's MACs, "
-        f"{100 * costs['exit_params'] / costs['backbone_params']:.2f}% of its parameters.",
-    ]
-    if knee is not None:
-        lines.append(
-            f"Knee (cheapest beta within 0.5 pp of the full network): beta={knee['beta']:g}, "
-            f"{100 * knee['accuracy']:.2f}% at {100 * knee['relative_macs']:.1f}% of the MACs."
-        )
-    lines += ["", "| target | measured | met |", "|---|---|---|"]
-    lines += [
-        f"| {r['target']} | {r['measured']} | {'yes' if r['met'] else 'no'} |" for r in check_targets(results)
-    ]
-    return "\n".join(lines)
-
+from bofexits.errors import BofexitsError
+from bofexits.evaluation.claims import Check
+from bofexits.evaluation.comparison import Comparison, FamilyResult
+from bofexits.evaluation.points import MAX_DROP, Point
+from bofexits.evaluation.sweep import Sweep
+from bofexits.reporting.format import fractions, met, pct, pct_value, pp, times
+from bofexits.reporting.report import read_results
+from bofexits.reporting.tables import markdown_table
+from bofexits.reporting.targets import check_targets
 
 _SHOWN = ("proposed", "max-softmax", "entropy", "patience", "budgeted")
 
 
-def render_policies(comp: dict) -> str:
-    """Knee and matched-compute accuracy per policy, then the claims with their verdicts."""
-    levels = [f"{lv:g}" for lv in comp["levels"]]
-    timing = comp.get("timing", {})
+def _setup(results: Sweep) -> str:
+    plat, timing, train = results.platform, results.timing, results.training
+    timed = (
+        f"{timing.threads} threads; batch-1 over {timing.batch1_samples} test images, batched at "
+        f"{timing.batched_size}. Speedups are against the plain backbone timed interleaved in the same run."
+        if timing
+        else f"{plat.threads} threads; not timed."
+    )
+    trained = (
+        f"`{train.backbone}` backbone, {train.epochs} epochs ({train.mode})" if train else "a trained network"
+    )
+    return (
+        f"{results.dataset or 'the'} test set ({results.num_test} images), {trained}, {results.variant} rule on "
+        f"{results.score}. Machine: {plat.processor}, torch {plat.torch}, {timed}"
+    )
 
-    def cell(p: dict | None) -> str:
-        return "n/a" if p is None else f"{100 * p['accuracy']:.2f} @ {100 * p['relative_macs']:.1f}"
 
-    lines = [
-        f"Every policy over its knob on the same network and test set ({comp['source']}; "
-        f"{timing.get('runtime_check', {}).get('mismatched_exits', '?')} exit mismatches between simulation and "
-        f"real runtime over {timing.get('runtime_check', {}).get('points', '?')} timed points). Cells: accuracy % @ "
-        f"MACs %; speedups at batch 1 / batch {timing.get('batched_size', '?')} against the plain backbone in "
-        f"the same rounds ({timing.get('threads', '?')} threads). Oracle: {100 * comp['oracle']['accuracy']:.2f}% at "
-        f"{100 * comp['oracle']['relative_macs']:.1f}%.",
-        "",
-        "| policy | knee | balance at knee | knee speedup | "
-        + " | ".join(f"<= {float(lv):.0%} MACs" for lv in levels)
-        + " |",
-        "|---|---|---|---|" + "---|" * len(levels),
+def _knob_rows(results: Sweep) -> list[list[str]]:
+    nan = float("nan")
+    return [
+        [
+            f"{p.value:g}",
+            pct_value(p.accuracy),
+            pct_value(p.relative_macs, 1),
+            fractions(p.exit_fractions),
+            f"{p.balance:.2f}",
+            times(p.timing.batch1_speedup if p.timing else nan),
+            times(p.timing.batched_speedup if p.timing else nan),
+        ]
+        for p in results.points
     ]
-    for fam in comp["families"]:
-        if fam["name"] not in _SHOWN:
-            continue
-        knee, t = fam["knee"], (fam["knee"] or {}).get("timing", {})
-        speed = f"{t['batch1_speedup']:.2f}x / {t['batched_speedup']:.2f}x" if t else "-"
+
+
+def render(results: Sweep) -> str:
+    """The results block: the knob's table, the exits, the knee and the demo's targets."""
+    costs = results.costs
+    header = [
+        "beta",
+        "accuracy %",
+        "MACs %",
+        "exit fractions",
+        "balance",
+        "batch-1 speedup",
+        "batched speedup",
+    ]
+    lines = [_setup(results), "", markdown_table(header, _knob_rows(results)), ""]
+    lines.append(
+        f"Full network (final exit): {pct(results.full_accuracy)}; exits alone: "
+        + ", ".join(pct(a) for a in results.per_exit_accuracy[:-1])
+        + f". Exit heads: {pct(costs.exit_macs_fraction)} of the backbone's MACs, "
+        f"{pct(costs.exit_params_fraction)} of its parameters."
+    )
+    if (knee := results.knee()) is not None:
         lines.append(
-            f"| {fam['label']} | {cell(knee)} | {knee['balance']:.2f} | {speed} | "
-            if knee
-            else f"| {fam['label']} | n/a | - | - | "
+            f"Knee (cheapest beta within {pp(MAX_DROP, 1, signed=False)} of the full network): beta={knee.value:g}, "
+            f"{pct(knee.accuracy)} at {pct(knee.relative_macs, 1)} of the MACs."
         )
-        lines[-1] += " | ".join(cell(fam["at_levels"][lv]) for lv in levels) + " |"
-    lines.append("")
-    for c in comp["claims"]:
-        lines.append(
-            f"- **({c['claim']}) {c['statement']}: {c['verdict']}.** "
-            + "; ".join(
-                f"{k['check']}: {k['measured']}"
-                + ("" if k["met"] is None else (" (met)" if k["met"] else " (**not met**)"))
-                for k in c["checks"]
-            )
-        )
-    return "\n".join(lines)
+    targets = [[t.target, t.measured, met(t.met, emphasis=False)] for t in check_targets(results)]
+    return "\n".join([*lines, "", markdown_table(["target", "measured", "met"], targets)])
+
+
+def _cell(p: Point | None) -> str:
+    return "n/a" if p is None else f"{pct_value(p.accuracy)} @ {pct_value(p.relative_macs, 1)}"
+
+
+def _policy_row(fam: FamilyResult, levels: tuple[float, ...]) -> list[str]:
+    knee = fam.knee
+    t = knee.timing if knee else None
+    speed = f"{times(t.batch1_speedup)} / {times(t.batched_speedup)}" if t else "-"
+    head = [fam.label, _cell(knee), f"{knee.balance:.2f}", speed] if knee else [fam.label, "n/a", "-", "-"]
+    return [*head, *[_cell(fam.at_levels[lv]) for lv in levels]]
+
+
+def _check(c: Check) -> str:
+    mark = "" if c.met is None else (" (met)" if c.met else " (**not met**)")
+    return f"{c.check}: {c.measured}{mark}"
+
+
+def _claim_lines(comp: Comparison) -> list[str]:
+    return [
+        f"- **({c.claim}) {c.statement}: {c.verdict}.** " + "; ".join(map(_check, c.checks))
+        for c in comp.claims
+    ]
+
+
+def render_policies(comp: Comparison) -> str:
+    """Knee and matched-compute accuracy per policy, then the claims with their verdicts."""
+    timing = comp.timing
+    check = timing.runtime_check if timing else None
+    checked = (
+        f"{check.mismatched_exits} exit mismatches between simulation and real runtime over {check.points} timed "
+        f"points). Cells: accuracy % @ MACs %; speedups at batch 1 / batch {timing.batched_size} against the "
+        f"plain backbone in the same rounds ({timing.threads} threads)."
+        if timing and check
+        else "no point timed or run for real). Cells: accuracy % @ MACs %."
+    )
+    intro = (
+        f"Every policy over its knob on the same network and test set ({comp.source}; {checked} Oracle: "
+        f"{pct(comp.oracle.accuracy)} at {pct(comp.oracle.relative_macs, 1)}."
+    )
+    header = [
+        "policy",
+        "knee",
+        "balance at knee",
+        "knee speedup",
+        *[f"<= {lv:.0%} MACs" for lv in comp.levels],
+    ]
+    rows = [_policy_row(f, comp.levels) for f in comp.families if f.name in _SHOWN]
+    return "\n".join([intro, "", markdown_table(header, rows), "", *_claim_lines(comp)])
 
 
 def _replace(text: str, name: str, block: str) -> str:
@@ -130,8 +160,13 @@ def main() -> None:
         help="where benchmarks/deploy.py wrote its results",
     )
     args = ap.parse_args()
-    block = render(json.loads((args.run_dir / "results.json").read_text()))
-    policies = render_policies(json.loads((args.run_dir / "policies.json").read_text()))
+    try:
+        results, comparison = read_results(args.run_dir)
+    except BofexitsError as exc:
+        raise SystemExit(f"readme_table: {exc}") from exc
+    if results is None or comparison is None:
+        raise SystemExit(f"{args.run_dir} needs results.json and policies.json (`make demo` writes both)")
+    block, policies = render(results), render_policies(comparison)
     print(block + "\n\n" + policies)
     if args.write:
         readme = Path("README.md")

@@ -33,8 +33,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
-import platform
 import shlex
 import sys
 import time
@@ -43,30 +41,50 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from bofexits._io import write_json, write_text
+from bofexits.config import TrainConfig, from_dict
+from bofexits.data.registry import list_datasets, load_dataset
+from bofexits.errors import BofexitsError, ConfigError, DataError
+from bofexits.evaluation.compare import compare_policies
+from bofexits.evaluation.comparison import Comparison, save_comparison
+from bofexits.reporting.format import pct
+from bofexits.reporting.report import write_report
+from bofexits.training.checkpoint import load_checkpoint, load_model
+from bofexits.training.loop import CHECKPOINT, train
+from bofexits.training.recipes import apply_recipe, recipe_for
+from bofexits.training.tuning import validation_split
 
-from bofexits._io import atomic_path, write_json, write_text  # noqa: E402
-from bofexits.config import TrainConfig, from_dict  # noqa: E402
-from bofexits.data.registry import list_datasets, load_dataset  # noqa: E402
-from bofexits.errors import BofexitsError, ConfigError, DataError  # noqa: E402
-from bofexits.evaluation.claims import BASELINES  # noqa: E402
-from bofexits.evaluation.compare import LEVELS, compare_policies, save_comparison  # noqa: E402
-from bofexits.evaluation.timing import cpu_model  # noqa: E402
-from bofexits.reporting.report import write_report  # noqa: E402
-from bofexits.training.checkpoint import load_checkpoint, load_model  # noqa: E402
-from bofexits.training.loop import CHECKPOINT, resolve_device, train  # noqa: E402
-from bofexits.training.recipes import apply_recipe, recipe_for  # noqa: E402
-from bofexits.training.tuning import validation_split  # noqa: E402
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent)
+)  # crossdataset.py beside this file, however it is loaded
+from crossdataset import (  # noqa: E402
+    BEGIN,
+    END,
+    POINTS,
+    BenchmarkResults,
+    Machine,
+    RunInfo,
+    Settings,
+    Skipped,
+    SummaryRow,
+    Wall,
+    plot_heads,
+    render_markdown,
+    render_readme_block,
+    render_table,
+    replace_block,
+    summary_row,
+)
 
 __all__ = [
     "BEGIN",
     "END",
     "HEADS",
     "QUICK",
+    "BenchmarkResults",
+    "SummaryRow",
     "main",
     "plot_heads",
     "render_markdown",
@@ -80,9 +98,6 @@ log = logging.getLogger("run_all")
 
 HEADS: tuple[str, ...] = ("bof", "pooled", "conv")
 DATASETS: tuple[str, ...] = tuple(d for d in list_datasets() if d != "image-folder")
-BEGIN, END = "<!-- crossdataset:begin -->", "<!-- crossdataset:end -->"
-HEAD_COST_LIMIT = 0.05
-"""Exit heads must cost at most this share of the backbone's MACs (a target of this benchmark)."""
 
 # --quick on Fashion-MNIST (vgg28, 2 cores; the demo's 10+4 epochs train in ~7.5 min): 5+3 epochs for the
 # bof run (~4 min), 3 exit epochs for each other head (~1 min each), then ~1 min of comparison per head:
@@ -96,8 +111,6 @@ QUICK: dict[str, int] = {
     "throughput_batches": 2,
 }
 FULL: dict[str, int] = {"timing_samples": 200, "timed_points": 9, "timing_rounds": 3, "throughput_batches": 4}
-THROUGHPUT_BATCH = 256
-POINTS = 101
 # Config keys that may differ between a saved run and this invocation without changing what it trained:
 # where the files are (the stage check below guards the backbone a frozen run was trained on).
 _LOCATION_KEYS = ("data_dir", "backbone_checkpoint", "device", "threads")
@@ -203,267 +216,10 @@ def ensure_trained(
     return cfg, {"train_s": time.perf_counter() - t0, "reused": False, "resumed": resume}
 
 
-# --- one summary row per run ----------------------------------------------------------------------
-
-
-def _point(p: dict[str, Any] | None, knob: str) -> dict[str, Any] | None:
-    if p is None:
-        return None
-    out = {
-        "accuracy": p["accuracy"],
-        "relative_macs": p["relative_macs"],
-        "balance": p["balance"],
-        knob: p[knob],
-    }
-    if "timing" in p:
-        out["batch1_speedup"] = p["timing"]["batch1_speedup"]
-        out["batched_speedup"] = p["timing"]["batched_speedup"]
-    return out
-
-
-def summary_row(
-    dataset: str, head: str, comparison: dict[str, Any], schedule: dict[str, Any]
-) -> dict[str, Any]:
-    """The numbers a cross-dataset table needs from one run's `compare_policies` output."""
-    fams = {f["name"]: f for f in comparison["families"]}
-    prop = next(f for f in comparison["families"] if f["proposed"])
-    costs = comparison["costs"]
-    exit_macs = sum(costs["exit_macs"]) / costs["backbone_macs"]
-    levels: dict[str, Any] = {}
-    for lv in LEVELS:
-        key = f"{lv:g}"
-        rivals = [(n, fams[n]["at_levels"][key]) for n in BASELINES if n in fams]
-        rivals = [(n, p) for n, p in rivals if p is not None]
-        name, best = max(rivals, key=lambda r: r[1]["accuracy"]) if rivals else (None, None)
-        mine = prop["at_levels"][key]
-        levels[key] = {
-            "proposed": _point(mine, "beta"),
-            "best_baseline": None
-            if best is None
-            else {"policy": name, **(_point(best, fams[name]["knob"]) or {})},
-            "difference_pp": 100 * (mine["accuracy"] - best["accuracy"]) if mine and best else None,
-        }
-    singles = sorted(fams["single-exit"]["points"], key=lambda p: p["exit"])
-
-    def curve(fam: dict[str, Any]) -> list[list[float]]:
-        return [[round(p["relative_macs"], 6), round(p["accuracy"], 6)] for p in fam["points"]]
-
-    return {
-        "dataset": dataset,
-        "head": head,
-        **schedule,
-        "num_test": comparison["num_test"],
-        "num_val": comparison["num_val"],
-        "final_accuracy": comparison["full_accuracy"],
-        "exit_accuracies": [p["accuracy"] for p in singles[:-1]],
-        "exit_heads_macs_pct": 100 * exit_macs,
-        "exit_heads_params_pct": 100 * costs["exit_params"] / costs["backbone_params"],
-        "exit_heads_within_5pct_macs": exit_macs <= HEAD_COST_LIMIT,
-        "backbone_macs": costs["backbone_macs"],
-        "rule": prop["label"],
-        "knee": _point(prop["knee"], "beta"),
-        "at_levels": levels,
-        "claims": {c["claim"]: c["verdict"] for c in comparison["claims"]},
-        "runtime_check": comparison.get("timing", {}).get("runtime_check"),
-        "curves": {"proposed": curve(prop), "max-softmax": curve(fams["max-softmax"])},
-    }
-
-
-# --- rendering ------------------------------------------------------------------------------------
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}"
-
-
-def _level_cell(level: dict[str, Any]) -> str:
-    mine, best = level["proposed"], level["best_baseline"]
-    if mine is None:
-        return "unreachable"
-    if best is None:
-        return f"{_pct(mine['accuracy'])} vs none"
-    return f"{_pct(mine['accuracy'])} vs {_pct(best['accuracy'])} {best['policy']} ({level['difference_pp']:+.2f})"
-
-
-def _knee_cells(knee: dict[str, Any] | None) -> list[str]:
-    if knee is None:
-        return ["none", "-"]
-    cell = f"{_pct(knee['accuracy'])} @ {100 * knee['relative_macs']:.1f}%"
-    cell += f" (beta {knee['beta']:.3g}, bal {knee['balance']:.2f})"
-    speed = (
-        f"{knee['batch1_speedup']:.2f}x / {knee['batched_speedup']:.2f}x" if "batch1_speedup" in knee else "-"
-    )
-    return [cell, speed]
-
-
-def render_table(results: dict[str, Any]) -> str:
-    """Markdown: one table per dataset (a row per exit head), then what the columns mean.
-
-    Reused by README generators; reads only `results["rows"]` (and `results["quick"]`).
-    """
-    rows = results["rows"]
-    if not rows:
-        return "No dataset was run (none of the requested datasets is on this machine)."
-    levels = list(rows[0]["at_levels"])
-    out: list[str] = []
-    for ds in dict.fromkeys(r["dataset"] for r in rows):
-        mine = [r for r in rows if r["dataset"] == ds]
-        first = mine[0]
-        quick = ", quick schedule" if results.get("quick") else ""
-        out += [
-            f"**{ds}** (`{first['backbone']}`, {first['num_test']} test images; epochs: backbone "
-            f"{first['backbone_epochs']}, exits {first['exit_epochs']}{quick})",
-            "",
-            "| exit head | full net % | exits alone % | heads: % of backbone MACs / params | heads <= 5% MACs "
-            "| knee: acc % @ MACs | knee speedup b1 / batched | "
-            + " | ".join(f"<= {float(lv):.0%} MACs: proposed vs best baseline" for lv in levels)
-            + " | claims a / b / c |",
-            "|" + "---|" * (8 + len(levels)),
-        ]
-        for r in mine:
-            out.append(
-                "| "
-                + " | ".join(
-                    [
-                        r["head"],
-                        _pct(r["final_accuracy"]),
-                        " / ".join(_pct(a) for a in r["exit_accuracies"]),
-                        f"{r['exit_heads_macs_pct']:.2f} / {r['exit_heads_params_pct']:.2f}",
-                        "yes" if r["exit_heads_within_5pct_macs"] else "**no**",
-                        *_knee_cells(r["knee"]),
-                        *[_level_cell(r["at_levels"][lv]) for lv in levels],
-                        " / ".join(r["claims"].get(k, "-") for k in ("a", "b", "c")),
-                    ]
-                )
-                + " |"
-            )
-        out.append("")
-    out.append(
-        "Accuracy on the test set, %. The backbone is trained once per dataset (two-phase, `bof` run); the "
-        "`pooled` (SDN) and `conv` (BranchyNet-style) heads are trained on it frozen. Knee: the cheapest point "
-        "of the proposed rule within 0.5 pp of the full network; speedups against the plain backbone timed "
-        "interleaved in the same run. `<= X MACs`: the most accurate point using at most that share of the "
-        f"backbone's MACs, proposed rule vs the best of {', '.join(BASELINES)} (difference in pp). Claims: the "
-        "paper's (a) balance, (b) one knob, (c) accuracy and time vs existing rules, as checked in each run's "
-        "report.md."
-    )
-    return "\n".join(out)
-
-
-def _provenance(results: dict[str, Any]) -> str:
-    plat = results["platform"]
-    comp = results["comparison"]
-    sched = "quick schedule" if results["quick"] else "full recipe schedule"
-    timing = (
-        f"batch-1 timing over {comp['timing_samples']} test images, batched at {comp['throughput_batch']}"
-        if comp["timing_samples"] > 0
-        else "not timed"
-    )
-    return (
-        f"Produced by `{results['command']}` on {results['date'][:10]}: {plat['cpu_model']}, "
-        f"{plat['threads']} torch threads, torch {plat['torch']} ({sched}; {timing})."
-    )
-
-
-def render_readme_block(results: dict[str, Any]) -> str:
-    """The README block: where the numbers come from, the tables, and which datasets were absent."""
-    parts = [_provenance(results), "", render_table(results)]
-    if results["skipped"]:
-        names = ", ".join(s["dataset"] for s in results["skipped"])
-        parts += ["", f"Not run (files not on that machine): {names}; `results.md` says how to get them."]
-    return "\n".join(parts)
-
-
-def render_markdown(results: dict[str, Any]) -> str:
-    """results.md: provenance, the tables, plots, per-run reports, missing datasets, wall times."""
-    out = ["# Cross-dataset benchmark", "", _provenance(results), "", render_table(results), ""]
-    datasets = list(dict.fromkeys(r["dataset"] for r in results["rows"]))
-    if datasets:
-        out += ["## Accuracy against compute per exit head", ""]
-        out += [f"![{ds}]({ds}_heads.png)" for ds in datasets]
-        out += ["", "## Per-run reports", ""]
-        out += [
-            f"- {r['dataset']} / {r['head']}: [{r['run_dir']}/report.md]({r['run_dir']}/report.md)"
-            for r in results["rows"]
-        ]
-        out += [
-            "",
-            "## Wall time",
-            "",
-            "| run | training s (this invocation) | training s (recorded) | comparison s |",
-        ]
-        out += ["|---|---|---|---|"]
-        out += [
-            f"| {r['dataset']} / {r['head']} | {r['wall']['train_s']:.0f}{' (reused)' if r['wall']['reused'] else ''} "
-            f"| {r['wall']['train_s_recorded']:.0f} | {r['wall']['compare_s']:.0f} |"
-            for r in results["rows"]
-        ]
-        out.append("")
-    if results["skipped"]:
-        out += [
-            "## Datasets not run: how to get them",
-            "",
-            "Nothing is downloaded by this script. Put each dataset's files in DIR/<name>/ and pass "
-            "`--data-dir DIR`, or use the places each message names, then run the same command again "
-            "(finished runs are reused).",
-            "",
-        ]
-        out += [f"- **{s['dataset']}**: {s['reason']}" for s in results["skipped"]]
-        out.append("")
-    out += [f"Total wall time: {results['wall_s']:.0f} s.", ""]
-    return "\n".join(out)
-
-
-def plot_heads(results: dict[str, Any], dataset: str, path: Path) -> Path:
-    """Accuracy vs relative MACs of the proposed rule per head (solid), each head's max-softmax dashed."""
-    rows = [r for r in results["rows"] if r["dataset"] == dataset]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    accs: list[float] = []
-    for i, r in enumerate(rows):
-        color = f"C{i}"
-        for name, style in (("proposed", "-"), ("max-softmax", "--")):
-            pts = r["curves"][name]
-            accs += [100 * a for _, a in pts]
-            label = f"{r['head']}: {'proposed rule' if name == 'proposed' else 'max-softmax'}"
-            ax.plot(
-                [100 * m for m, _ in pts], [100 * a for _, a in pts], style, color=color, lw=1.3, label=label
-            )
-        if r["knee"] is not None:
-            ax.plot([100 * r["knee"]["relative_macs"]], [100 * r["knee"]["accuracy"]], "o", color=color, ms=5)
-    top = max(100 * r["final_accuracy"] for r in rows)
-    ax.axhline(top, color="grey", lw=0.8, ls=":", label="full network")
-    if accs:
-        ax.set_ylim(max(min(accs), top - 10) - 0.5, max(max(accs), top) + 0.5)
-    ax.set_xlabel("mean MACs per sample (% of the plain backbone)")
-    ax.set_ylabel("top-1 test accuracy (%)")
-    ax.set_title(f"{dataset}: exit heads on one backbone (dots: knees)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def replace_block(text: str, block: str, source: str = "the file") -> str:
-    """`text` with everything between the crossdataset markers replaced by `block` (markers kept).
-
-    >>> replace_block("a\\n<!-- crossdataset:begin -->\\nold\\n<!-- crossdataset:end -->\\nb", "new")
-    'a\\n<!-- crossdataset:begin -->\\nnew\\n<!-- crossdataset:end -->\\nb'
-    """
-    begin, end = text.find(BEGIN), text.find(END)
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or end < begin:
-        raise SystemExit(
-            f"{source} needs exactly one `{BEGIN}` line followed by one `{END}` line where the cross-dataset "
-            "table goes; add them (this script does not add them itself) and run again"
-        )
-    return text[: begin + len(BEGIN)] + "\n" + block.strip("\n") + "\n" + text[end:]
-
-
-def write_outputs(results: dict[str, Any], out: Path, readme: Path | None = None) -> None:
+def write_outputs(results: BenchmarkResults, out: Path, readme: Path | None = None) -> None:
     """results.json, results.md, the per-dataset plots and (optionally) the README block."""
-    write_json(out / "results.json", results)
-    for ds in dict.fromkeys(r["dataset"] for r in results["rows"]):
+    write_json(out / "results.json", results.to_dict())
+    for ds in dict.fromkeys(r.dataset for r in results.rows):
         plot_heads(results, ds, out / f"{ds}_heads.png")
     write_text(out / "results.md", render_markdown(results))
     if readme is not None:
@@ -529,46 +285,94 @@ def _schedule(base: TrainConfig) -> dict[str, Any]:
     }
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """--quick or the full timing settings, each overridden by its flag."""
+    chosen = {k: (QUICK if args.quick else FULL)[k] for k in FULL}
+    chosen.update({k: getattr(args, k) for k in FULL if getattr(args, k) is not None})
+    return Settings(**chosen, points=args.points)
+
+
+def _compare_run(cfg: TrainConfig, run_dir: Path, settings: Settings) -> tuple[Comparison, float]:
+    """The policy comparison of one trained run (saved with its report), and how long it took."""
+    model, calibrations, saved = load_model(run_dir / CHECKPOINT)
+    _, test = load_dataset(cfg.dataset, cfg.data_dir, download=False)
+    val = validation_split(cfg)  # the same seed, fraction and limit as training: never the test set
+    t0 = time.perf_counter()
+    comparison = compare_policies(
+        model, calibrations, val, test, score=saved.score, variant=saved.variant, **settings.compare_kwargs()
+    )
+    save_comparison(comparison, run_dir)
+    write_report(run_dir)
+    return comparison, time.perf_counter() - t0
+
+
 def _run_one(
-    dataset: str,
-    head: str,
-    cfg: TrainConfig,
-    run_dir: Path,
-    settings: dict[str, int],
-    args: argparse.Namespace,
-) -> dict[str, Any]:
+    dataset: str, head: str, cfg: TrainConfig, run_dir: Path, settings: Settings, args: argparse.Namespace
+) -> SummaryRow | None:
+    """Train (or reuse) one head's run, compare its policies, and summarise it (None: bof run not asked for)."""
     donor = run_dir.parent / "bof" / CHECKPOINT if head != "bof" else None
     data_dir = cfg.data_dir  # where the files are now (a reused run may have read them elsewhere)
     _, wall = ensure_trained(cfg, run_dir, progress=not args.quiet, donor=donor)
     if head not in args.heads:  # the bof run only provides the other heads' backbone
-        return {}
-    model, calibrations, cfg = load_model(run_dir / CHECKPOINT)
-    cfg = dataclasses.replace(cfg, data_dir=data_dir)
-    history = load_checkpoint(run_dir / CHECKPOINT)["history"]
-    _, test = load_dataset(cfg.dataset, data_dir, download=False)
-    val = validation_split(cfg)  # the same seed, fraction and limit as training: never the test set
+        return None
+    cfg = dataclasses.replace(load_model(run_dir / CHECKPOINT)[2], data_dir=data_dir)
     log.info("comparing policies: %s / %s", dataset, head)
-    t0 = time.perf_counter()
-    comparison = compare_policies(
-        model, calibrations, val, test, score=cfg.score, variant=cfg.variant, points=args.points, **settings
-    )
-    save_comparison(comparison, run_dir)
-    write_report(run_dir)
+    comparison, compare_s = _compare_run(cfg, run_dir, settings)
+    history = load_checkpoint(run_dir / CHECKPOINT)["history"]
     backbone_cfg = cfg if donor is None else load_model(donor)[2]
-    schedule = {
-        "backbone": cfg.model.backbone,
-        "mode": "two-phase" if donor is None else "frozen (exits only, on the bof run's backbone)",
-        "backbone_epochs": backbone_cfg.epochs,
-        "exit_epochs": cfg.exit_epochs if donor is None else cfg.epochs,
-        "config": cfg.to_dict(),
-        "run_dir": f"{dataset}/{head}",  # relative to --out
-        "wall": {
-            **wall,
-            "train_s_recorded": sum(h["seconds"] for h in history),
-            "compare_s": time.perf_counter() - t0,
-        },
-    }
-    return summary_row(dataset, head, comparison, schedule)
+    run = RunInfo(
+        backbone=cfg.model.backbone,
+        mode="two-phase" if donor is None else "frozen (exits only, on the bof run's backbone)",
+        backbone_epochs=backbone_cfg.epochs,
+        exit_epochs=cfg.exit_epochs if donor is None else cfg.epochs,
+        config=cfg.to_dict(),
+        run_dir=f"{dataset}/{head}",
+        wall=Wall(**wall, train_s_recorded=sum(h["seconds"] for h in history), compare_s=compare_s),
+    )
+    return summary_row(dataset, head, comparison, run)
+
+
+def _knee_line(row: SummaryRow) -> str:
+    knee = row.knee
+    where = f"{pct(knee.accuracy)} at {pct(knee.relative_macs, 1)} MACs" if knee else "none"
+    return f"{row.dataset} / {row.head}: full {pct(row.final_accuracy)}, knee {where}"
+
+
+def _run_dataset(
+    dataset: str, root: Path | None, args: argparse.Namespace, results: BenchmarkResults, t_start: float
+) -> None:
+    """Every asked-for head of one dataset (the bof run first: it holds the shared backbone)."""
+    out: Path = args.out
+    try:
+        load_dataset(dataset, root, download=False)
+    except DataError as exc:
+        print(f"skipped {dataset}: {exc}")
+        results.skipped.append(Skipped(dataset, str(exc)))
+        return
+    base = base_config(dataset, root, args)
+    results.training_batch_size = base.batch_size
+    results.schedule[dataset] = _schedule(base)
+    for head in ["bof", *[h for h in HEADS if h in args.heads and h != "bof"]]:
+        cfg = head_config(base, head, out / dataset / "bof" / CHECKPOINT)
+        row = _run_one(dataset, head, cfg, out / dataset / head, results.comparison, args)
+        if row is not None:
+            results.rows.append(row)
+            results.wall_s = time.perf_counter() - t_start
+            write_json(out / "results.json", results.to_dict())  # partial results survive an interruption
+            print(_knee_line(row))
+
+
+def _render_only(out: Path, readme: Path | None) -> int:
+    path = out / "results.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist; run the benchmark first (without --render-only)")
+    try:
+        results = BenchmarkResults.from_dict(json.loads(path.read_text()))
+    except BofexitsError as exc:
+        raise SystemExit(f"run_all: {path}: {exc}") from exc
+    write_outputs(results, out, readme)
+    print(f"wrote {out / 'results.md'}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -580,78 +384,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not readme.is_file():
             raise SystemExit(f"--write-readme {readme}: no such file")
         replace_block(readme.read_text(encoding="utf-8"), "", str(readme))
-    out: Path = args.out
     if args.render_only:
-        path = out / "results.json"
-        if not path.is_file():
-            raise SystemExit(f"{path} does not exist; run the benchmark first (without --render-only)")
-        write_outputs(json.loads(path.read_text()), out, readme)
-        print(f"wrote {out / 'results.md'}")
-        return 0
+        return _render_only(args.out, readme)
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = {**(QUICK if args.quick else FULL)}
-    settings = {k: settings[k] for k in FULL}
-    for key in FULL:
-        if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
-    settings["throughput_batch"] = THROUGHPUT_BATCH
     t_start = time.perf_counter()
-    results: dict[str, Any] = {
-        "command": "python benchmarks/run_all.py " + shlex.join(sys.argv[1:] if argv is None else list(argv)),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "quick": args.quick,
-        "schedule": {},  # per dataset; each row also holds its run's full config
-        "comparison": {**settings, "points": args.points},
-        "batch_sizes": {"batch1": 1, "batched": THROUGHPUT_BATCH, "training": None},
-        "platform": {
-            "cpu_model": cpu_model(),
-            "machine": platform.machine(),
-            "logical_cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "training_device": str(resolve_device("auto")),
-        },
-        "rows": [],
-        "skipped": [],
-        "wall_s": 0.0,
-    }
+    results = BenchmarkResults(
+        command="python benchmarks/run_all.py " + shlex.join(sys.argv[1:] if argv is None else list(argv)),
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        quick=args.quick,
+        comparison=_settings(args),
+        platform=Machine.here(),
+    )
     datasets = args.datasets or list(DATASETS)
-    needed = ["bof", *[h for h in HEADS if h in args.heads and h != "bof"]]
     try:
         for dataset in datasets:
             root = _data_root(args.data_dir, dataset, several=len(datasets) > 1)
-            try:
-                load_dataset(dataset, root, download=False)
-            except DataError as exc:
-                print(f"skipped {dataset}: {exc}")
-                results["skipped"].append({"dataset": dataset, "reason": str(exc)})
-                continue
-            base = base_config(dataset, root, args)
-            results["batch_sizes"]["training"] = base.batch_size
-            results["schedule"][dataset] = _schedule(base)
-            for head in needed:
-                run_dir = out / dataset / head
-                cfg = head_config(base, head, out / dataset / "bof" / CHECKPOINT)
-                row = _run_one(dataset, head, cfg, run_dir, settings, args)
-                if row:
-                    results["rows"].append(row)
-                    results["wall_s"] = time.perf_counter() - t_start
-                    write_json(out / "results.json", results)  # partial results survive an interruption
-                    print(
-                        f"{dataset} / {head}: full {_pct(row['final_accuracy'])}%, knee "
-                        + (
-                            f"{_pct(row['knee']['accuracy'])}% at {100 * row['knee']['relative_macs']:.1f}% MACs"
-                            if row["knee"]
-                            else "none"
-                        )
-                    )
+            _run_dataset(dataset, root, args, results, t_start)
     except BofexitsError as exc:
         raise SystemExit(f"run_all: {exc}") from exc
-    results["wall_s"] = time.perf_counter() - t_start
-    write_outputs(results, out, readme)
-    print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    results.wall_s = time.perf_counter() - t_start
+    write_outputs(results, args.out, readme)
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The command line end to end on small Fashion-MNIST-format files, and its one-line errors."""
+"""The command line end to end on small Fashion-MNIST-format files, its one-line errors and its verbs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from bofexits.training.checkpoint import load_checkpoint
 TINY = ["--widths", "4", "8", "8", "16", "--codewords", "8", "--batch-size", "32", "--threads", "1"]
 
 
-def test_train_evaluate_report(fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_sweep_report(fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     assert main(["-q", "train", "--data-dir", str(fake_data), "--epochs", "1", "--out", str(run), *TINY]) == 0
     config = json.loads((run / "config.json").read_text())
@@ -23,7 +23,7 @@ def test_train_evaluate_report(fake_data: Path, tmp_path: Path, capsys: pytest.C
     code = main(
         [
             "-q",
-            "evaluate",
+            "sweep",
             str(run / "checkpoint.pt"),
             "--data-dir",
             str(fake_data),
@@ -64,7 +64,7 @@ def test_train_evaluate_report(fake_data: Path, tmp_path: Path, capsys: pytest.C
         (["train", "--backbone", "nope"], "unknown backbone 'nope'"),
         (["train", "--exit-pools", "2"], "exit_pools needs 3 entries"),
         (["train", "--config", "/nonexistent.json"], "cannot read config"),
-        (["evaluate", "/nonexistent/checkpoint.pt"], "does not exist"),
+        (["sweep", "/nonexistent/checkpoint.pt"], "does not exist"),
         (["report", "/nonexistent"], "neither results.json nor policies.json"),
     ],
 )
@@ -90,7 +90,7 @@ def test_missing_data_names_every_way_to_get_it(
 def test_corrupt_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "checkpoint.pt"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
-    assert main(["-q", "evaluate", str(bad)]) == 2
+    assert main(["-q", "sweep", str(bad)]) == 2
     assert "corrupt" in capsys.readouterr().err
 
 
@@ -100,7 +100,7 @@ def test_list_commands(capsys: pytest.CaptureFixture[str]) -> None:
         assert name in capsys.readouterr().out
 
 
-def test_train_and_evaluate_on_an_image_folder(tmp_path: Path) -> None:
+def test_train_and_sweep_on_an_image_folder(tmp_path: Path) -> None:
     # Your own images: classes from the sub-folders, images resized to the backbone's input.
     import numpy as np
     from PIL import Image
@@ -126,6 +126,146 @@ def test_train_and_evaluate_on_an_image_folder(tmp_path: Path) -> None:
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["num_classes"] == 2 and config["model"]["in_channels"] == 1
     ckpt = str(run / "checkpoint.pt")
-    assert main(["-q", "evaluate", ckpt, "--timing-samples", "0", "--betas", "0", "1"]) == 0
+    assert main(["-q", "sweep", ckpt, "--timing-samples", "0", "--betas", "0", "1"]) == 0
     results = json.loads((run / "results.json").read_text())
     assert results["num_test"] == 16 and max(results["per_exit_accuracy"]) > 0.9  # the exits learned it
+
+
+# --- verbs, aliases, config errors, choices ---------------------------------------------------------
+
+
+def test_evaluate_is_a_deprecated_alias_of_sweep(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from bofexits import cli
+
+    calls: list[argparse.Namespace] = []
+    monkeypatch.setattr(cli, "_cmd_evaluate", lambda args: calls.append(args) or 0)  # the knob sweep
+    argv = ["ck.pt", "--betas", "0", "1", "--timing-samples", "0"]
+    assert main(["-q", "sweep", *argv]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["-q", "evaluate", *argv]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`evaluate` is deprecated" in err and "`bofexits sweep`" in err
+    same = {k: v for k, v in vars(calls[0]).items() if k not in ("command", "replaced_by")}
+    assert same == {k: v for k, v in vars(calls[1]).items() if k not in ("command", "replaced_by")}
+
+
+def test_compare_is_the_policy_comparison_and_sweep_points_there(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from bofexits import cli
+
+    calls: list[argparse.Namespace] = []
+    monkeypatch.setattr(cli, "_cmd_sweep", lambda args: calls.append(args) or 0)  # every policy
+    assert main(["-q", "compare", "ck.pt", "--points", "11", "--timed-points", "2"]) == 0
+    assert (calls[0].points, calls[0].timed_points) == (11, 2)
+    assert capsys.readouterr().err == ""
+    # The comparison's own flags given to the renamed `sweep`: one line naming the new verb.
+    for flag in ("--points", "--timed-points"):
+        assert main(["-q", "sweep", "ck.pt", flag, "11"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"bofexits compare CKPT {flag}" in err
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ({"epochs": "ten"}, "config key 'epochs' expects int, got 'ten' (str)"),
+        ({"model": {"codewords": 8.5}}, "config key 'model.codewords' expects int, got 8.5 (float)"),
+        ({"model": {"widths": "4 8"}}, "config key 'model.widths' expects list[int] | None, got '4 8'"),
+        ({"mode": "sideways"}, "config key 'mode' expects one of 'joint', 'frozen', 'two-phase'"),
+        ({"model": 3}, "config key 'model' expects an object of ModelConfig fields, got 3 (int)"),
+        ({"augment": "yes"}, "config key 'augment' expects bool, got 'yes' (str)"),
+    ],
+)
+def test_wrong_types_in_a_config_file_are_one_line(
+    content: dict[str, object], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(content))
+    assert main(["-q", "train", "--config", str(path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"bofexits: error: {path}: ") and message in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_choices_come_from_the_registries(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from bofexits.cli import build_parser
+    from bofexits.config import MODES
+    from bofexits.models.build import EXIT_HEADS
+    from bofexits.policies import SCORES
+    from bofexits.policies.calibrated import VARIANTS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    expected = {"--score": SCORES, "--variant": VARIANTS, "--exit-head": EXIT_HEADS, "--mode": MODES}
+    for verb in ("train", "sweep", "compare", "export"):
+        for action in sub.choices[verb]._actions:
+            for flag in set(action.option_strings) & set(expected):
+                assert action.choices is not None and list(action.choices) == list(expected[flag]), (
+                    verb,
+                    flag,
+                )
+    with pytest.raises(SystemExit):
+        main(["sweep", "ck.pt", "--variant", "median"])
+    assert "invalid choice: 'median'" in capsys.readouterr().err
+
+
+def test_parsing_predict_imports_no_torch() -> None:
+    # An export folder is served without torch: the parser reads the torch-side registries lazily.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None; from bofexits.cli import build_parser; "
+        "args = build_parser().parse_args(['predict', 'export_dir', 'a.png']); print(args.command)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "predict", out.stderr
+
+
+def test_every_train_flag_reaches_the_config() -> None:
+    # Flags are passed on by name (`config_from_args`): one named after no config key would be lost.
+    import argparse
+
+    from bofexits.cli import build_parser
+    from bofexits.config import config_keys
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    dests = {a.dest for a in sub.choices["train"]._actions}
+    assert dests - set(config_keys()) == {"help", "out", "resume", "config"}
+
+
+@pytest.mark.slow  # the whole demo on tiny data: about 5 s
+def test_demo_trains_sweeps_compares_and_reports(
+    fake_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import dataclasses
+
+    from bofexits import demo
+    from bofexits.config import ModelConfig
+
+    tiny = dataclasses.replace(
+        demo.DEMO_CONFIG,
+        data_dir=str(fake_data),
+        exit_epochs=1,
+        batch_size=32,
+        kmeans_images=64,
+        threads=1,
+        device="cpu",
+        model=ModelConfig(widths=[4, 8, 8, 16], codewords=8),
+    )
+    monkeypatch.setattr(demo, "DEMO_CONFIG", tiny)
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--out", str(out), "--epochs", "1", "--timing-samples", "4"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "fashion-mnist" and results["training"]["epochs"] == 2
+    assert (out / "policies.json").exists() and (out / "report.html").exists()
+    assert "## Targets" in capsys.readouterr().out  # the report, printed

@@ -92,7 +92,10 @@ def test_run_all_heads_outputs_reuse_and_readme(
         "# title\n\nintro\n\n<!-- crossdataset:begin -->\nProduced by `python benchmarks/run_all.py"
     )
     assert text.endswith("<!-- crossdataset:end -->\n\ntail\n") and "old table" not in text
-    assert run_all.render_table(res) in text and "Not run (files not on that machine): mnist" in text
+    assert (
+        run_all.render_table(run_all.BenchmarkResults.from_dict(res)) in text
+        and "Not run (files not on that machine): mnist" in text
+    )
 
     # --render-only redoes the outputs from results.json alone.
     (out / "results.md").unlink()

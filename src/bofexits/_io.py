@@ -100,6 +100,31 @@ def clean_stale_temps(folder: str | Path) -> list[Path]:
     return removed
 
 
+class UnwritableOutputError(BofexitsError):
+    """An output folder cannot be created or written."""
+
+
+def ensure_writable_dir(folder: str | Path, option: str = "--out") -> Path:
+    """Create `folder` if needed and prove it writable, before any expensive work.
+
+    A read-only folder, or a file where a folder is wanted, would otherwise fail only when the
+    first result is written, after a full training or evaluation.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UnwritableOutputError(f"{option} {folder} is a file, not a folder; choose a folder path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UnwritableOutputError(
+            f"cannot write to {option} {folder} ({exc.strerror or exc}); choose a writable folder"
+        ) from None
+    return folder
+
+
 class RunLockedError(BofexitsError):
     """Another live process holds the run folder."""
 
@@ -125,7 +150,7 @@ class RunLock:
         except ImportError:  # not POSIX: no advisory locks; run unlocked rather than refuse
             log.warning("cannot lock %s on this platform; do not run two commands on it at once", self.folder)
             return self
-        self.folder.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(self.folder)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

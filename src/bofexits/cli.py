@@ -1,19 +1,30 @@
-"""Command line: `bofexits train | evaluate | sweep | tune | demo | report | export | predict | ...`.
+"""Command line: `bofexits train | sweep | compare | tune | demo | report | export | predict | ...`.
 
-Tables for people on stdout, JSON for programs in the run folder, one-line errors.
+A thin layer over the library: each verb parses its flags, calls one library function and
+prints a table for people (JSON for programs goes to the run folder); errors are one line.
+Config resolution lives in `bofexits.config`, allowed values in the library's registries.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bofexits.config import ModelConfig, TrainConfig, from_dict
+from bofexits.config import (
+    CALIBRATION_SPLITS,
+    MODES,
+    OPTIMIZERS,
+    ModelConfig,
+    TrainConfig,
+    config_keys,
+    resolve_config,
+)
 from bofexits.errors import BofexitsError, ConfigError
 
 __all__ = ["main"]
@@ -21,23 +32,68 @@ __all__ = ["main"]
 log = logging.getLogger("bofexits")
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    d, m = TrainConfig(), ModelConfig()
+class _Registered:
+    """The names a library registry accepts (a list, or a `list_*` function), read when used.
+
+    Lazy because the registries live in modules that import torch, and parsing
+    `bofexits predict EXPORT_DIR` must not. argparse lists `choices` while it builds a
+    parser unless the argument has a `metavar`, so `_choice` always gives one. Read anew
+    each time, so names registered later show too.
+    """
+
+    def __init__(self, module: str, name: str) -> None:
+        self._module, self._name = module, name
+
+    def _load(self) -> tuple[str, ...]:
+        found = getattr(importlib.import_module(self._module), self._name)
+        return tuple(found() if callable(found) else found)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._load()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+_SCORES = _Registered("bofexits.policies", "SCORES")
+_VARIANTS = _Registered("bofexits.policies.calibrated", "VARIANTS")
+_MEMBERSHIPS = _Registered("bofexits.models.bof", "MEMBERSHIPS")
+_AGGREGATIONS = _Registered("bofexits.models.exits", "AGGREGATIONS")
+_EXIT_HEADS = _Registered("bofexits.models.build", "EXIT_HEADS")
+
+
+def _choice(
+    group: argparse._ActionsContainer,
+    flag: str,
+    names: _Registered | Sequence[str],
+    text: str,
+) -> None:
+    """A string option whose allowed values come from the library; its help lists them."""
+    metavar = flag.lstrip("-").replace("-", "_").upper()
+    group.add_argument(flag, choices=names, metavar=metavar, help=f"{text}; one of %(choices)s")
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    """Flags named after `TrainConfig` fields: `config_from_args` passes them on by name."""
+    d = TrainConfig()
     g = p.add_argument_group("training")
     g.add_argument("--config", type=Path, help="JSON config (e.g. a run's config.json); flags override it")
     g.add_argument(
         "--dataset",
-        help=f"dataset name (default {d.dataset}); its recipe (backbone, channels, classes, schedule, "
-        "augmentation) sets the defaults",
+        help=f"dataset name (default {d.dataset}; `bofexits datasets` lists them); its recipe (backbone, "
+        "channels, classes, schedule, augmentation) sets the defaults",
     )
     g.add_argument(
         "--data-dir", help="folder holding the dataset files (else standard places, then download)"
     )
-    g.add_argument("--mode", choices=["joint", "frozen", "two-phase"], help=f"default {d.mode}")
+    _choice(g, "--mode", MODES, f"default {d.mode}")
     g.add_argument("--epochs", type=int, help=f"default {d.epochs}")
     g.add_argument("--exit-epochs", type=int, help=f"exit epochs in two-phase mode (default {d.exit_epochs})")
     g.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
-    g.add_argument("--optimizer", choices=["adamw", "sgd"], help=f"default {d.optimizer}")
+    _choice(g, "--optimizer", OPTIMIZERS, f"default {d.optimizer}")
     g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
     g.add_argument(
         "--exit-lr", type=float, help=f"peak learning rate when only exits train (default {d.exit_lr})"
@@ -57,16 +113,23 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help=f"default {d.seed}")
     g.add_argument("--device", help="auto (GPU when present), cpu or cuda[:N]")
     g.add_argument("--threads", type=int, help="torch CPU threads")
-    g.add_argument("--calibration-split", choices=["train", "val"], help=f"default {d.calibration_split}")
-    g.add_argument("--score", choices=["max_logit", "max_prob", "margin", "neg_entropy"])
-    g.add_argument("--variant", choices=["mean", "quantile", "conditional"])
+    _choice(g, "--calibration-split", CALIBRATION_SPLITS, f"default {d.calibration_split}")
+    _choice(g, "--score", _SCORES, f"confidence score the rule is calibrated on (default {d.score})")
+    _choice(g, "--variant", _VARIANTS, f"rule variant (default {d.variant})")
     g.add_argument("--backbone-checkpoint", help="trained run whose backbone frozen mode reuses")
     g.add_argument("--limit-train", type=int, help="use only the first N training images (quick runs)")
+
+
+def _add_network_flags(p: argparse.ArgumentParser) -> None:
+    """Flags named after `ModelConfig` fields (flat: `--codewords`, not `--model.codewords`)."""
+    m = ModelConfig()
     g = p.add_argument_group("network")
-    g.add_argument("--backbone", help=f"registered backbone (default {m.backbone}; see `bofexits backbones`)")
+    g.add_argument(
+        "--backbone", help=f"registered backbone (default {m.backbone}; `bofexits backbones` lists them)"
+    )
     g.add_argument("--widths", type=int, nargs="+", help="backbone stage widths")
     g.add_argument("--codewords", type=int, help=f"K, shared by all exits (default {m.codewords})")
-    g.add_argument("--membership", choices=["rbf", "logistic"])
+    _choice(g, "--membership", _MEMBERSHIPS, f"default {m.membership}")
     g.add_argument(
         "--not-squared",
         dest="squared",
@@ -74,79 +137,34 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="RBF on distances instead of squared distances",
     )
-    g.add_argument("--spatial-level", type=int, choices=[0, 1])
+    g.add_argument("--spatial-level", type=int, help=f"0 or 1 (default {m.spatial_level})")
     g.add_argument("--reduce-channels", type=int)
     g.add_argument("--exit-pools", type=int, nargs="+", help="per-exit pre-pool factor")
-    g.add_argument("--aggregation", choices=["mean", "sum", "none"])
+    _choice(g, "--aggregation", _AGGREGATIONS, f"default {m.aggregation}")
     g.add_argument("--per-exit-classifiers", dest="shared_classifier", action="store_false", default=None)
-    g.add_argument(
+    _choice(
+        g,
         "--exit-head",
-        choices=["bof", "pooled", "conv"],
-        help=f"exit heads: BoF, or the SDN (pooled) / BranchyNet (conv) baselines (default {m.exit_head})",
+        _EXIT_HEADS,
+        f"exit heads: BoF, or the SDN (pooled) / BranchyNet (conv) baselines (default {m.exit_head})",
     )
 
 
-_MODEL_KEYS = {
-    "backbone",
-    "widths",
-    "codewords",
-    "membership",
-    "squared",
-    "spatial_level",
-    "reduce_channels",
-    "exit_pools",
-    "aggregation",
-    "shared_classifier",
-    "exit_head",
-}
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's config from `train`'s flags: every flag named after a config key, and --config.
 
-
-def resolve_config(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    """Defaults < the dataset's recipe (`bofexits.training.recipes`) < --config file < flags.
-
-    The dataset is the --dataset flag, else the config file's, else the default's.
+    The keys come from the config's dataclass fields (`config_keys`), so a new field needs
+    only a flag of the same name; unset flags (None) leave the layers below them alone.
     """
-    from bofexits.training.recipes import apply_recipe, recipe_for
-
-    data = (base or TrainConfig()).to_dict()
-    loaded: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        try:
-            loaded = json.loads(Path(args.config).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read config {args.config}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config {args.config} must hold a JSON object, like a run's config.json")
-    dataset = getattr(args, "dataset", None) or loaded.get("dataset") or data["dataset"]
-    data = apply_recipe(data, recipe_for(str(dataset)))
-    if loaded:
-        data = from_dict({**data, **loaded, "model": {**data["model"], **loaded.get("model", {})}}).to_dict()
-    for key, value in vars(args).items():
-        if value is None or key in (
-            "config",
-            "command",
-            "func",
-            "out",
-            "resume",
-            "quiet",
-            "betas",
-            "timing_samples",
-            "timing_rounds",
-            "points",
-            "timed_points",
-        ):
-            continue
-        if key in _MODEL_KEYS:
-            data["model"][key] = value
-        elif key in data:
-            data[key] = value
-    return from_dict(data)
+    keys = config_keys()
+    flags = {k: v for k, v in vars(args).items() if k in keys and v is not None}
+    return resolve_config(flags, config_file=args.config)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from bofexits.training.loop import train
 
-    cfg = resolve_config(args)
+    cfg = config_from_args(args)
     result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     last = result.history[-1] if result.history else {}
     print(f"checkpoint: {result.checkpoint}")
@@ -156,7 +174,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_evaluation(args: argparse.Namespace) -> tuple[Any, Any, TrainConfig, Any]:
-    """The checkpoint's network, calibrations and config, and its test set, for evaluate and sweep."""
+    """The checkpoint's network, calibrations and config, and its test set, for sweep and compare."""
     from bofexits.data.registry import load_run_data
     from bofexits.training.checkpoint import load_model
 
@@ -174,8 +192,8 @@ def _load_evaluation(args: argparse.Namespace) -> tuple[Any, Any, TrainConfig, A
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from bofexits._io import write_json
-    from bofexits.evaluation.sweep import sweep
+    from bofexits.evaluation.sweep import save_sweep, sweep
+    from bofexits.reporting.tables import format_points
 
     model, calibrations, cfg, test = _load_evaluation(args)
     score, variant = args.score or cfg.score, args.variant or cfg.variant
@@ -189,16 +207,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         timing_samples=args.timing_samples,
         timing_rounds=args.timing_rounds,
     )
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent
-    write_json(out / "results.json", results)
+    path = save_sweep(results, Path(args.out) if args.out else Path(args.checkpoint).parent)
     print(format_points(results))
-    print(f"results: {out / 'results.json'}")
+    print(f"results: {path}")
     return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from bofexits.evaluation.compare import compare_policies, save_comparison
+    from bofexits.evaluation.compare import compare_policies
+    from bofexits.evaluation.comparison import save_comparison
     from bofexits.reporting.report import write_report
+    from bofexits.reporting.tables import format_comparison
     from bofexits.training.tuning import validation_split
 
     model, calibrations, cfg, test = _load_evaluation(args)
@@ -222,41 +241,22 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_comparison(comparison: dict[str, Any]) -> str:
-    """A readable summary of a policy comparison: knee and matched compute per policy, then the claims."""
-    levels = [f"{lv:g}" for lv in comparison["levels"]]
-
-    def cell(p: dict[str, Any] | None) -> str:
-        return "n/a" if p is None else f"{100 * p['accuracy']:.2f}@{100 * p['relative_macs']:.0f}%"
-
-    head = f"{'policy':<34} {'knee acc@MACs':>14} {'bal':>5} " + " ".join(
-        f"{'<=' + format(float(lv), '.0%'):>11}" for lv in levels
-    )
-    rows = [f"full network {100 * comparison['full_accuracy']:.2f}%; simulated from all exits", head]
-    for fam in comparison["families"]:
-        knee = fam["knee"]
-        rows.append(
-            f"{fam['label'][:34]:<34} {cell(knee):>14} {knee['balance'] if knee else float('nan'):>5.2f} "
-            + " ".join(f"{cell(fam['at_levels'][lv]):>11}" for lv in levels)
-        )
-    for c in comparison.get("claims", []):
-        rows.append(f"claim ({c['claim']}) {c['statement']}: {c['verdict']}")
-    return "\n".join(rows)
-
-
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from bofexits.training.checkpoint import update_checkpoint
+    from bofexits._io import RunLock
+    from bofexits.training.checkpoint import load_checkpoint, update_checkpoint
     from bofexits.training.tuning import tune_on_validation
 
-    result = tune_on_validation(
-        args.checkpoint,
-        variant=args.variant,
-        max_drop=args.max_drop,
-        budget=args.budget,
-        latency_ms=args.latency_ms,
-        data_dir=args.data_dir,
-    )
-    update_checkpoint(args.checkpoint, tuned=result.to_dict())
+    load_checkpoint(args.checkpoint)  # a missing or broken file is named before anything is created
+    with RunLock(Path(args.checkpoint).parent):  # tune rewrites the checkpoint: not under a running train
+        result = tune_on_validation(
+            args.checkpoint,
+            variant=args.variant,
+            max_drop=args.max_drop,
+            budget=args.budget,
+            latency_ms=args.latency_ms,
+            data_dir=args.data_dir,
+        )
+        update_checkpoint(args.checkpoint, tuned=result.to_dict())
     lat = f", {result.val_latency_ms:.3f} ms" if result.val_latency_ms is not None else ""
     print(
         f"{result.target}: beta={result.beta:g} ({result.variant} rule on {result.score}); validation accuracy "
@@ -285,14 +285,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from bofexits.data.registry import list_datasets
-    from bofexits.models.backbones import list_backbones
-    from bofexits.policies import list_policies
-
-    names = {"backbones": list_backbones, "datasets": list_datasets, "policies": list_policies}[
-        args.command
-    ]()
-    print("\n".join(names))
+    print("\n".join(args.names))
     return 0
 
 
@@ -330,53 +323,58 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if any(p.error is not None for p in predictions) else 0
 
 
-def format_points(results: dict[str, Any]) -> str:
-    """A readable table of a sweep: one row per knob value."""
-    timing = {p["beta"]: p for p in results.get("timing", {}).get("per_beta", [])}
-    head = f"{'beta':>6} {'acc %':>7} {'MACs %':>7} {'balance':>7}  {'exit fractions':<26} {'b1 x':>6} {'b256 x':>6}"
-    rows = [
-        f"{results['variant']} rule on {results['score']}; full network {100 * results['full_accuracy']:.2f}%",
-        head,
-    ]
-    for p in results["points"]:
-        t = timing.get(p["beta"], {})
-        fr = " ".join(f"{f:.2f}" for f in p["exit_fractions"])
-        rows.append(
-            f"{p['beta']:>6g} {100 * p['accuracy']:>7.2f} {100 * p['relative_macs']:>7.1f} "
-            f"{p['balance']:>7.3f}  {fr:<26} {t.get('batch1_speedup', float('nan')):>6.2f} "
-            f"{t.get('batched_speedup', float('nan')):>6.2f}"
-        )
-    return "\n".join(rows)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bofexits", description=__doc__)
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train a multi-exit network and calibrate its exit rule")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (default runs/train)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    _add_train_args(p)
+    _add_training_flags(p)
+    _add_network_flags(p)
     p.set_defaults(func=_cmd_train)
-    p = sub.add_parser("evaluate", help="real early exit on the test set at several beta values, timed")
+
+
+class _MovedToCompare(argparse.Action):
+    """An option of the policy comparison given to `sweep`, which it belonged to before the rename.
+
+    Fails with the new spelling instead of argparse's "unrecognized arguments".
+    """
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        raise ConfigError(
+            f"{option_string} belongs to the policy comparison, now `bofexits compare CKPT {option_string} N`; "
+            "`bofexits sweep` runs the proposed rule's knob with real early exit (formerly `evaluate`)"
+        )
+
+
+def _add_sweep(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str = "sweep", replaces: str | None = None
+) -> None:
+    """`sweep`, or under `name` a deprecated alias of it that names `replaces`."""
+    about = "the proposed rule's knob (beta) with real early exit on the test set, timed; writes results.json"
+    p = sub.add_parser(
+        name, help=f"deprecated alias of `{replaces}`" if replaces else about, description=about
+    )
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--out", type=Path, help="where results.json goes (default: the checkpoint's folder)")
     p.add_argument("--data-dir")
-    p.add_argument("--score", choices=["max_logit", "max_prob", "margin", "neg_entropy"])
-    p.add_argument("--variant", choices=["mean", "quantile", "conditional"])
+    _choice(p, "--score", _SCORES, "confidence score (default: the checkpoint's)")
+    _choice(p, "--variant", _VARIANTS, "rule variant (default: the checkpoint's)")
     p.add_argument("--betas", type=float, nargs="+", help="knob values (default: a range for the variant)")
     p.add_argument("--timing-samples", type=int, default=500, help="images timed at batch 1 (0: no timing)")
     p.add_argument("--timing-rounds", type=int, default=5)
     p.add_argument("--threads", type=int, help="torch CPU threads for evaluation and timing")
-    p.set_defaults(func=_cmd_evaluate)
-    p = sub.add_parser(
-        "sweep", help="every exit policy over its knob, side by side, with timing; writes policies.json/csv"
-    )
+    for flag in ("--points", "--timed-points"):
+        p.add_argument(flag, action=_MovedToCompare, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_evaluate, replaced_by=replaces)
+
+
+def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    about = "every exit policy over its knob, side by side, with timing; writes policies.json/csv, a report"
+    p = sub.add_parser("compare", help=about, description=about)
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
     p.add_argument("--data-dir")
-    p.add_argument("--score", choices=["max_logit", "max_prob", "margin", "neg_entropy"])
-    p.add_argument("--variant", choices=["mean", "quantile", "conditional"])
+    _choice(p, "--score", _SCORES, "confidence score of the proposed rule (default: the checkpoint's)")
+    _choice(p, "--variant", _VARIANTS, "variant of the proposed rule (default: the checkpoint's)")
     p.add_argument("--points", type=int, default=101, help="knob values per threshold policy (simulated)")
     p.add_argument(
         "--timed-points",
@@ -388,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-rounds", type=int, default=3)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=_cmd_sweep)
+
+
+def _add_tune(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "tune", help="pick beta on the validation split for a target and store it in the checkpoint"
     )
@@ -396,17 +397,27 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-drop", type=float, help="largest accuracy drop vs the full network, in pp")
     g.add_argument("--budget", type=float, help="largest mean compute, as a fraction of the backbone's MACs")
     g.add_argument("--latency-ms", type=float, help="largest mean batch-1 latency in ms (measured here)")
-    p.add_argument("--variant", choices=["mean", "quantile", "conditional"])
+    _choice(p, "--variant", _VARIANTS, "rule variant (default: the checkpoint's)")
     p.add_argument("--data-dir")
     p.set_defaults(func=_cmd_tune)
-    p = sub.add_parser("demo", help="train on Fashion-MNIST, evaluate adaptive inference, write a report")
+
+
+def _add_demo_and_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo", help="train on Fashion-MNIST, then sweep the knob and compare every policy; write a report"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--epochs", type=int, help="override the demo's training epochs")
     p.add_argument("--timing-samples", type=int, default=500)
     p.set_defaults(func=_cmd_demo)
-    p = sub.add_parser("report", help="render report.md and plots from a run folder's results.json")
+    p = sub.add_parser(
+        "report", help="render report.md/html and plots from a run folder's results.json and policies.json"
+    )
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=_cmd_report)
+
+
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "export", help="write a deployable export: staged ONNX graphs + manifest, or TorchScript"
     )
@@ -416,8 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--beta", type=float, help="the knob (default: the tuned one, else 0.4 quantile / 1.0 mean)"
     )
-    p.add_argument("--score", choices=["max_logit", "max_prob", "margin", "neg_entropy"])
-    p.add_argument("--variant", choices=["mean", "quantile", "conditional"])
+    _choice(p, "--score", _SCORES, "confidence score (default: the checkpoint's)")
+    _choice(p, "--variant", _VARIANTS, "rule variant (default: the checkpoint's)")
     p.add_argument(
         "--onnx-exporter",
         choices=["dynamo", "legacy"],
@@ -430,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing export folder")
     p.add_argument("--data-dir", help="training data (class names and normalisation are read from it)")
     p.set_defaults(func=_cmd_export)
+
+
+def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("predict", help="classify PNG/JPEG files with a checkpoint or an ONNX export folder")
     p.add_argument("source", type=Path, help="checkpoint.pt, or a folder written by `bofexits export`")
     p.add_argument("images", type=Path, nargs="+")
@@ -438,19 +452,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="inference threads")
     p.add_argument("--data-dir", help="training data, for a checkpoint (class names and normalisation)")
     p.set_defaults(func=_cmd_predict)
-    for name in ("backbones", "datasets", "policies"):
-        sub.add_parser(name, help=f"list registered {name}").set_defaults(func=_cmd_list)
+
+
+_LISTS = {
+    "backbones": _Registered("bofexits.models.backbones", "list_backbones"),
+    "datasets": _Registered("bofexits.data.registry", "list_datasets"),
+    "policies": _Registered("bofexits.policies", "list_policies"),
+}
+
+
+def _add_lists(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for name, names in _LISTS.items():
+        sub.add_parser(name, help=f"list registered {name}").set_defaults(func=_cmd_list, names=names)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; each verb's flags are added by its own `_add_*` function."""
+    parser = argparse.ArgumentParser(prog="bofexits", description=__doc__)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_sweep(sub)
+    _add_compare(sub)
+    _add_tune(sub)
+    _add_demo_and_report(sub)
+    _add_export(sub)
+    _add_predict(sub)
+    _add_lists(sub)
+    _add_sweep(sub, "evaluate", replaces="sweep")  # deprecated alias, for one release
     return parser
 
 
+def _warn_if_deprecated(args: argparse.Namespace) -> None:
+    """One line on stderr when a verb was called by its old name (quiet or not: it is a warning)."""
+    replaced_by = getattr(args, "replaced_by", None)
+    if replaced_by:
+        print(
+            f"bofexits: warning: `{args.command}` is deprecated and will be removed in the next release; "
+            f"use `bofexits {replaced_by}` (same options)",
+            file=sys.stderr,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
     try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.WARNING if args.quiet else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            datefmt="%H:%M:%S",
+        )
+        _warn_if_deprecated(args)
         return int(args.func(args))
     except BofexitsError as exc:
         print(f"bofexits: error: {exc}", file=sys.stderr)

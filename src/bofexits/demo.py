@@ -1,17 +1,21 @@
-"""`make demo`: train BoF exits on Fashion-MNIST, sweep the proposed rule with real early exit,
-time it against the plain backbone, compare every exit policy side by side, and write
-results.json, policies.json/csv, plots, report.md and report.html."""
+"""`bofexits demo` / `make demo`: the command line's verbs in a row on Fashion-MNIST.
+
+`train` (BoF exits, two-phase), `sweep` (the proposed rule's knob with real early exit,
+timed against the plain backbone), `compare` (every exit policy side by side) and
+`report`: writes results.json, policies.json/csv, plots, report.md and report.html.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
-from bofexits._io import write_json
 from bofexits.config import TrainConfig
 from bofexits.data.registry import load_run_data
-from bofexits.evaluation.compare import compare_policies, save_comparison
-from bofexits.evaluation.sweep import sweep
+from bofexits.evaluation.compare import compare_policies
+from bofexits.evaluation.comparison import save_comparison
+from bofexits.evaluation.sweep import TrainingInfo, save_sweep, sweep
 from bofexits.reporting.report import write_report
 from bofexits.training.checkpoint import load_checkpoint, load_model
 from bofexits.training.loop import CHECKPOINT, train
@@ -33,18 +37,14 @@ def run_demo(
     progress: bool = True,
     timing_samples: int = 500,
 ) -> Path:
-    """Train (or reuse a finished checkpoint in `out`), evaluate, and return the report path."""
+    """Train (or reuse a finished checkpoint in `out`), sweep, compare, and return the report path."""
     out = Path(out)
-    cfg = TrainConfig(**{**DEMO_CONFIG.__dict__, "epochs": epochs or DEMO_CONFIG.epochs})
-    ckpt = out / CHECKPOINT
-    done = ckpt.exists() and load_checkpoint(ckpt).get("complete", False)
-    if not done:
-        train(cfg, out, resume=resume and ckpt.exists(), progress=progress)
+    cfg = dataclasses.replace(DEMO_CONFIG, epochs=epochs or DEMO_CONFIG.epochs)
+    ckpt = _trained(cfg, out, resume=resume, progress=progress)
     model, calibrations, cfg = load_model(ckpt)
-    history = load_checkpoint(ckpt)["history"]
     _, test = load_run_data(cfg)
-    log.info("evaluating on %d test images", len(test))
-    results = sweep(
+    log.info("sweeping the knob on %d test images", len(test))
+    result = sweep(
         model,
         calibrations,
         test,
@@ -53,16 +53,9 @@ def run_demo(
         extra=EXTRA,
         timing_samples=timing_samples,
     )
-    results["dataset"] = cfg.dataset
-    results["training"] = {
-        "backbone": cfg.model.backbone,
-        "epochs": len(history),
-        "mode": cfg.mode,
-        "calibration_split": cfg.calibration_split,
-        "seconds": sum(h["seconds"] for h in history),
-        "history": history,
-    }
-    write_json(out / "results.json", results)
+    result.dataset = cfg.dataset
+    result.training = _training_info(cfg, ckpt)
+    save_sweep(result, out)
     log.info("comparing every exit policy side by side")
     comparison = compare_policies(
         model,
@@ -75,3 +68,24 @@ def run_demo(
     )
     save_comparison(comparison, out)
     return write_report(out)
+
+
+def _trained(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool) -> Path:
+    """The checkpoint in `out`, trained (or its interrupted run resumed) unless already complete."""
+    ckpt = out / CHECKPOINT
+    if not (ckpt.exists() and load_checkpoint(ckpt).get("complete", False)):
+        train(cfg, out, resume=resume and ckpt.exists(), progress=progress)
+    return ckpt
+
+
+def _training_info(cfg: TrainConfig, ckpt: Path) -> TrainingInfo:
+    """How the demo network was trained, for the top of the report."""
+    history = load_checkpoint(ckpt)["history"]
+    return TrainingInfo(
+        backbone=cfg.model.backbone,
+        epochs=len(history),
+        mode=cfg.mode,
+        calibration_split=cfg.calibration_split,
+        seconds=sum(h["seconds"] for h in history),
+        history=history,
+    )

@@ -14,15 +14,12 @@ from bofexits.cli import main
 from bofexits.data import registry as datasets
 from bofexits.data.registry import load_dataset
 from bofexits.errors import ConfigError
-from bofexits.evaluation.claims import cheapest_reaching
 from bofexits.evaluation.collect import collect_logits
-from bofexits.evaluation.compare import (
-    at_compute,
-    compare_policies,
-    decision_overhead_us,
-    policy_families,
-)
+from bofexits.evaluation.compare import compare_policies, decision_overhead_us
+from bofexits.evaluation.comparison import Comparison
 from bofexits.evaluation.cost import measure_costs
+from bofexits.evaluation.families import policy_families
+from bofexits.evaluation.points import Point, at_compute, cheapest_reaching
 from bofexits.evaluation.timing import interleaved_timing
 from bofexits.inference.offline import oracle, oracle_frontier, simulate
 from bofexits.models.backbones import create_backbone
@@ -98,14 +95,12 @@ def test_oracle_frontier_bounds_every_policy(tiny_net_factory, images) -> None: 
 
 def test_at_compute_and_cheapest_reaching() -> None:
     pts = [
-        {"index": 0, "relative_macs": 0.3, "accuracy": 0.80},
-        {"index": 1, "relative_macs": 0.45, "accuracy": 0.85},
-        {"index": 2, "relative_macs": 0.7, "accuracy": 0.84},
-        {"index": 3, "relative_macs": 0.9, "accuracy": 0.90},
+        Point(accuracy=acc, mean_macs=macs, relative_macs=macs, exit_fractions=[1.0], balance=0.0, index=i)
+        for i, (macs, acc) in enumerate([(0.3, 0.80), (0.45, 0.85), (0.7, 0.84), (0.9, 0.90)])
     ]
-    assert at_compute(pts, 0.75)["index"] == 1  # the best within the level, not the last
+    assert at_compute(pts, 0.75).index == 1  # type: ignore[union-attr]  # the best within the level, not the last
     assert at_compute(pts, 0.2) is None
-    assert cheapest_reaching(pts, 0.84)["index"] == 1
+    assert cheapest_reaching(pts, 0.84).index == 1  # type: ignore[union-attr]
     assert cheapest_reaching(pts, 0.95) is None
 
 
@@ -119,7 +114,7 @@ def trained_run(fake_data: Path, tiny_config: Any, tmp_path: Path) -> Path:
     return run
 
 
-def _compare(run: Path, fake_data: Path, **kw: Any) -> dict[str, Any]:
+def _compare(run: Path, fake_data: Path, **kw: Any) -> Comparison:
     model, cals, cfg = load_model(run / "checkpoint.pt")
     _, test = load_dataset(cfg.dataset, fake_data)
     args: dict[str, Any] = dict(points=21, timed_points=3, timing_samples=6, timing_rounds=1)
@@ -130,22 +125,23 @@ def _compare(run: Path, fake_data: Path, **kw: Any) -> dict[str, Any]:
 
 def test_comparison_on_a_trained_network(trained_run: Path, fake_data: Path) -> None:
     comp = _compare(trained_run, fake_data)
-    fams = {f["name"]: f for f in comp["families"]}
+    fams = {f.name: f for f in comp.families}
     assert {"proposed", "max-softmax", "entropy", "patience", "budgeted", "single-exit"} <= set(fams)
     # the real runtime took the simulated exits and predictions at every timed point
-    check = comp["timing"]["runtime_check"]
-    assert check["points"] > 10 and check["mismatched_exits"] == 0 and check["mismatched_predictions"] == 0
+    assert comp.timing is not None
+    check = comp.timing.runtime_check
+    assert check.points > 10 and check.mismatched_exits == 0 and check.mismatched_predictions == 0
     # every knob is monotone on this network's real outputs: compute never falls towards "accurate"
     for name in ("proposed", "max-softmax", "entropy", "patience", "budgeted", "single-exit"):
-        macs = [p["relative_macs"] for p in fams[name]["points"]]
+        macs = [p.relative_macs for p in fams[name].points]
         assert all(b >= a - 1e-12 for a, b in zip(macs, macs[1:], strict=False)), name
-    prop = fams["proposed"]["points"]
-    assert prop[0]["exit_fractions"][0] == 1.0  # beta = 0: everything at exit 1
-    timed = [p for p in prop if "timing" in p]
-    assert timed and all(p["timing"]["batch1_speedup"] > 0 for p in timed)
-    assert [c["claim"] for c in comp["claims"]] == ["a", "b", "c"]
-    assert all(c["verdict"] in ("supported", "partly", "not supported") for c in comp["claims"])
-    assert {r["policy"] for r in comp["decision_overhead"]} >= {"proposed", "max-softmax", "patience"}
+    prop = fams["proposed"].points
+    assert prop[0].exit_fractions[0] == 1.0  # beta = 0: everything at exit 1
+    timed = [p for p in prop if p.timing is not None]
+    assert timed and all(p.timing.batch1_speedup > 0 for p in timed)  # type: ignore[union-attr]
+    assert [c.claim for c in comp.claims] == ["a", "b", "c"]
+    assert all(c.verdict in ("supported", "partly", "not supported") for c in comp.claims)
+    assert {r.policy for r in comp.decision_overhead} >= {"proposed", "max-softmax", "patience"}
 
 
 def test_knob_grids_come_from_validation_only(trained_run: Path, fake_data: Path) -> None:
@@ -155,7 +151,7 @@ def test_knob_grids_come_from_validation_only(trained_run: Path, fake_data: Path
     grids = []
     for part in (test.subset(torch.arange(0, 50)), test.subset(torch.arange(50, 100))):
         comp = compare_policies(model, cals, val, part, points=21, timing_samples=0)
-        grids.append({f["name"]: [p[f["knob"]] for p in f["points"]] for f in comp["families"]})
+        grids.append({f.name: [p.value for p in f.points] for f in comp.families})
     assert grids[0] == grids[1]
 
 
@@ -179,11 +175,11 @@ def test_tuning_never_reads_the_test_split(
     assert 0 <= result.beta <= 1
 
 
-def test_sweep_cli_writes_json_csv_and_a_self_contained_report(
+def test_compare_cli_writes_json_csv_and_a_self_contained_report(
     trained_run: Path, fake_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ckpt = str(trained_run / "checkpoint.pt")
-    argv = ["-q", "sweep", ckpt, "--data-dir", str(fake_data), "--points", "11", "--timed-points", "2"]
+    argv = ["-q", "compare", ckpt, "--data-dir", str(fake_data), "--points", "11", "--timed-points", "2"]
     assert main([*argv, "--timing-samples", "4", "--timing-rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert "claim (a)" in out and "max-softmax" in out
@@ -196,8 +192,8 @@ def test_sweep_cli_writes_json_csv_and_a_self_contained_report(
     assert html.count("data:image/png;base64,") == 3  # the three comparison plots, embedded
     assert "The paper&#x27;s claims on this run" in html and "<table>" in html
     assert "(a) a more balanced distribution" in (trained_run / "report.md").read_text()
-    # the evaluate sweep adds its section to the same report
-    assert main(["-q", "evaluate", ckpt, "--data-dir", str(fake_data), "--timing-samples", "0"]) == 0
+    # the knob sweep adds its section to the same report
+    assert main(["-q", "sweep", ckpt, "--data-dir", str(fake_data), "--timing-samples", "0"]) == 0
     assert main(["-q", "report", str(trained_run)]) == 0
     text = (trained_run / "report.md").read_text()
     assert "## Targets" in text and "## Policies side by side" in text
@@ -258,7 +254,7 @@ def test_conditional_thresholds_are_never_nan() -> None:
 
 def test_every_point_can_be_timed(trained_run: Path, fake_data: Path) -> None:
     comp = _compare(trained_run, fake_data, points=6, timed_points=0, timing_samples=2)
-    for fam in comp["families"]:
-        if fam["timed"]:
-            assert all("timing" in p for p in fam["points"]), fam["name"]
-    assert comp["timing"]["runtime_check"]["mismatched_exits"] == 0
+    for fam in comp.families:
+        if fam.timed:
+            assert all(p.timing is not None for p in fam.points), fam.name
+    assert comp.timing is not None and comp.timing.runtime_check.mismatched_exits == 0

@@ -2,185 +2,300 @@
 
 (a) a more balanced distribution of samples over the exits, (b) one interpretable knob from
 fastest to most accurate, (c) higher accuracy and less inference time than existing rules;
-each with its numeric targets, and a verdict that says where the measurements do not support it.
+each with its numeric targets, and a verdict with a reading of the numbers where they do not
+support it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["BASELINES", "check_claims", "cheapest_reaching"]
+from bofexits.evaluation.points import Point, cheapest_reaching
+from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, from_fields, require, to_fields
+from bofexits.reporting.format import fractions, pct, pp, times
+
+if TYPE_CHECKING:
+    from bofexits.evaluation.comparison import Comparison, FamilyResult
+
+__all__ = [
+    "BALANCE_TARGET",
+    "BASELINES",
+    "OVERHEAD_LIMIT",
+    "ORACLE_RATIO_LIMIT",
+    "Check",
+    "Claim",
+    "check_claims",
+]
 
 BASELINES: tuple[str, ...] = ("max-softmax", "entropy", "patience")
 """The existing rules the proposed one is held against (claim c)."""
+BALANCE_TARGET = 0.75
+"""Claim (a): the smallest balance at the knee that counts as balanced."""
+ORACLE_RATIO_LIMIT = 1.3
+"""Claim (c): the knee may use at most this multiple of the oracle's MACs at the same accuracy."""
+OVERHEAD_LIMIT = 0.02
+"""Claim (c): a decision may cost at most this share of the backbone's batch-1 time."""
+_FASTEST = 0.999  # share at exit 1 that counts as "everything leaves at exit 1"
+_SPAN_TOLERANCE = 0.001  # the knob's last point may miss the full network by this much
 
 
-def cheapest_reaching(points: Sequence[dict[str, Any]], acc: float) -> dict[str, Any] | None:
-    """The cheapest point whose accuracy is at least `acc` (None if none is)."""
-    ok = [p for p in points if p["accuracy"] >= acc - 1e-12]
-    return min(ok, key=lambda p: p["relative_macs"]) if ok else None
+@dataclass
+class Check:
+    """One numeric target of a claim: what is checked, what was measured, whether it is met (None: n/a)."""
+
+    check: str
+    measured: str
+    met: bool | None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_fields(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Check:
+        return from_fields(cls, data, "claim check")
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
+@dataclass
+class Claim:
+    """One of the paper's claims with its checks.
 
-
-def check_claims(comparison: dict[str, Any]) -> list[dict[str, Any]]:
-    """The paper's three claims (and their numeric targets), each checked against this comparison.
-
-    Returns one dict per claim: ``statement``, ``checks`` (``check``, ``measured``, ``met``:
-    True, False, or None when it cannot be measured), ``verdict`` and ``why`` (a reading of
-    the numbers when a check fails).
+    Attributes:
+        claim: "a", "b" or "c".
+        statement: the claim in the paper's words.
+        checks: its numeric targets.
+        verdict: "supported" (every measurable check met), "not supported" (none met) or "partly".
+        why: where not supported, a reading of the numbers ("" otherwise).
     """
-    fams = {f["name"]: f for f in comparison["families"]}
-    prop = next(f for f in comparison["families"] if f["proposed"])
-    knee = prop["knee"]
-    full = comparison["full_accuracy"]
-    costs = comparison["costs"]
-    exit1 = costs["macs_at_exit"][0] / costs["backbone_macs"]
-    medians = comparison.get("exit_confidence_medians")
-    conf_note = (
-        f"median max-softmax at exits 1..{len(medians)} on the calibration data: "
-        + " / ".join(f"{m:.3f}" for m in medians)
-        if medians
-        else ""
-    )
-    claims = []
 
-    # (a) balance
-    checks: list[dict[str, Any]] = []
-    sm = fams.get("max-softmax")
-    if knee is None:
-        checks.append(
-            {"check": "a knee exists (within 0.5 pp of the full network)", "measured": "none", "met": False}
-        )
-    else:
-        checks.append(
-            {
-                "check": "balance at the knee >= 0.75",
-                "measured": f"{knee['balance']:.3f} (beta={knee['beta']:g}, {_pct(knee['accuracy'])} at "
-                f"{_pct(knee['relative_macs'])} MACs)",
-                "met": knee["balance"] >= 0.75,
-            }
-        )
-        other = cheapest_reaching(sm["points"], knee["accuracy"]) if sm else None
-        checks.append(
-            {
-                "check": "balance higher than max-softmax's at the same accuracy",
-                "measured": (
-                    f"{knee['balance']:.3f} vs {other['balance']:.3f} (max-softmax at {_pct(other['accuracy'])}, "
-                    f"{_pct(other['relative_macs'])} MACs)"
-                    if other
-                    else "max-softmax never reaches that accuracy"
-                ),
-                "met": (knee["balance"] > other["balance"]) if other else True,
-            }
-        )
-    why_a = (
-        "Global thresholds pile samples up at one end only when early exits are much less confident than "
-        f"late ones; here they are not ({conf_note}), so max-softmax is already fairly balanced."
-        if medians
-        else ""
-    )
-    claims.append(_claim("a", "a more balanced distribution of samples over the exits", checks, why_a))
+    claim: str
+    statement: str
+    checks: list[Check] = field(default_factory=list)
+    verdict: str = ""
+    why: str = ""
+    schema_version: int = SCHEMA_VERSION
 
-    # (b) one interpretable knob
-    pts = prop["points"]
-    macs = [p["relative_macs"] for p in pts]
-    drops = sum(1 for a, b in zip(macs, macs[1:], strict=False) if b < a - 1e-12)
-    checks = [
-        {
-            "check": "mean compute never decreases as beta grows (test set, every grid point)",
-            "measured": f"{len(pts)} points, {drops} decreases",
-            "met": drops == 0,
-        },
-        {
-            "check": "the knob spans fastest (everything at exit 1) to the full network's accuracy",
-            "measured": f"beta={pts[0]['beta']:g}: {_pct(pts[0]['exit_fractions'][0])} at exit 1; "
-            f"beta={pts[-1]['beta']:g}: {_pct(pts[-1]['accuracy'])} (full {_pct(full)})",
-            "met": pts[0]["exit_fractions"][0] >= 0.999 and pts[-1]["accuracy"] >= full - 0.001,
-        },
-    ]
-    claims.append(_claim("b", "one interpretable hyper-parameter from fastest to most accurate", checks, ""))
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "claim": self.claim,
+            "statement": self.statement,
+            "checks": [c.to_dict() for c in self.checks],
+            "verdict": self.verdict,
+            "why": self.why,
+            "schema_version": self.schema_version,
+        }
 
-    # (c) accuracy and time against existing rules
-    checks = []
-    for level, p in prop["at_levels"].items():
-        lv = float(level)
-        rivals = [(n, fams[n]["at_levels"][level]) for n in BASELINES if n in fams]
-        rivals = [(n, r) for n, r in rivals if r is not None]
-        if p is None:
-            checks.append(
-                {
-                    "check": f"accuracy at {lv:.0%} of the compute >= best of {', '.join(BASELINES)}",
-                    "measured": f"unreachable: exit 1 alone costs {_pct(exit1)} of the backbone",
-                    "met": None,
-                }
-            )
-            continue
-        name, best = max(rivals, key=lambda r: r[1]["accuracy"]) if rivals else ("none", None)
-        diff = p["accuracy"] - best["accuracy"] if best else 0.0
-        checks.append(
-            {
-                "check": f"accuracy at {lv:.0%} of the compute >= best of {', '.join(BASELINES)}",
-                "measured": f"{_pct(p['accuracy'])} vs {name} {_pct(best['accuracy'])} ({100 * diff:+.2f} pp)"
-                if best
-                else "no baseline reaches this level",
-                "met": diff >= 0,
-            }
-        )
-    if knee is not None and "timing" in knee:
-        for n in ("max-softmax", "entropy"):
-            other = cheapest_reaching(fams[n]["points"], knee["accuracy"]) if n in fams else None
-            if other is None or "timing" not in other:
-                continue
-            checks.append(
-                {
-                    # Ratios to the backbone timed in the same rounds: raw ms drift between rounds.
-                    "check": f"batch-1 speedup at the knee's accuracy above {n}'s",
-                    "measured": f"{knee['timing']['batch1_speedup']:.2f}x vs {other['timing']['batch1_speedup']:.2f}x "
-                    "over the plain backbone",
-                    "met": knee["timing"]["batch1_speedup"] >= other["timing"]["batch1_speedup"],
-                }
-            )
-    if knee is not None:
-        frontier = comparison["oracle"]["frontier"]
-        reach = [m for m, a in frontier if a >= knee["accuracy"] - 1e-12]
-        if reach:
-            ratio = knee["relative_macs"] / reach[0]
-            checks.append(
-                {
-                    "check": "within 1.3x of the oracle's mean MACs at the same accuracy",
-                    "measured": f"{_pct(knee['relative_macs'])} vs oracle {_pct(reach[0])}: {ratio:.2f}x",
-                    "met": ratio <= 1.3,
-                }
-            )
-    for row in comparison.get("decision_overhead", []):
-        if row["policy"] == "proposed":
-            checks.append(
-                {
-                    "check": "decision overhead per exit < 2% of the backbone's batch-1 time",
-                    "measured": f"{row['us_per_decision']:.1f} µs = {100 * row['fraction_of_backbone_batch1']:.2f}%",
-                    "met": row["fraction_of_backbone_batch1"] < 0.02,
-                }
-            )
-    why_c = (
-        "Where it loses, the margins are a few hundredths of a point: with exits this similarly confident, "
-        "per-exit calibration and one global threshold pick nearly the same samples; the oracle gap is the "
-        "room any confidence rule leaves."
-    )
-    claims.append(_claim("c", "higher accuracy and less inference time than existing rules", checks, why_c))
-    return claims
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Claim:
+        check_schema(data, "claim")
+        require(data, "claim", "claim", "statement", "checks", "verdict", "why")
+        checks = [Check.from_dict(c) for c in data["checks"]]
+        return cls(data["claim"], data["statement"], checks, data["verdict"], data["why"])
 
 
-def _claim(key: str, statement: str, checks: list[dict[str, Any]], why: str) -> dict[str, Any]:
-    results = [c["met"] for c in checks if c["met"] is not None]
+def _sentence(parts: list[str]) -> str:
+    """Clauses joined into one sentence.
+
+    >>> _sentence(["a is 1", "b is 2"])
+    'A is 1; b is 2.'
+    """
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] + "." if text else ""
+
+
+def _claim(key: str, statement: str, checks: list[Check], why: str) -> Claim:
+    results = [c.met for c in checks if c.met is not None]
     verdict = "supported" if results and all(results) else "not supported" if not any(results) else "partly"
-    return {
-        "claim": key,
-        "statement": statement,
-        "checks": checks,
-        "verdict": verdict,
-        "why": "" if verdict == "supported" else why,
-    }
+    return Claim(key, statement, checks, verdict, "" if verdict == "supported" else why)
+
+
+def check_claims(comparison: Comparison) -> list[Claim]:
+    """The paper's three claims (and their numeric targets), each checked against this comparison."""
+    return [_balance(comparison), _one_knob(comparison), _accuracy_and_time(comparison)]
+
+
+def _medians_note(comparison: Comparison) -> str:
+    medians = comparison.exit_confidence_medians
+    if not medians:
+        return ""
+    return (
+        f"the median max-softmax at exits 1..{len(medians)} on the calibration data is "
+        f"{fractions(medians, 3)} (a spread of {max(medians) - min(medians):.3f})"
+    )
+
+
+def _balance(comparison: Comparison) -> Claim:
+    """(a): balance at the knee, absolutely and against max-softmax at the same accuracy."""
+    statement = "a more balanced distribution of samples over the exits"
+    knee, soft = comparison.proposed.knee, comparison.family("max-softmax")
+    if knee is None:
+        best = max(comparison.proposed.points, key=lambda p: p.accuracy)
+        tol = f"within {pp(comparison.max_drop, 1, signed=False)} of the full network"
+        checks = [Check(f"a knee exists ({tol})", "none", False)]
+        why = f"no point comes {tol} ({pct(comparison.full_accuracy)}); the most accurate reaches {pct(best.accuracy)}"
+        return _claim("a", statement, checks, why)
+    other = cheapest_reaching(soft.points, knee.accuracy) if soft else None
+    checks = [
+        Check(
+            f"balance at the knee >= {BALANCE_TARGET:g}",
+            f"{knee.balance:.3f} (beta={knee.value:g}, {pct(knee.accuracy)} at {pct(knee.relative_macs)} MACs)",
+            knee.balance >= BALANCE_TARGET,
+        ),
+        Check(
+            "balance higher than max-softmax's at the same accuracy",
+            f"{knee.balance:.3f} vs {other.balance:.3f} (max-softmax at {pct(other.accuracy)}, "
+            f"{pct(other.relative_macs)} MACs)"
+            if other
+            else "max-softmax never reaches that accuracy",
+            knee.balance > other.balance if other else True,
+        ),
+    ]
+    reasons = []
+    if other is not None:
+        reasons.append(
+            f"max-softmax reaches the knee's accuracy with balance {other.balance:.3f} against {knee.balance:.3f}"
+        )
+    if note := _medians_note(comparison):
+        reasons.append(
+            "a global threshold piles samples up at one end only when early exits are much less confident "
+            f"than late ones, and {note}"
+        )
+    return _claim("a", statement, checks, _sentence(reasons))
+
+
+def _one_knob(comparison: Comparison) -> Claim:
+    """(b): compute grows with beta, and beta spans exit 1 only to the full network's accuracy."""
+    pts = comparison.proposed.points
+    macs = [p.relative_macs for p in pts]
+    drops = sum(1 for a, b in zip(macs, macs[1:], strict=False) if b < a - 1e-12)
+    first, last = pts[0], pts[-1]
+    checks = [
+        Check(
+            "mean compute never decreases as beta grows (test set, every grid point)",
+            f"{len(pts)} points, {drops} decreases",
+            drops == 0,
+        ),
+        Check(
+            "the knob spans fastest (everything at exit 1) to the full network's accuracy",
+            f"beta={first.value:g}: {pct(first.exit_fractions[0])} at exit 1; "
+            f"beta={last.value:g}: {pct(last.accuracy)} (full {pct(comparison.full_accuracy)})",
+            first.exit_fractions[0] >= _FASTEST
+            and last.accuracy >= comparison.full_accuracy - _SPAN_TOLERANCE,
+        ),
+    ]
+    reasons = [f"{drops} of {len(pts) - 1} steps of beta lower the compute"] if drops else []
+    if not checks[1].met:
+        reasons.append(
+            f"the knob runs from {pct(first.exit_fractions[0])} at exit 1 to {pct(last.accuracy)} "
+            f"against the full network's {pct(comparison.full_accuracy)}"
+        )
+    return _claim(
+        "b", "one interpretable hyper-parameter from fastest to most accurate", checks, _sentence(reasons)
+    )
+
+
+def _level_checks(comparison: Comparison) -> tuple[list[Check], list[tuple[float, float, str]]]:
+    """Accuracy at each compute level against the best baseline; and (level, difference, rival) per level."""
+    checks, diffs = [], []
+    costs = comparison.costs
+    for level, p in comparison.proposed.at_levels.items():
+        name = f"accuracy at {level:.0%} of the compute >= best of {', '.join(BASELINES)}"
+        if p is None:
+            exit1 = costs.macs_at_exit()[0] / costs.backbone_macs
+            checks.append(Check(name, f"unreachable: exit 1 alone costs {pct(exit1)} of the backbone", None))
+            continue
+        best = comparison.best_baseline(level, BASELINES)
+        if best is None:
+            checks.append(Check(name, "no baseline reaches this level", True))
+            continue
+        rival, q = best
+        diff = p.accuracy - q.accuracy
+        diffs.append((level, diff, rival))
+        checks.append(Check(name, f"{pct(p.accuracy)} vs {rival} {pct(q.accuracy)} ({pp(diff)})", diff >= 0))
+    return checks, diffs
+
+
+def _speed_checks(comparison: Comparison, knee: Point) -> tuple[list[Check], list[str]]:
+    """Batch-1 speedup at the knee's accuracy against the global-threshold rules (same-round ratios);
+    and a clause for each rule that is faster."""
+    checks, slower = [], []
+    for name in ("max-softmax", "entropy"):
+        fam: FamilyResult | None = comparison.family(name)
+        other = cheapest_reaching(fam.points, knee.accuracy) if fam else None
+        if other is None or other.timing is None or knee.timing is None:
+            continue
+        # Ratios to the backbone timed in the same rounds: raw ms drift between rounds.
+        mine, theirs = knee.timing.batch1_speedup, other.timing.batch1_speedup
+        checks.append(
+            Check(
+                f"batch-1 speedup at the knee's accuracy above {name}'s",
+                f"{times(mine)} vs {times(theirs)} over the plain backbone",
+                mine >= theirs,
+            )
+        )
+        if mine < theirs:
+            slower.append(
+                f"at the knee's accuracy {name} runs at {times(theirs)} the backbone's speed against "
+                f"{times(mine)} ({pct(other.relative_macs)} vs {pct(knee.relative_macs)} of the MACs)"
+            )
+    return checks, slower
+
+
+def _oracle_reach(comparison: Comparison, knee: Point) -> float | None:
+    """The oracle's least relative MACs reaching the knee's accuracy (None if it never does)."""
+    return next((m for m, a in comparison.frontier if a >= knee.accuracy - 1e-12), None)
+
+
+def _oracle_check(knee: Point, reach: float) -> Check:
+    """The knee's MACs against the oracle's at the same accuracy."""
+    ratio = knee.relative_macs / reach
+    return Check(
+        f"within {ORACLE_RATIO_LIMIT:g}x of the oracle's mean MACs at the same accuracy",
+        f"{pct(knee.relative_macs)} vs oracle {pct(reach)}: {times(ratio)}",
+        ratio <= ORACLE_RATIO_LIMIT,
+    )
+
+
+def _overhead_checks(comparison: Comparison) -> list[Check]:
+    return [
+        Check(
+            f"decision overhead per exit < {pct(OVERHEAD_LIMIT, 0)} of the backbone's batch-1 time",
+            f"{row.us_per_decision:.1f} µs = {pct(row.fraction_of_backbone_batch1)}",
+            row.fraction_of_backbone_batch1 < OVERHEAD_LIMIT,
+        )
+        for row in comparison.decision_overhead
+        if row.policy == "proposed"
+    ]
+
+
+def _accuracy_and_time(comparison: Comparison) -> Claim:
+    """(c): matched-compute accuracy, speed, oracle gap and decision overhead."""
+    checks, diffs = _level_checks(comparison)
+    reasons = []
+    if losses := [d for d in diffs if d[1] < 0]:
+        level, diff, rival = min(losses, key=lambda d: d[1])
+        reasons.append(
+            f"at matched compute it trails by at most {pp(-diff, signed=False)} ({rival}, {level:.0%} of the MACs)"
+        )
+    knee = comparison.proposed.knee
+    reach = _oracle_reach(comparison, knee) if knee is not None else None
+    if knee is not None:
+        speed, slower = _speed_checks(comparison, knee)
+        checks += [*speed, *([_oracle_check(knee, reach)] if reach is not None else [])]
+        reasons += slower
+    overhead = _overhead_checks(comparison)
+    checks += overhead
+    reasons += [
+        f"a decision costs {c.measured} of the backbone's batch-1 time" for c in overhead if c.met is False
+    ]
+    if note := _medians_note(comparison):
+        reasons.append(note)
+    if knee is not None and reach is not None:
+        reasons.append(
+            f"the oracle reaches the knee's accuracy with {pct(reach)} of the MACs against the knee's "
+            f"{pct(knee.relative_macs)}: the room any confidence rule leaves"
+        )
+    statement = "higher accuracy and less inference time than existing rules"
+    return _claim("c", statement, checks, _sentence(reasons))

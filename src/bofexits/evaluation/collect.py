@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from bofexits.data import ImageDataset
 from bofexits.evaluation.cost import CostTable
 from bofexits.evaluation.metrics import accuracy, balance, exit_distribution, relative_compute
+from bofexits.evaluation.points import Point
 from bofexits.inference.runtime import AdaptiveRuntime, ExitResult
 from bofexits.models.multiexit import MultiExitNetwork
 
@@ -50,15 +49,33 @@ def run_adaptive(
 
 
 def summarize(
-    predictions: torch.Tensor, exit_index: torch.Tensor, labels: torch.Tensor, costs: CostTable
-) -> dict[str, Any]:
-    """Accuracy, compute (counted from the exits taken), exit fractions and balance."""
+    predictions: torch.Tensor,
+    exit_index: torch.Tensor,
+    labels: torch.Tensor,
+    costs: CostTable,
+    *,
+    knob: str | None = None,
+    value: float | None = None,
+    index: int | None = None,
+) -> Point:
+    """Accuracy, compute (counted from the exits taken), exit fractions and balance, as a `Point`.
+
+    Args:
+        predictions: (N,) predicted classes.
+        exit_index: (N,) 0-based exit each sample took.
+        labels: (N,) true classes.
+        costs: per-part MACs of the network.
+        knob, value, index: which policy point this is (see `Point`).
+    """
     macs = costs.macs_for(exit_index)
     fractions = exit_distribution(exit_index, len(costs.stage_macs))
-    return {
-        "accuracy": accuracy(predictions, labels),
-        "mean_macs": float(macs.mean()),
-        "relative_macs": relative_compute(macs, costs.backbone_macs),
-        "exit_fractions": fractions,
-        "balance": balance(fractions),
-    }
+    return Point(
+        accuracy=accuracy(predictions, labels),
+        mean_macs=float(macs.mean()),
+        relative_macs=relative_compute(macs, costs.backbone_macs),
+        exit_fractions=fractions,
+        balance=balance(fractions),
+        knob=knob,
+        value=value,
+        index=index,
+    )

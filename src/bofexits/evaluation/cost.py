@@ -7,8 +7,8 @@ measured too). A sample's compute is the sum over the stages and exits that ran 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, require
 from bofexits.models.multiexit import MultiExitNetwork
 
 __all__ = ["CostTable", "count_macs", "measure_costs"]
@@ -51,6 +52,7 @@ class CostTable:
     exit_macs: list[int]
     stage_params: list[int]
     exit_params: int
+    schema_version: int = SCHEMA_VERSION
 
     @property
     def backbone_macs(self) -> int:
@@ -74,14 +76,36 @@ class CostTable:
         """(B,) MACs of what ran for each sample, from its 0-based exit index."""
         return torch.tensor(self.macs_at_exit(), dtype=torch.float64)[exit_index]
 
+    @property
+    def exit_macs_fraction(self) -> float:
+        """All exit heads' MACs as a fraction of the backbone's."""
+        return sum(self.exit_macs) / self.backbone_macs
+
+    @property
+    def exit_params_fraction(self) -> float:
+        """All exit heads' parameters as a fraction of the backbone's."""
+        return self.exit_params / self.backbone_params
+
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.update(
-            backbone_macs=self.backbone_macs,
-            backbone_params=self.backbone_params,
-            macs_at_exit=self.macs_at_exit(),
+        """The counts, plus the derived totals a reader of the JSON wants (ignored by `from_dict`)."""
+        return {
+            "stage_macs": list(self.stage_macs),
+            "exit_macs": list(self.exit_macs),
+            "stage_params": list(self.stage_params),
+            "exit_params": self.exit_params,
+            "backbone_macs": self.backbone_macs,
+            "backbone_params": self.backbone_params,
+            "macs_at_exit": self.macs_at_exit(),
+            "schema_version": self.schema_version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CostTable:
+        check_schema(data, "cost table")
+        require(data, "cost table", "stage_macs", "exit_macs", "stage_params", "exit_params")
+        return cls(
+            list(data["stage_macs"]), list(data["exit_macs"]), list(data["stage_params"]), data["exit_params"]
         )
-        return d
 
 
 @torch.no_grad()

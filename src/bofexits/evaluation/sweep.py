@@ -2,44 +2,203 @@
 
 For each beta: accuracy, counted compute, exit fractions and balance from the real
 runtime (batches shrink as samples exit), plus wall-clock at batch 1 and in batches
-against the plain backbone, interleaved in the same run.
+against the plain backbone, interleaved in the same run (`bofexits.evaluation.timed`).
+The result is a `Sweep`, written as `results.json`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from bofexits._io import write_json
 from bofexits.data import ImageDataset
 from bofexits.evaluation.collect import collect_logits, run_adaptive, summarize
 from bofexits.evaluation.cost import CostTable, measure_costs
+from bofexits.evaluation.grids import DEFAULT_BETAS
 from bofexits.evaluation.metrics import accuracy
-from bofexits.evaluation.timing import interleaved_timing, platform_info
+from bofexits.evaluation.points import MAX_DROP, Point, PointTiming, knee_point
+from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, from_fields, require, to_fields
+from bofexits.evaluation.timed import TimingImages, TimingSummary, time_runtimes, timing_images
+from bofexits.evaluation.timing import Platform, platform_info
 from bofexits.inference.offline import oracle, simulate
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies.calibrated import CalibratedThreshold, ExitCalibration
 
-__all__ = ["DEFAULT_BETAS", "knee_point", "sweep"]
+__all__ = ["DEFAULT_BETAS", "Sweep", "SweepTiming", "TrainingInfo", "save_sweep", "sweep"]
 
-DEFAULT_BETAS: dict[str, list[float]] = {
-    "mean": [0.5, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0],
-    "quantile": [0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
-    # Denser near the knee (about 0.45-0.5 on the demo network), where the choice is made.
-    "conditional": [0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.425, 0.45, 0.475, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0],
-}
 log = logging.getLogger(__name__)
 
+SIMULATED = "simulated from all exits' outputs"
+_RERUN = "re-run `bofexits sweep` (or `bofexits demo`) to write it again"
 
-def knee_point(
-    points: Sequence[dict[str, Any]], full_accuracy: float, max_drop: float = 0.005
-) -> dict[str, Any] | None:
-    """Cheapest point whose accuracy is within `max_drop` of the full network (None if none is)."""
-    ok = [p for p in points if p["accuracy"] >= full_accuracy - max_drop - 1e-12]
-    return min(ok, key=lambda p: p["relative_macs"]) if ok else None
+
+@dataclass
+class SweepTiming(TimingSummary):
+    """`TimingSummary` of a sweep, with the check that batch-1 and batched inference agree.
+
+    Attributes:
+        batch1_paths_agree: every timed image took the same exit at batch 1 as in a batch.
+    """
+
+    batch1_paths_agree: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "batch1_paths_agree": self.batch1_paths_agree}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SweepTiming:
+        base = cls._base_fields(data, "sweep timing")
+        require(data, "sweep timing", "batch1_paths_agree")
+        return cls(**base, batch1_paths_agree=data["batch1_paths_agree"])
+
+
+@dataclass
+class TrainingInfo:
+    """How the swept network was trained (filled in by the demo; shown at the top of the report).
+
+    Attributes:
+        backbone: registered backbone name.
+        epochs: epochs trained.
+        mode: joint, frozen or two-phase.
+        calibration_split: where the rule's statistics came from.
+        seconds: training wall time.
+        history: one record per epoch, as training wrote it.
+    """
+
+    backbone: str
+    epochs: int
+    mode: str
+    calibration_split: str
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_fields(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingInfo:
+        return from_fields(cls, data, "training summary")
+
+
+@dataclass
+class Sweep:
+    """The knob sweep of one calibrated rule on the test set.
+
+    Attributes:
+        score, variant: the rule swept (real early exit, timed).
+        num_test: test images.
+        platform: where it ran.
+        costs: per-part MACs and parameters.
+        per_exit_accuracy: (S,) accuracy of each exit alone; the last is the full network.
+        oracle: the earliest correct exit for every sample.
+        points: one per beta, real early exit; `timing` set when timed.
+        comparisons: "score/variant" -> points of other configurations, simulated.
+        simulation_matches_runtime: the simulation took the runtime's exit for every test
+            image at every beta of `points`.
+        timing: how the points were timed (None: not timed).
+        dataset: dataset name, when known.
+        training: how the network was trained, when known.
+        comparisons_source: where `comparisons` come from.
+    """
+
+    score: str
+    variant: str
+    num_test: int
+    platform: Platform
+    costs: CostTable
+    per_exit_accuracy: list[float]
+    oracle: Point
+    points: list[Point]
+    comparisons: dict[str, list[Point]]
+    simulation_matches_runtime: bool
+    timing: SweepTiming | None = None
+    dataset: str | None = None
+    training: TrainingInfo | None = None
+    comparisons_source: str = SIMULATED
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def full_accuracy(self) -> float:
+        """The final exit's accuracy: the full network."""
+        return self.per_exit_accuracy[-1]
+
+    def knee(self, max_drop: float = MAX_DROP) -> Point | None:
+        """The cheapest beta within `max_drop` of the full network."""
+        return knee_point(self.points, self.full_accuracy, max_drop)
+
+    def to_dict(self) -> dict[str, Any]:
+        """`results.json`: points without their timing, which goes to `timing.per_beta`."""
+        out: dict[str, Any] = {
+            "score": self.score,
+            "variant": self.variant,
+            "num_test": self.num_test,
+            "platform": self.platform.to_dict(),
+            "costs": self.costs.to_dict(),
+            "per_exit_accuracy": list(self.per_exit_accuracy),
+            "full_accuracy": self.full_accuracy,
+            "oracle": self.oracle.to_dict(),
+            "points": [{k: v for k, v in p.to_dict().items() if k != "timing"} for p in self.points],
+            "comparisons": {k: [p.to_dict() for p in pts] for k, pts in self.comparisons.items()},
+            "comparisons_source": self.comparisons_source,
+            "simulation_matches_runtime": self.simulation_matches_runtime,
+        }
+        if self.timing is not None:
+            per_beta = [
+                {"beta": p.value, "relative_macs": p.relative_macs, **p.timing.to_dict()}
+                for p in self.points
+                if p.timing is not None
+            ]
+            out["timing"] = {**self.timing.to_dict(), "per_beta": per_beta}
+        if self.dataset is not None:
+            out["dataset"] = self.dataset
+        if self.training is not None:
+            out["training"] = self.training.to_dict()
+        out["schema_version"] = self.schema_version
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Sweep:
+        check_schema(data, "sweep (results.json)", _RERUN)
+        require(data, "sweep", "score", "variant", "num_test", "platform", "costs", "per_exit_accuracy")
+        require(data, "sweep", "oracle", "points", "comparisons", "simulation_matches_runtime")
+        points = [Point.from_dict(p) for p in data["points"]]
+        timing = data.get("timing")
+        if timing is not None:
+            per_beta = {t["beta"]: PointTiming.from_dict(t) for t in timing.get("per_beta", [])}
+            for p in points:
+                p.timing = per_beta.get(p.value)
+        training = data.get("training")
+        return cls(
+            score=data["score"],
+            variant=data["variant"],
+            num_test=data["num_test"],
+            platform=Platform.from_dict(data["platform"]),
+            costs=CostTable.from_dict(data["costs"]),
+            per_exit_accuracy=list(data["per_exit_accuracy"]),
+            oracle=Point.from_dict(data["oracle"]),
+            points=points,
+            comparisons={k: [Point.from_dict(p) for p in v] for k, v in data["comparisons"].items()},
+            simulation_matches_runtime=data["simulation_matches_runtime"],
+            timing=None if timing is None else SweepTiming.from_dict(timing),
+            dataset=data.get("dataset"),
+            training=None if training is None else TrainingInfo.from_dict(training),
+            comparisons_source=data.get("comparisons_source", SIMULATED),
+        )
+
+
+def save_sweep(result: Sweep, out_dir: str | Path) -> Path:
+    """Write `results.json` into `out_dir` (atomically); returns its path."""
+    path = Path(out_dir) / "results.json"
+    write_json(path, result.to_dict())
+    return path
 
 
 def sweep(
@@ -54,7 +213,8 @@ def sweep(
     timing_samples: int = 500,
     timing_rounds: int = 5,
     throughput_batch: int = 256,
-) -> dict[str, Any]:
+    throughput_batches: int = 8,
+) -> Sweep:
     """Evaluate the calibrated rule at every beta with real early exit, and time it.
 
     Args:
@@ -66,53 +226,37 @@ def sweep(
         extra: other (score, variant) pairs to evaluate for accuracy/compute only.
         timing_samples: images timed one by one at batch 1 (0 disables timing).
         timing_rounds: interleaved rounds.
-        throughput_batch: batch size of the batched throughput measurement.
+        throughput_batch, throughput_batches: batched timing over this many batches of this size.
     """
     model.eval()
     costs = measure_costs(model)
     betas = list(betas) if betas is not None else DEFAULT_BETAS[variant]
     all_logits, labels = collect_logits(model, test)
-    per_exit = [accuracy(lg.argmax(1), labels) for lg in all_logits]
     best = oracle(all_logits, labels)
-    oracle_summary = summarize(best.predictions, best.exit_index, labels, costs)
-
     points, real_exits = _points(model, calibrations[score], test, costs, variant, betas)
     # The headline points come from real early exit; the comparisons are simulated from all
     # exits' outputs, which is exact when the simulation agrees with the runtime (checked here).
     simulated = [
         simulate(CalibratedThreshold(calibrations[score], b, variant), all_logits).exit_index for b in betas
     ]
-    offline_agrees = all(torch.equal(a, b) for a, b in zip(real_exits, simulated, strict=True))
-    comparisons = {
-        f"{s}/{v}": _simulated_points(all_logits, labels, calibrations[s], costs, v, DEFAULT_BETAS[v])
-        for s, v in extra
-    }
-    result: dict[str, Any] = {
-        "score": score,
-        "variant": variant,
-        "num_test": len(test),
-        "platform": platform_info(),
-        "costs": costs.to_dict(),
-        "per_exit_accuracy": per_exit,
-        "full_accuracy": per_exit[-1],
-        "oracle": oracle_summary,
-        "points": points,
-        "comparisons": comparisons,
-        "comparisons_source": "simulated from all exits' outputs",
-        "simulation_matches_runtime": offline_agrees,
-    }
+    result = Sweep(
+        score=score,
+        variant=variant,
+        num_test=len(test),
+        platform=platform_info(),
+        costs=costs,
+        per_exit_accuracy=[accuracy(lg.argmax(1), labels) for lg in all_logits],
+        oracle=summarize(best.predictions, best.exit_index, labels, costs),
+        points=points,
+        comparisons={
+            f"{s}/{v}": _simulated_points(all_logits, labels, calibrations[s], costs, v, DEFAULT_BETAS[v])
+            for s, v in extra
+        },
+        simulation_matches_runtime=all(torch.equal(a, b) for a, b in zip(real_exits, simulated, strict=True)),
+    )
     if timing_samples > 0:
-        result["timing"] = _time(
-            model,
-            calibrations[score],
-            test,
-            variant,
-            betas,
-            points,
-            timing_samples,
-            timing_rounds,
-            throughput_batch,
-        )
+        images = timing_images(test, timing_samples, throughput_batch, throughput_batches)
+        result.timing = _time(model, calibrations[score], variant, betas, points, images, timing_rounds)
     return result
 
 
@@ -123,15 +267,16 @@ def _points(
     costs: CostTable,
     variant: str,
     betas: Sequence[float],
-) -> tuple[list[dict[str, Any]], list[torch.Tensor]]:
+) -> tuple[list[Point], list[torch.Tensor]]:
     """Real early exit at each beta: summaries and the exit each test sample took."""
     out, exits = [], []
     runtime = AdaptiveRuntime(model, CalibratedThreshold(cal, betas[0], variant))
     for beta in betas:
         policy = CalibratedThreshold(cal, beta, variant)
         result, labels = run_adaptive(runtime.with_policy(policy), test)
-        summary = summarize(result.predictions, result.exit_index, labels, costs)
-        out.append({"beta": beta, **summary, "thresholds": policy.thresholds})
+        point = summarize(result.predictions, result.exit_index, labels, costs, knob="beta", value=beta)
+        point.thresholds = list(policy.thresholds)
+        out.append(point)
         exits.append(result.exit_index)
     return out, exits
 
@@ -143,81 +288,45 @@ def _simulated_points(
     costs: CostTable,
     variant: str,
     betas: Sequence[float],
-) -> list[dict[str, Any]]:
+) -> list[Point]:
     out = []
     for beta in betas:
         r = simulate(CalibratedThreshold(cal, beta, variant), all_logits)
-        out.append({"beta": beta, **summarize(r.predictions, r.exit_index, labels, costs)})
+        out.append(summarize(r.predictions, r.exit_index, labels, costs, knob="beta", value=beta))
     return out
-
-
-def _single(runtime: AdaptiveRuntime) -> Callable[[torch.Tensor], object]:
-    def run(x: torch.Tensor) -> object:
-        return runtime.run_single(x)
-
-    return run
 
 
 def _time(
     model: MultiExitNetwork,
     cal: ExitCalibration,
-    test: ImageDataset,
     variant: str,
     betas: Sequence[float],
-    points: list[dict[str, Any]],
-    samples: int,
+    points: list[Point],
+    images: TimingImages,
     rounds: int,
-    batch: int,
-) -> dict[str, Any]:
-    """Batch-1 latency and batched throughput of the plain backbone vs each beta, interleaved."""
-    n = min(samples, len(test))
-    x_all = next(test.subset(torch.arange(n)).batches(n, shuffle=False))[0]
-    singles = [x_all[i : i + 1] for i in range(n)]
-    base = AdaptiveRuntime(model, CalibratedThreshold(cal, betas[0], variant), check_inputs=False)
-    runtimes = {f"beta={b:g}": base.with_policy(CalibratedThreshold(cal, b, variant)) for b in betas}
-    plain = base.plain_backbone()  # the same folded stages the runtimes run
-    # The batch-1 path must agree with the batched one on the timed images.
+) -> SweepTiming:
+    """Time every point against the plain backbone (sets each point's `timing`)."""
+    base = AdaptiveRuntime(model, CalibratedThreshold(cal, 0.0, variant), check_inputs=False)
+    runtimes = {str(i): base.with_policy(CalibratedThreshold(cal, b, variant)) for i, b in enumerate(betas)}
+    timed = time_runtimes(base.plain_backbone(), runtimes, images, rounds)
+    for i, p in enumerate(points):
+        p.timing = timed.point(str(i))
+    log.info(
+        "timed %d single images and %d batched images, %d rounds",
+        len(images.singles),
+        images.batched_samples,
+        rounds,
+    )
+    return SweepTiming.of([timed], images, rounds, batch1_paths_agree=_paths_agree(runtimes.values(), images))
+
+
+def _paths_agree(runtimes: Iterable[AdaptiveRuntime], images: TimingImages) -> bool:
+    """Whether batch-1 inference takes the batched path's exit on every timed image."""
+    if not images.singles:
+        return True
+    x = torch.cat(images.singles)
     agree = True
-    for rt in runtimes.values():
-        batched = rt.run_batched(x_all)
-        single = torch.tensor([rt.run_single(s)[1] for s in singles])
-        agree &= bool(torch.equal(batched.exit_index, single))
-    one = interleaved_timing(
-        {"backbone": plain, **{k: _single(rt) for k, rt in runtimes.items()}},
-        singles,
-        reference="backbone",
-        rounds=rounds,
-    )
-    nb = min(len(test), batch * 8)
-    big = [x for x, _ in test.subset(torch.arange(nb)).batches(batch, shuffle=False)]
-    many = interleaved_timing(
-        {"backbone": plain, **{k: rt.run_batched for k, rt in runtimes.items()}},
-        big,
-        reference="backbone",
-        rounds=rounds,
-    )
-    per_beta = []
-    for b, p in zip(betas, points, strict=True):
-        k = f"beta={b:g}"
-        per_beta.append(
-            {
-                "beta": b,
-                "relative_macs": p["relative_macs"],
-                "batch1_ms": one.median(k) * 1e3,
-                "batch1_speedup": one.speedup(k),
-                "batched_ms": many.median(k) * 1e3,
-                "batched_speedup": many.speedup(k),
-            }
-        )
-    log.info("timed %d single images and %d batched images, %d rounds", n, nb, rounds)
-    return {
-        "threads": torch.get_num_threads(),
-        "batch1_samples": n,
-        "batched_size": batch,
-        "batched_samples": nb,
-        "rounds": rounds,
-        "batch1_paths_agree": agree,
-        "backbone_batch1_ms": one.median("backbone") * 1e3,
-        "backbone_batched_ms": many.median("backbone") * 1e3,
-        "per_beta": per_beta,
-    }
+    for rt in runtimes:
+        single = torch.tensor([rt.run_single(s)[1] for s in images.singles])
+        agree &= bool(torch.equal(rt.run_batched(x).exit_index, single))
+    return agree

@@ -84,7 +84,7 @@ def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
         )
 
 
-def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def load_state_into(model: torch.nn.Module, state: Any, source: str) -> None:
     """Load weights, reporting missing, unexpected, mis-shaped and non-finite tensors by name."""
     if not isinstance(state, dict):
         raise CheckpointError(f"{source} has no weight table; use a file written by `bofexits train`")

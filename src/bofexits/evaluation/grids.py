@@ -1,0 +1,40 @@
+"""Knob grids: the values of each policy's knob that sweeps, comparisons and tuning evaluate.
+
+The calibrated rule's beta lives in [0, 1] for the quantile variants and around 1 for the
+mean variant (docs/method.md §5); threshold policies get evenly spaced quantiles of their
+score on validation data, so every policy is sampled at the same resolution along its own axis.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["DEFAULT_BETAS", "beta_grid", "quantile_grid"]
+
+DEFAULT_BETAS: dict[str, list[float]] = {
+    "mean": [0.5, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0],
+    "quantile": [0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+    # Denser near the knee (about 0.45-0.5 on the demo network), where the choice is made.
+    "conditional": [0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.425, 0.45, 0.475, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0],
+}
+"""The knob values a sweep reports for each variant of the calibrated rule."""
+
+
+def beta_grid(variant: str, points: int = 201) -> list[float]:
+    """Knob values to search: [0, 1] for the quantile rules, [0.5, 3] for the mean rule.
+
+    >>> beta_grid("quantile", 3)
+    [0.0, 0.5, 1.0]
+    """
+    lo, hi = (0.5, 3.0) if variant == "mean" else (0.0, 1.0)
+    return [lo + (hi - lo) * i / (points - 1) for i in range(points)]
+
+
+def quantile_grid(scores: torch.Tensor, points: int) -> list[float]:
+    """Thresholds at evenly spaced quantiles of validation scores: even coverage of the range.
+
+    >>> quantile_grid(torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]), 3)
+    [0.0, 2.0, 4.0]
+    """
+    levels = torch.linspace(0, 1, points, dtype=torch.float64)
+    return sorted({float(v) for v in torch.quantile(scores.double(), levels)})

@@ -1,0 +1,177 @@
+"""Runtimes timed against the plain backbone: at batch 1 and in batches, interleaved, same images.
+
+The one way every evaluation (the knob sweep, the policy comparison) measures wall-clock:
+the plain backbone (the same folded stages the runtimes run, docs/method.md §8) is timed in
+the same rounds as the runtimes, in rotated order, so speedups are same-round ratios that
+survive the drift of shared CPUs (docs/method.md §7).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+import torch
+
+from bofexits.data import ImageDataset
+from bofexits.evaluation.points import PointTiming
+from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, require
+from bofexits.evaluation.timing import Timing, interleaved_timing
+from bofexits.inference.runtime import AdaptiveRuntime
+
+__all__ = ["REFERENCE", "TimedRuns", "TimingImages", "TimingSummary", "time_runtimes", "timing_images"]
+
+REFERENCE = "backbone"
+"""The name the plain backbone is timed under; every speedup is relative to it."""
+
+
+@dataclass
+class TimingImages:
+    """The images every configuration is timed on.
+
+    Attributes:
+        singles: N (1, C, H, W) images for batch-1 latency.
+        batches: (B, C, H, W) batches (the last may be smaller) for throughput.
+        batch_size: B.
+    """
+
+    singles: list[torch.Tensor]
+    batches: list[torch.Tensor]
+    batch_size: int
+
+    @property
+    def batched_samples(self) -> int:
+        return sum(int(b.shape[0]) for b in self.batches)
+
+
+def timing_images(data: ImageDataset, samples: int, batch_size: int, batches: int) -> TimingImages:
+    """The first `samples` images one by one, and the first `batch_size * batches` in batches.
+
+    Both sets start at the first test image, so batch-1 and batched timings see the same images.
+    """
+    n = min(samples, len(data))
+    nb = min(len(data), batch_size * batches)
+    total = max(n, nb)
+    x, _ = next(data.subset(torch.arange(total)).batches(total, shuffle=False))
+    return TimingImages(
+        [x[i : i + 1] for i in range(n)],
+        [x[i : i + batch_size] for i in range(0, nb, batch_size)],
+        batch_size,
+    )
+
+
+@dataclass
+class TimedRuns:
+    """Batch-1 and batched timings of some runtimes and the plain backbone, taken in the same rounds."""
+
+    batch1: Timing
+    batched: Timing
+
+    def point(self, name: str) -> PointTiming:
+        """What a point's tables need from the timings of runtime `name`."""
+        one, many = self.batch1, self.batched
+        return PointTiming(
+            batch1_ms=one.median(name) * 1e3,
+            batch1_speedup=one.speedup(name),
+            batched_ms=many.median(name) * 1e3,
+            batched_speedup=many.speedup(name),
+            batch1_mean_ms=one.mean(name) * 1e3,
+            batch1_p50_ms=one.percentile(name, 50) * 1e3,
+            batch1_p95_ms=one.percentile(name, 95) * 1e3,
+            batch1_p99_ms=one.percentile(name, 99) * 1e3,
+            batched_mean_ms=many.mean(name) * 1e3,
+        )
+
+
+def time_runtimes(
+    plain: Callable[[torch.Tensor], object],
+    runtimes: Mapping[str, AdaptiveRuntime],
+    images: TimingImages,
+    rounds: int,
+) -> TimedRuns:
+    """Time every runtime and the plain backbone at batch 1 (`run_single`) and batched (`run_batched`).
+
+    Args:
+        plain: the plain backbone (`AdaptiveRuntime.plain_backbone()`), timed as `REFERENCE`.
+        runtimes: name -> runtime; names must differ from `REFERENCE`.
+        images: what to time on (`timing_images`).
+        rounds: interleaved rounds; the order of configurations rotates every round.
+    """
+    if REFERENCE in runtimes:
+        raise ValueError(f"{REFERENCE!r} is the plain backbone's name; name the runtimes otherwise")
+    one = interleaved_timing(
+        {REFERENCE: plain, **{k: rt.run_single for k, rt in runtimes.items()}},
+        images.singles,
+        reference=REFERENCE,
+        rounds=rounds,
+    )
+    many = interleaved_timing(
+        {REFERENCE: plain, **{k: rt.run_batched for k, rt in runtimes.items()}},
+        images.batches,
+        reference=REFERENCE,
+        rounds=rounds,
+    )
+    return TimedRuns(one, many)
+
+
+S = TypeVar("S", bound="TimingSummary")
+
+
+@dataclass
+class TimingSummary:
+    """How a run was timed, and the plain backbone's time in it.
+
+    Attributes:
+        threads: torch intra-op threads.
+        batch1_samples: images timed one by one.
+        batched_size: batch size of the batched timing.
+        batched_samples: images timed in batches.
+        rounds: interleaved rounds.
+        backbone_batch1_ms: the plain backbone's batch-1 ms per image (median over rounds; with
+            several timing sessions, the median of theirs).
+        backbone_batched_ms: the same in batches, ms per image.
+    """
+
+    threads: int
+    batch1_samples: int
+    batched_size: int
+    batched_samples: int
+    rounds: int
+    backbone_batch1_ms: float
+    backbone_batched_ms: float
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def of(cls: type[S], sessions: Sequence[TimedRuns], images: TimingImages, rounds: int, **extra: Any) -> S:
+        """The summary of one or more timing sessions on `images` (`extra`: a subclass's fields)."""
+        return cls(
+            threads=torch.get_num_threads(),
+            batch1_samples=len(images.singles),
+            batched_size=images.batch_size,
+            batched_samples=images.batched_samples,
+            rounds=rounds,
+            backbone_batch1_ms=statistics.median(s.batch1.median(REFERENCE) for s in sessions) * 1e3,
+            backbone_batched_ms=statistics.median(s.batched.median(REFERENCE) for s in sessions) * 1e3,
+            **extra,
+        )
+
+    @property
+    def backbone_batched_images_per_s(self) -> float:
+        return 1e3 / self.backbone_batched_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(TimingSummary)}
+        return {**out, "backbone_batched_images_per_s": self.backbone_batched_images_per_s}
+
+    @classmethod
+    def _base_fields(cls, data: Mapping[str, Any], kind: str) -> dict[str, Any]:
+        check_schema(data, kind)
+        names = [f.name for f in fields(TimingSummary) if f.name != "schema_version"]
+        require(data, kind, *names)
+        return {n: data[n] for n in names}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TimingSummary:
+        return TimingSummary(**cls._base_fields(data, "timing summary"))

@@ -1,0 +1,177 @@
+"""The report's markdown: a sweep's section (setup, targets, exits, the knob, other rules) and a
+policy comparison's section (the paper's claims, knee and matched compute, decision overhead).
+
+Every sentence is written from the numbers it describes.
+"""
+
+from __future__ import annotations
+
+from bofexits.evaluation.comparison import Comparison
+from bofexits.evaluation.sweep import Sweep
+from bofexits.reporting.format import met, pct, pct_value
+from bofexits.reporting.tables import (
+    claim_table,
+    exits_table,
+    knee_table,
+    knob_table,
+    markdown_table,
+    overhead_table,
+)
+from bofexits.reporting.targets import check_targets
+
+__all__ = ["render_comparison", "render_markdown"]
+
+
+def _setup(result: Sweep) -> list[str]:
+    """Title, how the network was trained, and where and how it was timed."""
+    out = [f"# bofexits report: {result.dataset or 'dataset'}", ""]
+    if (train := result.training) is not None:
+        out += [
+            f"Backbone `{train.backbone}`, {train.epochs} epochs ({train.mode} training, "
+            f"{train.seconds / 60:.1f} min), calibration on the {train.calibration_split} split. "
+            f"Test set: {result.num_test} images, never used for calibration.",
+            "",
+        ]
+    plat, timing = result.platform, result.timing
+    threads = timing.threads if timing else plat.threads
+    how = (
+        f"batch 1 over {timing.batch1_samples} test images, batched over {timing.batched_samples} images in "
+        f"batches of {timing.batched_size}."
+        if timing
+        else "not timed in this run."
+    )
+    return out + [
+        f"Machine: {plat.processor}, torch {plat.torch}, {threads} threads. Speedups are ratios to the plain "
+        f"backbone (`nn.Sequential` of the stages) timed interleaved in the same run; {how}",
+        "",
+    ]
+
+
+def _costs_sentence(result: Sweep) -> str:
+    costs, o = result.costs, result.oracle
+    return (
+        f"Backbone: {costs.backbone_macs / 1e6:.2f} M MACs, {costs.backbone_params / 1e3:.1f} k parameters; all "
+        f"exit heads {sum(costs.exit_macs) / 1e6:.3f} M MACs, {costs.exit_params / 1e3:.1f} k parameters. "
+        f"Oracle (earliest correct exit): {pct(o.accuracy)} at {pct(o.relative_macs, 1)} MACs."
+    )
+
+
+def _timing_sentence(result: Sweep) -> list[str]:
+    if (t := result.timing) is None:
+        return []
+    return [
+        "",
+        f"Plain backbone: {t.backbone_batch1_ms:.3f} ms per image at batch 1, {t.backbone_batched_ms:.4f} ms per "
+        f"image batched. Batch-1 and batched paths agree on every timed image: {met(t.batch1_paths_agree)}.",
+    ]
+
+
+def _other_rules(result: Sweep) -> list[str]:
+    if not result.comparisons:
+        return []
+    out = [
+        "",
+        "## Other scores and variants (accuracy % / MACs %)",
+        "",
+        f"{result.comparisons_source[:1].upper()}{result.comparisons_source[1:]} (computed once); the simulation "
+        "reproduces the real runtime's exit for every test sample at the headline points: "
+        f"{met(result.simulation_matches_runtime)}.",
+        "",
+    ]
+    for name, pts in result.comparisons.items():
+        cells = ", ".join(
+            f"{p.value:g}: {pct_value(p.accuracy)}/{pct_value(p.relative_macs, 0)}" for p in pts
+        )
+        out.append(f"- `{name}`: {cells}")
+    return out
+
+
+def render_markdown(result: Sweep) -> str:
+    """The report text of a sweep: setup, targets, costs, the knob, timing and other rules."""
+    targets = [[t.target, t.measured, met(t.met)] for t in check_targets(result)]
+    out = [*_setup(result), "## Targets", "", markdown_table(["target", "measured", "met"], targets)]
+    out += ["", "## Exits", "", exits_table(result), "", _costs_sentence(result), ""]
+    out += [f"## The knob: {result.variant} rule on {result.score} (real early exit)", "", knob_table(result)]
+    out += [*_timing_sentence(result), *_other_rules(result)]
+    out += [
+        "",
+        "![accuracy vs compute](accuracy_vs_compute.png)",
+        "",
+        "![exit distribution](exit_distribution.png)",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _comparison_intro(comparison: Comparison) -> list[str]:
+    o = comparison.oracle
+    out = [
+        "## Policies side by side",
+        "",
+        f"Every policy over its knob's range on {comparison.num_test} test images ({comparison.source}). Knob "
+        f"grids and the budgeted thresholds come from the {comparison.num_val}-image validation split, never the "
+        f"test set. Full network: {pct(comparison.full_accuracy)}; oracle (earliest correct exit): "
+        f"{pct(o.accuracy)} at {pct(o.relative_macs, 1)} MACs.",
+        "",
+    ]
+    if comparison.timing is not None:
+        check = comparison.timing.runtime_check
+        out += [
+            f"Real-runtime check: {check.points} timed points, each run for real on {check.images_per_point} test "
+            f"images: {check.mismatched_exits} exits and {check.mismatched_predictions} predictions differ from "
+            "the simulation.",
+            "",
+        ]
+    return out
+
+
+def _claims(comparison: Comparison) -> list[str]:
+    out = ["### The paper's claims on this run", ""]
+    for c in comparison.claims:
+        out += [f"**({c.claim}) {c.statement}: {c.verdict}.**", "", claim_table(c), ""]
+        if c.why:
+            out += [f"Why: {c.why}", ""]
+    return out
+
+
+def _knees(comparison: Comparison) -> list[str]:
+    t = comparison.timing
+    timed = (
+        f"batch 1 over {t.batch1_samples} images / batch {t.batched_size}, {t.threads} threads"
+        if t
+        else "not timed"
+    )
+    return [
+        "### Knee and matched compute",
+        "",
+        f"Knee: the cheapest point within {100 * comparison.max_drop:g} pp of the full network. Matched compute: "
+        "the most accurate point using at most that share of the backbone's MACs. Cells: accuracy % @ MACs %. "
+        f"Speedups are measured against the plain backbone timed in the same rounds ({timed}); dotted policies "
+        "are simulated only.",
+        "",
+        knee_table(comparison),
+        "",
+    ]
+
+
+def render_comparison(comparison: Comparison) -> str:
+    """Markdown for the policy comparison: the paper's claims checked, then the numbers behind them."""
+    out = [*_comparison_intro(comparison), *_claims(comparison), *_knees(comparison)]
+    if comparison.decision_overhead:
+        out += [
+            "### Decision overhead (policy only, batch 1, at the knee)",
+            "",
+            overhead_table(comparison),
+            "",
+        ]
+    out += [
+        "![policies](policies.png)",
+        "",
+        "![exit distributions at matched compute](matched_distributions.png)",
+        "",
+        "![accuracy at matched compute](accuracy_at_levels.png)",
+        "",
+        "Every point: `policies.csv` / `policies.json`.",
+        "",
+    ]
+    return "\n".join(out)

@@ -1,0 +1,50 @@
+"""The report's text: sections from typed results, every sentence written from its numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bofexits.evaluation.comparison import Comparison
+from bofexits.evaluation.sweep import Sweep
+from bofexits.reporting.markdown import render_comparison, render_markdown
+from bofexits.reporting.targets import TARGET_FINAL_ACC, check_targets
+
+
+def test_sweep_section(sweep_result: Sweep) -> None:
+    text = render_markdown(sweep_result)
+    assert text.startswith(
+        "# bofexits report: fashion-mnist\n\nBackbone `vgg28`, 3 epochs (two-phase training, 1.5 min)"
+    )
+    assert "batch 1 over 3 test images, batched over 100 images in batches of 16." in text
+    assert "## Targets" in text and "## The knob: conditional rule on max_prob (real early exit)" in text
+    assert "Oracle (earliest correct exit): 95.00% at 40.0% MACs." in text
+    assert "- `max_prob/mean`: 1: 85.00/50" in text
+    untimed = dataclasses.replace(sweep_result, timing=None, training=None, dataset=None)
+    text = render_markdown(untimed)
+    assert (
+        "not timed in this run" in text
+        and "Plain backbone:" not in text
+        and "# bofexits report: dataset" in text
+    )
+
+
+def test_comparison_section_reads_its_tolerance_and_timing(comparison_result: Comparison) -> None:
+    text = render_comparison(comparison_result)
+    assert "Knee: the cheapest point within 0.5 pp of the full network." in text
+    assert "Real-runtime check: 6 timed points, each run for real on 32 test images" in text
+    assert "(batch 1 over 3 images / batch 16, 1 threads)" in text
+    assert text.count("**(") == 3 and "### Decision overhead" in text
+    looser = dataclasses.replace(comparison_result, max_drop=0.01, timing=None, decision_overhead=[])
+    text = render_comparison(looser)
+    assert "within 1 pp of the full network" in text and "(not timed)" in text and "Real-runtime" not in text
+
+
+def test_targets(sweep_result: Sweep) -> None:
+    final, heads, macs, speed = check_targets(sweep_result)
+    assert final.target == f"final exit test accuracy >= {100 * TARGET_FINAL_ACC:.1f}%"
+    assert final.measured == "91.00%" and final.met is False
+    assert heads.measured == "3.00% MACs, 5.00% params" and heads.met is True
+    # the knee: the only beta within 0.5 pp of 91% is the last one, at 103% of the MACs
+    assert macs.target == "knee (cheapest beta within 0.5 pp of final) uses <= 60% of MACs"
+    assert macs.measured == "beta=1: 91.00% at 103.0%" and macs.met is False
+    assert speed.measured == "0.97x" and speed.met is False
