@@ -289,41 +289,13 @@ def load_image_folder(
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a folder; check --data-dir")
     if (root / "train").is_dir() and (root / "test").is_dir():
-        others = [p.name for p in _class_folders(root) if p.name not in ("train", "test")]
-        if others:
-            logger.warning("%s has train/ and test/; ignoring the folders %s", root, ", ".join(others))
-        train_files, test_files = _scan(root / "train"), _scan(root / "test")
-        if list(train_files) != list(test_files):
-            only_train = sorted(set(train_files) - set(test_files))
-            only_test = sorted(set(test_files) - set(train_files))
-            raise DataError(
-                f"{root}/train and {root}/test must hold the same class folders; only in train: "
-                f"{', '.join(only_train) or '-'}; only in test: {', '.join(only_test) or '-'}"
-            )
+        train_files, test_files = _given_split(root)
     else:
-        if not 0.0 < test_fraction < 1.0:
-            raise ConfigError(f"test_fraction must be strictly between 0 and 1, got {test_fraction}")
-        train_files, test_files = {}, {}
-        for cls, files in _scan(root).items():
-            train_idx, test_idx = split_files(
-                [p.relative_to(root / cls).as_posix() for p in files], test_fraction, seed
-            )
-            train_files[cls] = [files[i] for i in train_idx]
-            test_files[cls] = [files[i] for i in test_idx]
-        if not any(test_files.values()):
-            raise DataError(
-                f"{root} has too few images for a test split at test_fraction={test_fraction} (each class "
-                "keeps at least one training image); add images, raise the fraction, or give train/ and test/"
-            )
+        train_files, test_files = _split_folder(root, test_fraction, seed)
     classes = tuple(train_files)
     train_paths = [p for cls in classes for p in train_files[cls]]
     test_paths = [p for cls in classes for p in test_files[cls]]
-    if size is None or mode is None:
-        probes = [_probe(p) for p in (*train_paths, *test_paths)]
-        if size is None:
-            size = Counter(s for s, _ in probes).most_common(1)[0][0]
-        if mode is None:
-            mode = "RGB" if any(colour for _, colour in probes) else "L"
+    size, mode = _default_size_and_mode([*train_paths, *test_paths], size, mode)
     name = name or root.resolve().name
     labels = {
         part: torch.tensor([i for i, cls in enumerate(classes) for _ in files[cls]], dtype=torch.int64)
@@ -336,12 +308,58 @@ def load_image_folder(
     test = ImageDataset(test_images, labels["test"], classes, mean, std, f"{name}/test")
     logger.info(
         "loaded image folder %s: %d classes, %d train, %d test images, %s %dx%d",
-        root,
-        len(classes),
-        len(train),
-        len(test),
-        mode,
-        size[0],
-        size[1],
+        *(root, len(classes), len(train), len(test), mode, size[0], size[1]),
     )
     return train, test
+
+
+_Files = dict[str, list[Path]]
+
+
+def _given_split(root: Path) -> tuple[_Files, _Files]:
+    """``root/train/<class>`` and ``root/test/<class>``, which must name the same classes."""
+    others = [p.name for p in _class_folders(root) if p.name not in ("train", "test")]
+    if others:
+        logger.warning("%s has train/ and test/; ignoring the folders %s", root, ", ".join(others))
+    train_files, test_files = _scan(root / "train"), _scan(root / "test")
+    if list(train_files) != list(test_files):
+        only_train = sorted(set(train_files) - set(test_files))
+        only_test = sorted(set(test_files) - set(train_files))
+        raise DataError(
+            f"{root}/train and {root}/test must hold the same class folders; only in train: "
+            f"{', '.join(only_train) or '-'}; only in test: {', '.join(only_test) or '-'}"
+        )
+    return train_files, test_files
+
+
+def _split_folder(root: Path, test_fraction: float, seed: int) -> tuple[_Files, _Files]:
+    """``root/<class>`` split per class by `split_files` (stable under added images)."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be strictly between 0 and 1, got {test_fraction}")
+    train_files: _Files = {}
+    test_files: _Files = {}
+    for cls, files in _scan(root).items():
+        train_idx, test_idx = split_files(
+            [p.relative_to(root / cls).as_posix() for p in files], test_fraction, seed
+        )
+        train_files[cls] = [files[i] for i in train_idx]
+        test_files[cls] = [files[i] for i in test_idx]
+    if not any(test_files.values()):
+        raise DataError(
+            f"{root} has too few images for a test split at test_fraction={test_fraction} (each class "
+            "keeps at least one training image); add images, raise the fraction, or give train/ and test/"
+        )
+    return train_files, test_files
+
+
+def _default_size_and_mode(
+    paths: list[Path], size: tuple[int, int] | None, mode: ImageMode | None
+) -> tuple[tuple[int, int], ImageMode]:
+    """The most common image size and "RGB" if any image has colour, where not given."""
+    if size is None or mode is None:
+        probes = [_probe(p) for p in paths]
+        if size is None:
+            size = Counter(s for s, _ in probes).most_common(1)[0][0]
+        if mode is None:
+            mode = "RGB" if any(colour for _, colour in probes) else "L"
+    return size, mode
