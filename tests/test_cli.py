@@ -139,10 +139,10 @@ def test_evaluate_is_a_deprecated_alias_of_sweep(
 ) -> None:
     import argparse
 
-    from bofexits import cli
+    from bofexits.cli import commands
 
     calls: list[argparse.Namespace] = []
-    monkeypatch.setattr(cli, "_cmd_evaluate", lambda args: calls.append(args) or 0)  # the knob sweep
+    monkeypatch.setattr(commands, "sweep", lambda args: calls.append(args) or 0)  # the knob sweep
     argv = ["ck.pt", "--betas", "0", "1", "--timing-samples", "0"]
     assert main(["-q", "sweep", *argv]) == 0
     assert capsys.readouterr().err == ""
@@ -158,10 +158,10 @@ def test_compare_is_the_policy_comparison_and_sweep_points_there(
 ) -> None:
     import argparse
 
-    from bofexits import cli
+    from bofexits.cli import commands
 
     calls: list[argparse.Namespace] = []
-    monkeypatch.setattr(cli, "_cmd_sweep", lambda args: calls.append(args) or 0)  # every policy
+    monkeypatch.setattr(commands, "compare", lambda args: calls.append(args) or 0)  # every policy
     assert main(["-q", "compare", "ck.pt", "--points", "11", "--timed-points", "2"]) == 0
     assert (calls[0].points, calls[0].timed_points) == (11, 2)
     assert capsys.readouterr().err == ""

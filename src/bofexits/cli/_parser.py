@@ -1,35 +1,30 @@
-"""Command line: `bofexits train | sweep | compare | tune | demo | report | export | predict | ...`.
+"""The command line's grammar: every verb's flags, with allowed values read from the library.
 
-A thin layer over the library: each verb parses its flags, calls one library function and
-prints a table for people (JSON for programs goes to the run folder); errors are one line.
-Config resolution lives in `bofexits.config`, allowed values in the library's registries.
+`build_parser` is the whole parser; the verbs themselves are in `commands`. Flags named after
+`TrainConfig` fields reach the config by name (`commands.config_from_args`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import logging
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from bofexits.cli import commands
 from bofexits.config import (
     CALIBRATION_SPLITS,
     MODES,
     OPTIMIZERS,
     ModelConfig,
     TrainConfig,
-    config_keys,
-    resolve_config,
 )
-from bofexits.errors import BofexitsError, ConfigError
+from bofexits.errors import ConfigError
 
-__all__ = ["main"]
+__all__ = ["DESCRIPTION", "build_parser"]
 
-log = logging.getLogger("bofexits")
+DESCRIPTION = "Bag-of-Features early exits with one-knob adaptive inference for PyTorch image classifiers."
 
 
 class _Registered:
@@ -150,186 +145,13 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The run's config from `train`'s flags: every flag named after a config key, and --config.
-
-    The keys come from the config's dataclass fields (`config_keys`), so a new field needs
-    only a flag of the same name; unset flags (None) leave the layers below them alone.
-    """
-    keys = config_keys()
-    flags = {k: v for k, v in vars(args).items() if k in keys and v is not None}
-    return resolve_config(flags, config_file=args.config)
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from bofexits.training.loop import train
-
-    cfg = config_from_args(args)
-    result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
-    last = result.history[-1] if result.history else {}
-    print(f"checkpoint: {result.checkpoint}")
-    if last:
-        print("validation accuracy per exit: " + " ".join(f"{a:.4f}" for a in last["val_acc"]))
-    return 0
-
-
-def _load_evaluation(args: argparse.Namespace) -> tuple[Any, Any, TrainConfig, Any]:
-    """The checkpoint's network, calibrations and config, and its test set, for sweep and compare."""
-    from bofexits.data.registry import load_run_data
-    from bofexits.training.checkpoint import load_model
-
-    model, calibrations, cfg = load_model(args.checkpoint)
-    if not calibrations:
-        raise ConfigError(
-            f"{args.checkpoint} has no calibration (training did not finish); resume training first"
-        )
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    _, test = load_run_data(cfg, args.data_dir)
-    return model, calibrations, cfg, test
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from bofexits.evaluation.sweep import save_sweep, sweep
-    from bofexits.reporting.tables import format_points
-
-    model, calibrations, cfg, test = _load_evaluation(args)
-    score, variant = args.score or cfg.score, args.variant or cfg.variant
-    results = sweep(
-        model,
-        calibrations,
-        test,
-        score=score,
-        variant=variant,
-        betas=args.betas,
-        timing_samples=args.timing_samples,
-        timing_rounds=args.timing_rounds,
-    )
-    path = save_sweep(results, Path(args.out) if args.out else Path(args.checkpoint).parent)
-    print(format_points(results))
-    print(f"results: {path}")
-    return 0
-
-
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from bofexits.evaluation.compare import compare_policies
-    from bofexits.evaluation.comparison import save_comparison
-    from bofexits.reporting.report import write_report
-    from bofexits.reporting.tables import format_comparison
-    from bofexits.training.tuning import validation_split
-
-    model, calibrations, cfg, test = _load_evaluation(args)
-    comparison = compare_policies(
-        model,
-        calibrations,
-        validation_split(cfg, args.data_dir),
-        test,
-        score=args.score or cfg.score,
-        variant=args.variant or cfg.variant,
-        points=args.points,
-        timed_points=args.timed_points,
-        timing_samples=args.timing_samples,
-        timing_rounds=args.timing_rounds,
-    )
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent
-    paths = save_comparison(comparison, out)
-    report = write_report(out)
-    print(format_comparison(comparison))
-    print(f"results: {paths[0]}, {paths[1]}; report: {report} and {report.with_suffix('.html')}")
-    return 0
-
-
-def _cmd_tune(args: argparse.Namespace) -> int:
-    from bofexits._io import RunLock
-    from bofexits.training.checkpoint import load_checkpoint, update_checkpoint
-    from bofexits.training.tuning import tune_on_validation
-
-    load_checkpoint(args.checkpoint)  # a missing or broken file is named before anything is created
-    with RunLock(Path(args.checkpoint).parent):  # tune rewrites the checkpoint: not under a running train
-        result = tune_on_validation(
-            args.checkpoint,
-            variant=args.variant,
-            max_drop=args.max_drop,
-            budget=args.budget,
-            latency_ms=args.latency_ms,
-            data_dir=args.data_dir,
-        )
-        update_checkpoint(args.checkpoint, tuned=result.to_dict())
-    lat = f", {result.val_latency_ms:.3f} ms" if result.val_latency_ms is not None else ""
-    print(
-        f"{result.target}: beta={result.beta:g} ({result.variant} rule on {result.score}); validation accuracy "
-        f"{100 * result.val_accuracy:.2f}% (full {100 * result.val_full_accuracy:.2f}%) at "
-        f"{100 * result.val_relative_macs:.1f}% of the MACs{lat}; stored in {args.checkpoint}"
-    )
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from bofexits.demo import run_demo
-
-    report = run_demo(
-        args.out, epochs=args.epochs, resume=True, progress=not args.quiet, timing_samples=args.timing_samples
-    )
-    print(Path(report).read_text())
-    return 0
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from bofexits.reporting.report import write_report
-
-    path = write_report(args.run_dir)
-    print(f"report: {path}")
-    return 0
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    print("\n".join(args.names))
-    return 0
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from bofexits.deploy.onnx import export_onnx
-    from bofexits.deploy.torchscript import export_torchscript
-
-    opts = {"beta": args.beta, "score": args.score, "variant": args.variant, "data_dir": args.data_dir}
-    if args.format == "onnx":
-        out = export_onnx(
-            args.checkpoint,
-            args.out_dir,
-            exporter=args.onnx_exporter,
-            layout=args.layout,
-            overwrite=args.force,
-            **opts,
-        )
-    else:
-        out = export_torchscript(args.checkpoint, args.out_dir, overwrite=args.force, **opts)
-    rule = json.loads((out / "manifest.json").read_text())["policy"]
-    print(
-        f"{args.format} export: {out} ({rule['variant']} rule on {rule['score']}, beta={rule['beta']:g} "
-        f"({rule['beta_source']}))"
-    )
-    return 0
-
-
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from bofexits.deploy.predict import format_predictions, predict_files
-
-    predictions, about = predict_files(
-        args.source, args.images, beta=args.beta, threads=args.threads, data_dir=args.data_dir
-    )
-    print(format_predictions(predictions, about, as_json=args.json))
-    return 1 if any(p.error is not None for p in predictions) else 0
-
-
 def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train a multi-exit network and calibrate its exit rule")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (default runs/train)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     _add_training_flags(p)
     _add_network_flags(p)
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=commands.train)
 
 
 class _MovedToCompare(argparse.Action):
@@ -364,7 +186,7 @@ def _add_sweep(
     p.add_argument("--threads", type=int, help="torch CPU threads for evaluation and timing")
     for flag in ("--points", "--timed-points"):
         p.add_argument(flag, action=_MovedToCompare, help=argparse.SUPPRESS)
-    p.set_defaults(func=_cmd_evaluate, replaced_by=replaces)
+    p.set_defaults(func=commands.sweep, replaced_by=replaces)
 
 
 def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -385,7 +207,7 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--timing-samples", type=int, default=200, help="images timed at batch 1 (0: no timing)")
     p.add_argument("--timing-rounds", type=int, default=3)
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.set_defaults(func=_cmd_sweep)
+    p.set_defaults(func=commands.compare)
 
 
 def _add_tune(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -399,7 +221,7 @@ def _add_tune(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     g.add_argument("--latency-ms", type=float, help="largest mean batch-1 latency in ms (measured here)")
     _choice(p, "--variant", _VARIANTS, "rule variant (default: the checkpoint's)")
     p.add_argument("--data-dir")
-    p.set_defaults(func=_cmd_tune)
+    p.set_defaults(func=commands.tune)
 
 
 def _add_demo_and_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -409,12 +231,12 @@ def _add_demo_and_report(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--epochs", type=int, help="override the demo's training epochs")
     p.add_argument("--timing-samples", type=int, default=500)
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=commands.demo)
     p = sub.add_parser(
         "report", help="render report.md/html and plots from a run folder's results.json and policies.json"
     )
     p.add_argument("run_dir", type=Path)
-    p.set_defaults(func=_cmd_report)
+    p.set_defaults(func=commands.report)
 
 
 def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -440,7 +262,7 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--force", action="store_true", help="replace an existing export folder")
     p.add_argument("--data-dir", help="training data (class names and normalisation are read from it)")
-    p.set_defaults(func=_cmd_export)
+    p.set_defaults(func=commands.export)
 
 
 def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -451,7 +273,7 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--beta", type=float, help="override the knob")
     p.add_argument("--threads", type=int, help="inference threads")
     p.add_argument("--data-dir", help="training data, for a checkpoint (class names and normalisation)")
-    p.set_defaults(func=_cmd_predict)
+    p.set_defaults(func=commands.predict)
 
 
 _LISTS = {
@@ -463,12 +285,15 @@ _LISTS = {
 
 def _add_lists(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name, names in _LISTS.items():
-        sub.add_parser(name, help=f"list registered {name}").set_defaults(func=_cmd_list, names=names)
+        sub.add_parser(name, help=f"list registered {name}").set_defaults(
+            func=commands.list_names, names=names
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # (each `_add_*` reads `commands.<verb>` when it runs, so a test can monkeypatch a verb)
     """The whole command line; each verb's flags are added by its own `_add_*` function."""
-    parser = argparse.ArgumentParser(prog="bofexits", description=__doc__)
+    parser = argparse.ArgumentParser(prog="bofexits", description=DESCRIPTION)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
@@ -481,36 +306,3 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lists(sub)
     _add_sweep(sub, "evaluate", replaces="sweep")  # deprecated alias, for one release
     return parser
-
-
-def _warn_if_deprecated(args: argparse.Namespace) -> None:
-    """One line on stderr when a verb was called by its old name (quiet or not: it is a warning)."""
-    replaced_by = getattr(args, "replaced_by", None)
-    if replaced_by:
-        print(
-            f"bofexits: warning: `{args.command}` is deprecated and will be removed in the next release; "
-            f"use `bofexits {replaced_by}` (same options)",
-            file=sys.stderr,
-        )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        logging.basicConfig(
-            level=logging.WARNING if args.quiet else logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            datefmt="%H:%M:%S",
-        )
-        _warn_if_deprecated(args)
-        return int(args.func(args))
-    except BofexitsError as exc:
-        print(f"bofexits: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bofexits: interrupted; `--resume` continues from the last checkpoint", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

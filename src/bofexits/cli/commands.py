@@ -1,0 +1,201 @@
+"""One function per verb: call one library function, print for people, return the exit code.
+
+Each takes its verb's parsed `argparse.Namespace` (grammar in `bofexits.cli._parser`). Library
+imports happen inside, so `bofexits predict EXPORT_DIR` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from bofexits.config import TrainConfig, config_keys, resolve_config
+from bofexits.errors import ConfigError
+
+__all__ = [
+    "compare",
+    "config_from_args",
+    "demo",
+    "export",
+    "list_names",
+    "predict",
+    "report",
+    "sweep",
+    "train",
+    "tune",
+]
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's config from `train`'s flags: every flag named after a config key, and --config.
+
+    The keys come from the config's dataclass fields (`config_keys`), so a new field needs
+    only a flag of the same name; unset flags (None) leave the layers below them alone.
+    """
+    keys = config_keys()
+    flags = {k: v for k, v in vars(args).items() if k in keys and v is not None}
+    return resolve_config(flags, config_file=args.config)
+
+
+def train(args: argparse.Namespace) -> int:
+    from bofexits.training.loop import train
+
+    cfg = config_from_args(args)
+    result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    last = result.history[-1] if result.history else {}
+    print(f"checkpoint: {result.checkpoint}")
+    if last:
+        print("validation accuracy per exit: " + " ".join(f"{a:.4f}" for a in last["val_acc"]))
+    return 0
+
+
+def _load_evaluation(args: argparse.Namespace) -> tuple[Any, Any, TrainConfig, Any]:
+    """The checkpoint's network, calibrations and config, and its test set, for sweep and compare."""
+    from bofexits.data.registry import load_run_data
+    from bofexits.training.checkpoint import load_model
+
+    model, calibrations, cfg = load_model(args.checkpoint)
+    if not calibrations:
+        raise ConfigError(
+            f"{args.checkpoint} has no calibration (training did not finish); resume training first"
+        )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    _, test = load_run_data(cfg, args.data_dir)
+    return model, calibrations, cfg, test
+
+
+def sweep(args: argparse.Namespace) -> int:
+    from bofexits.evaluation.sweep import save_sweep, sweep
+    from bofexits.reporting.tables import format_points
+
+    model, calibrations, cfg, test = _load_evaluation(args)
+    score, variant = args.score or cfg.score, args.variant or cfg.variant
+    results = sweep(
+        model,
+        calibrations,
+        test,
+        score=score,
+        variant=variant,
+        betas=args.betas,
+        timing_samples=args.timing_samples,
+        timing_rounds=args.timing_rounds,
+    )
+    path = save_sweep(results, Path(args.out) if args.out else Path(args.checkpoint).parent)
+    print(format_points(results))
+    print(f"results: {path}")
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    from bofexits.evaluation.compare import compare_policies
+    from bofexits.evaluation.comparison import save_comparison
+    from bofexits.reporting.report import write_report
+    from bofexits.reporting.tables import format_comparison
+    from bofexits.training.tuning import validation_split
+
+    model, calibrations, cfg, test = _load_evaluation(args)
+    comparison = compare_policies(
+        model,
+        calibrations,
+        validation_split(cfg, args.data_dir),
+        test,
+        score=args.score or cfg.score,
+        variant=args.variant or cfg.variant,
+        points=args.points,
+        timed_points=args.timed_points,
+        timing_samples=args.timing_samples,
+        timing_rounds=args.timing_rounds,
+    )
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent
+    paths = save_comparison(comparison, out)
+    report = write_report(out)
+    print(format_comparison(comparison))
+    print(f"results: {paths[0]}, {paths[1]}; report: {report} and {report.with_suffix('.html')}")
+    return 0
+
+
+def tune(args: argparse.Namespace) -> int:
+    from bofexits._io import RunLock
+    from bofexits.training.checkpoint import load_checkpoint, update_checkpoint
+    from bofexits.training.tuning import tune_on_validation
+
+    load_checkpoint(args.checkpoint)  # a missing or broken file is named before anything is created
+    with RunLock(Path(args.checkpoint).parent):  # tune rewrites the checkpoint: not under a running train
+        result = tune_on_validation(
+            args.checkpoint,
+            variant=args.variant,
+            max_drop=args.max_drop,
+            budget=args.budget,
+            latency_ms=args.latency_ms,
+            data_dir=args.data_dir,
+        )
+        update_checkpoint(args.checkpoint, tuned=result.to_dict())
+    lat = f", {result.val_latency_ms:.3f} ms" if result.val_latency_ms is not None else ""
+    print(
+        f"{result.target}: beta={result.beta:g} ({result.variant} rule on {result.score}); validation accuracy "
+        f"{100 * result.val_accuracy:.2f}% (full {100 * result.val_full_accuracy:.2f}%) at "
+        f"{100 * result.val_relative_macs:.1f}% of the MACs{lat}; stored in {args.checkpoint}"
+    )
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from bofexits.demo import run_demo
+
+    report = run_demo(
+        args.out, epochs=args.epochs, resume=True, progress=not args.quiet, timing_samples=args.timing_samples
+    )
+    print(Path(report).read_text())
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from bofexits.reporting.report import write_report
+
+    path = write_report(args.run_dir)
+    print(f"report: {path}")
+    return 0
+
+
+def list_names(args: argparse.Namespace) -> int:
+    print("\n".join(args.names))
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from bofexits.deploy.onnx import export_onnx
+    from bofexits.deploy.torchscript import export_torchscript
+
+    opts = {"beta": args.beta, "score": args.score, "variant": args.variant, "data_dir": args.data_dir}
+    if args.format == "onnx":
+        out = export_onnx(
+            args.checkpoint,
+            args.out_dir,
+            exporter=args.onnx_exporter,
+            layout=args.layout,
+            overwrite=args.force,
+            **opts,
+        )
+    else:
+        out = export_torchscript(args.checkpoint, args.out_dir, overwrite=args.force, **opts)
+    rule = json.loads((out / "manifest.json").read_text())["policy"]
+    print(
+        f"{args.format} export: {out} ({rule['variant']} rule on {rule['score']}, beta={rule['beta']:g} "
+        f"({rule['beta_source']}))"
+    )
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    from bofexits.deploy.predict import format_predictions, predict_files
+
+    predictions, about = predict_files(
+        args.source, args.images, beta=args.beta, threads=args.threads, data_dir=args.data_dir
+    )
+    print(format_predictions(predictions, about, as_json=args.json))
+    return 1 if any(p.error is not None for p in predictions) else 0
