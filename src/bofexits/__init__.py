@@ -1,10 +1,10 @@
 """bofexits: Bag-of-Features early exits with a one-knob adaptive inference rule.
 
-Map of the method: `bof` (the BoF layer), `exits` (hierarchical exit heads) and
-`baseline_exits` (SDN / BranchyNet heads), `multiexit` (stages + exits over any backbone),
-`backbones` (reference networks), `policies` (when to stop), `runtime` (real early exit),
-`cost` (counted MACs), `data` / `datasets` (loaders), `training`, `sweep` / `compare` /
-`report` (evaluation), `export` / `deploy` (staged ONNX and its torch-free runner), `cli`.
+The subpackages are the method's roles (docs/architecture.md): `models` (the BoF layer,
+exit heads, the multi-exit network, backbones), `policies` (when to stop), `inference` (real
+early exit and its offline simulation), `evaluation` (cost, timing, the knob sweep, the policy
+comparison, the paper's claims), `reporting`, `deploy` (export and the torch-free runner),
+`training`, `data`, `cli`. The public names below are re-exported here.
 
 Names load on first use (PEP 562), so `import bofexits.deploy` (numpy + onnxruntime) and
 `bofexits predict EXPORT_DIR` never import torch.
@@ -30,8 +30,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
     )
     from .evaluation.claims import check_claims
     from .evaluation.compare import compare_policies
+    from .evaluation.comparison import Comparison
     from .evaluation.cost import CostTable, count_macs, measure_costs
     from .evaluation.metrics import accuracy, balance, exit_distribution, relative_compute
+    from .evaluation.points import Point
+    from .evaluation.sweep import Sweep, sweep
     from .inference.offline import oracle, oracle_frontier, simulate
     from .inference.runtime import AdaptiveRuntime, ExitResult
     from .models.backbones import Backbone, create_backbone, list_backbones, register_backbone
@@ -70,6 +73,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "training.checkpoint": ("load_checkpoint", "load_model", "save_checkpoint"),
     "evaluation.claims": ("check_claims",),
     "evaluation.compare": ("compare_policies",),
+    "evaluation.comparison": ("Comparison",),
+    "evaluation.points": ("Point",),
+    "evaluation.sweep": ("Sweep", "sweep"),
     "config": ("ModelConfig", "TrainConfig"),
     "evaluation.cost": ("CostTable", "count_macs", "measure_costs"),
     "data.registry": ("list_datasets", "load_dataset"),
