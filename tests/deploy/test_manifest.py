@@ -91,7 +91,7 @@ def v1_onnx() -> dict[str, Any]:
             "steps": "convert to color_mode; resize to exactly (H, W), bilinear; x = (pixels / 255 - mean) / std "
             "per channel; float32 NCHW",
         },
-        "runner": "bofexits_deploy.py",
+        "runner": "bofexits_deploy.py",  # exports before the runner became a package; still read
     }
 
 

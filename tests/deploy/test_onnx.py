@@ -102,7 +102,12 @@ def test_manifest_describes_every_graph(
     assert np.array_equal(np.array(m["calibration"]["quantiles"], np.float32), cal.quantiles.numpy())
     assert m["classes"] == ["0", "1", "2", "3", "4"]
     assert m["preprocessing"]["mean"] == [0.0, 0.0] and m["preprocessing"]["color_mode"] is None
-    assert (out / deploy.RUNNER_FILE).read_bytes() == Path(deploy.__file__).read_bytes()
+    assert m["runner"] == deploy.RUNNER_FILE == "bofexits_deploy"
+    shipped, source = out / deploy.RUNNER_FILE, Path(deploy.__file__).parent  # the runner as a package
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(["__init__.py", *deploy.RUNNER_MODULES])
+    assert (shipped / "__init__.py").read_bytes() == Path(deploy.__file__).read_bytes()
+    for name in deploy.RUNNER_MODULES:
+        assert (shipped / name).read_bytes() == (source / name).read_bytes(), name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]  # no staging folder left
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from bofexits.deploy import manifest, rule
 from bofexits.deploy import runner as deploy
 from bofexits.deploy.onnx import export_onnx
 from bofexits.deploy.runner import ManifestError, MissingDependencyError, OnnxAdaptiveRunner, RunnerInputError
@@ -114,7 +115,39 @@ def test_names_equal_the_policies() -> None:
 
     assert deploy.SCORES == scores.SCORES == get_args(scores.Score)
     assert deploy.VARIANTS == calibrated.VARIANTS == get_args(calibrated.Variant)
-    assert deploy._GRID == calibrated._GRID
+    assert rule._GRID == calibrated._GRID
+    assert set(deploy._NAMES) == set(manifest.ROLES)  # the roles the manifest accepts, the runner drives
+
+
+def test_runner_reexports_the_manifest_and_the_rule() -> None:
+    """Names that moved out of runner.py are still `bofexits.deploy.runner`'s (and `bofexits.deploy`'s)."""
+    moved = {*manifest.__all__} - {"ROLES"} | {*rule.__all__}
+    assert moved <= set(deploy.__all__)
+    for name in moved:
+        assert getattr(deploy, name) is getattr(manifest if name in manifest.__all__ else rule, name)
+
+
+def test_the_export_ships_exactly_the_modules_the_runner_imports() -> None:
+    """Following runner.py's relative imports gives `RUNNER_MODULES`; nothing imports beyond the
+    standard library, numpy and onnxruntime, except the guarded `bofexits.errors` in errors.py."""
+    import ast
+
+    folder = Path(deploy.__file__).parent
+    todo, seen = ["runner.py"], set()
+    while todo:
+        file = todo.pop()
+        for node in ast.walk(ast.parse((folder / file).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:  # a module of this folder
+                assert node.level == 1 and node.module, (file, node.module)
+                if f"{node.module}.py" not in seen:
+                    seen.add(f"{node.module}.py")
+                    todo.append(f"{node.module}.py")
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                for top in {n.split(".")[0] for n in names}:
+                    allowed = top in sys.stdlib_module_names or top in ("numpy", "onnxruntime")
+                    assert allowed or (top == "bofexits" and file == "errors.py"), (file, top)
+    assert sorted(seen) == sorted(deploy.RUNNER_MODULES)
 
 
 def test_scores_match_the_policies() -> None:
@@ -334,30 +367,56 @@ def _run_python(code: str) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_shipped_runner_needs_no_torch(one: dict[str, Any]) -> None:
-    """The copy in the export directory runs with numpy + onnxruntime, without importing torch."""
+@pytest.mark.parametrize("block", ["torch", "torch and bofexits"])
+def test_shipped_runner_needs_no_torch(one: dict[str, Any], block: str) -> None:
+    """The `bofexits_deploy` package in the export directory runs with numpy + onnxruntime, without
+    importing torch; without bofexits too (a serving machine), its errors then have their own bases."""
     d = one["dir"]
     np.save(d.parent / "x.npy", inputs(6))
     code = textwrap.dedent(
         f"""
         import json, sys
-        sys.modules["torch"] = None  # any attempt to import torch fails
+        for name in {block.split(" and ")!r}:
+            sys.modules[name] = None  # any attempt to import it fails
         sys.path.insert(0, {str(d)!r})
         import numpy as np
+        import bofexits_deploy
         from bofexits_deploy import OnnxAdaptiveRunner
         r = OnnxAdaptiveRunner({str(d)!r}, threads=1)
         x = np.load({str(d.parent / "x.npy")!r})
         res = r(x)
-        torch_in = sys.modules.get("torch") is not None
-        print(json.dumps({{"torch": torch_in, "exits": res.exit_index.tolist(), "module": r.__module__}}))
+        try:
+            r(x[:, :1])
+        except bofexits_deploy.RunnerInputError as exc:
+            bases = [c.__module__ for c in type(exc).__mro__]
+        print(json.dumps({{
+            "loaded": sorted(m for m in ("torch", "bofexits") if sys.modules.get(m) is not None),
+            "exits": res.exit_index.tolist(),
+            "module": r.__module__,
+            "file": bofexits_deploy.__file__,
+            "library_errors": "bofexits.errors" in bases,
+        }}))
         """
     )
     out = _run_python(code)
     assert out == {
-        "torch": False,
+        "loaded": ["bofexits"] if block == "torch" else [],  # never torch
         "exits": one["runner"](inputs(6)).exit_index.tolist(),
         "module": "bofexits_deploy",
+        "file": str(d / "bofexits_deploy" / "__init__.py"),
+        "library_errors": block == "torch",
     }
+
+
+def test_old_single_file_exports_still_load(one: dict[str, Any], tmp_path: Path) -> None:
+    """Exports before the runner became a package name "bofexits_deploy.py"; the field is informational."""
+    old = _edit_manifest(
+        one["dir"], tmp_path / "old", lambda m, d: m.__setitem__("runner", "bofexits_deploy.py")
+    )
+    runner = OnnxAdaptiveRunner(old)
+    assert runner.manifest.runner == "bofexits_deploy.py"
+    x = inputs(5)
+    assert runner(x).exit_index.tolist() == one["runner"](x).exit_index.tolist()
 
 
 def test_package_runner_needs_no_torch(one: dict[str, Any]) -> None:

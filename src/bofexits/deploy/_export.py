@@ -26,7 +26,7 @@ from torch import nn
 
 from bofexits import __version__
 from bofexits._io import jsonable, write_json
-from bofexits.deploy import runner as deploy
+from bofexits.deploy import manifest as schema
 from bofexits.deploy.info import DeployInfo
 from bofexits.errors import BofexitsError, ConfigError
 from bofexits.inference.runtime import AdaptiveRuntime
@@ -178,7 +178,7 @@ def staging_dir(out: Path, overwrite: bool) -> Iterator[Path]:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a folder; choose another output folder")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / deploy.MANIFEST).is_file():
+        if not (out / schema.MANIFEST).is_file():
             raise ConfigError(f"{out} is not empty and not a bofexits export; choose another output folder")
         if not overwrite:
             raise ConfigError(f"{out} already holds an export; pass overwrite=True (--force) to replace it")
@@ -202,15 +202,15 @@ def staging_dir(out: Path, overwrite: bool) -> Iterator[Path]:
 
 
 class ManifestFields(TypedDict):
-    """The arguments every `deploy.Manifest` takes, whatever the format."""
+    """The arguments every `bofexits.deploy.manifest.Manifest` takes, whatever the format."""
 
-    producer: deploy.ProducerEntry
+    producer: schema.ProducerEntry
     num_exits: int
     num_classes: int
-    policy: deploy.PolicyEntry
-    calibration: deploy.CalibrationEntry
+    policy: schema.PolicyEntry
+    calibration: schema.CalibrationEntry
     classes: tuple[str, ...]
-    preprocessing: deploy.PreprocessingEntry
+    preprocessing: schema.PreprocessingEntry
 
 
 def _rows(table: torch.Tensor) -> tuple[tuple[float, ...], ...]:
@@ -223,10 +223,10 @@ def manifest_fields(
     """The manifest's producer, network size, rule, calibration, class names and preprocessing."""
     cal = info.calibration
     return {
-        "producer": deploy.ProducerEntry(__version__, torch.__version__, exporter, opset),
+        "producer": schema.ProducerEntry(__version__, torch.__version__, exporter, opset),
         "num_exits": model.num_exits,
         "num_classes": model.num_classes,
-        "policy": deploy.PolicyEntry(
+        "policy": schema.PolicyEntry(
             name="calibrated",
             score=cal.score,
             variant=info.variant,
@@ -234,7 +234,7 @@ def manifest_fields(
             beta_source=info.beta_source,
             thresholds=tuple(info.policy.thresholds),
         ),
-        "calibration": deploy.CalibrationEntry(
+        "calibration": schema.CalibrationEntry(
             score=cal.score,
             means=tuple(cal.means.tolist()),
             quantiles=_rows(cal.quantiles),
@@ -242,7 +242,7 @@ def manifest_fields(
             conditional=None if cal.conditional is None else _rows(cal.conditional),
         ),
         "classes": tuple(info.classes),
-        "preprocessing": deploy.PreprocessingEntry(
+        "preprocessing": schema.PreprocessingEntry(
             input_shape=(model.input_shape[0], model.input_shape[1], model.input_shape[2]),
             color_mode=info.color_mode,
             mean=tuple(info.mean),
@@ -251,10 +251,10 @@ def manifest_fields(
     }
 
 
-def write_manifest(folder: Path, manifest: deploy.Manifest) -> None:
+def write_manifest(folder: Path, manifest: schema.Manifest) -> None:
     """Write `manifest.json`, after checking that the runner will read it back (strict JSON: infinities
     become "inf" / "-inf")."""
     data = jsonable(manifest.to_dict())
     type(manifest).from_dict(data, source=f"the {manifest.format} manifest being written")
-    data[deploy.CONTENT_SHA256] = deploy.manifest_digest(data)
-    write_json(folder / deploy.MANIFEST, data)
+    data[schema.CONTENT_SHA256] = schema.manifest_digest(data)
+    write_json(folder / schema.MANIFEST, data)

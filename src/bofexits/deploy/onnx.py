@@ -8,10 +8,11 @@
 * ``final.onnx``: the last stage with the backbone's head, ``x -> logits``.
 * ``backbone.onnx``: all stages in one graph, the plain network (full-network path and the
   fair speed baseline).
-* ``manifest.json`` (`bofexits.deploy.runner.OnnxManifest`): graph order, files, names, shapes
+* ``manifest.json`` (`bofexits.deploy.manifest.OnnxManifest`): graph order, files, names, shapes
   (batch dynamic), SHA-256 of each graph, the policy (score, variant, beta, thresholds) with its
-  calibration statistics, class names and preprocessing; and ``bofexits_deploy.py``, a copy of
-  `bofexits.deploy.runner`, so the directory runs with numpy and onnxruntime alone.
+  calibration statistics, class names and preprocessing; and ``bofexits_deploy/``, a copy of
+  `bofexits.deploy.runner` (as its ``__init__.py``) and of the modules it imports, so the
+  directory runs with numpy and onnxruntime alone (``from bofexits_deploy import OnnxAdaptiveRunner``).
 
 Choices, measured roughly (single thread, vgg28 at 28x28, loaded 2-core machine, so +-10%):
 
@@ -41,7 +42,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from bofexits.deploy import runner as deploy
+from bofexits.deploy import manifest as schema
+from bofexits.deploy import runner
 from bofexits.deploy._export import (
     ExitBlock,
     ExportError,
@@ -182,7 +184,7 @@ def _export_one(spec: _Spec, path: Path, exporter: str, stages: Sequence[nn.Modu
 
 def _describe(
     names: Sequence[str], graph: Any, examples: Sequence[torch.Tensor], what: str
-) -> tuple[deploy.TensorEntry, ...]:
+) -> tuple[schema.TensorEntry, ...]:
     """Names and shapes (batch dynamic, the rest from the PyTorch tensors) of the graph's inputs or outputs."""
     import onnx
 
@@ -192,10 +194,10 @@ def _describe(
     for v in graph:
         if v.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
             raise ExportError(f"{what}: {v.name} is not float32; export a float32 model")
-    return tuple(deploy.TensorEntry(v.name, shapes[v.name]) for v in graph)
+    return tuple(schema.TensorEntry(v.name, shapes[v.name]) for v in graph)
 
 
-def _check_graph(spec: _Spec, path: Path, verify: tuple[torch.Tensor, ...]) -> deploy.GraphEntry:
+def _check_graph(spec: _Spec, path: Path, verify: tuple[torch.Tensor, ...]) -> schema.GraphEntry:
     """onnx.checker, then the graph in onnxruntime against PyTorch on another batch size."""
     import onnx
 
@@ -210,16 +212,16 @@ def _check_graph(spec: _Spec, path: Path, verify: tuple[torch.Tensor, ...]) -> d
     label = f"graph {spec.name}"
     inputs = _describe(spec.inputs, proto.graph.input, verify, label)  # unused inputs may be gone
     outputs = _describe(spec.outputs, proto.graph.output, want, label)
-    ort = deploy._onnxruntime()
+    ort = runner._onnxruntime()
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     kept = {t.name for t in inputs}
     got = session.run(None, {n: a.numpy() for n, a in zip(spec.inputs, verify, strict=True) if n in kept})
     check_outputs(f"{label} ({spec.what})", "onnxruntime", spec.outputs, got, [w.numpy() for w in want])
-    return deploy.GraphEntry(
+    return schema.GraphEntry(
         file=path.name,
-        sha256=deploy.sha256_file(path),
+        sha256=schema.sha256_file(path),
         name=spec.name,
         role=spec.role,
         index=spec.index,
@@ -231,8 +233,8 @@ def _check_graph(spec: _Spec, path: Path, verify: tuple[torch.Tensor, ...]) -> d
 def _check_exporter(exporter: str, layout: str) -> None:
     if exporter not in _OPSET:
         raise ConfigError(f"unknown ONNX exporter {exporter!r}; choose one of {', '.join(_OPSET)}")
-    if layout not in deploy.LAYOUTS:
-        raise ConfigError(f"unknown layout {layout!r}; choose one of {', '.join(deploy.LAYOUTS)}")
+    if layout not in schema.LAYOUTS:
+        raise ConfigError(f"unknown layout {layout!r}; choose one of {', '.join(schema.LAYOUTS)}")
     needs = ["onnx", "onnxruntime"] + (["onnxscript"] if exporter == "dynamo" else [])
     missing = [m for m in needs if importlib.util.find_spec(m) is None]
     if missing:
@@ -243,6 +245,22 @@ def _check_exporter(exporter: str, layout: str) -> None:
 
 
 # ---------------------------------------------------------------- the export
+
+
+def _ship_runner(folder: Path) -> Path:
+    """Copy the torch-free runner into `folder` as the package ``bofexits_deploy/``.
+
+    `bofexits.deploy.runner` becomes its ``__init__.py`` and the modules it imports
+    (`runner.RUNNER_MODULES`) sit beside it unchanged: their imports are relative, so the same
+    bytes run inside `bofexits.deploy` and as ``bofexits_deploy``.
+    """
+    source = Path(runner.__file__).parent
+    package = folder / schema.RUNNER_FILE
+    package.mkdir()
+    shutil.copyfile(runner.__file__, package / "__init__.py")
+    for name in runner.RUNNER_MODULES:
+        shutil.copyfile(source / name, package / name)
+    return package
 
 
 def export_onnx(
@@ -284,8 +302,8 @@ def export_onnx(
             _export_one(spec, path, exporter, rt.stages)
             entries.append(_check_graph(spec, path, verify[spec.name]))
             log.info("exported %s (%s)", path.name, spec.what)
-        shutil.copyfile(deploy.__file__, tmp / deploy.RUNNER_FILE)
-        manifest = deploy.OnnxManifest(
+        _ship_runner(tmp)
+        manifest = schema.OnnxManifest(
             layout=layout,
             graphs=tuple(entries[:-1]),
             backbone=entries[-1],

@@ -21,13 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from bofexits.deploy.runner import (
-    OnnxAdaptiveRunner,
-    TorchScriptManifest,
-    confidence,
-    preprocess,
-    read_manifest,
-)
+from bofexits.deploy.manifest import TorchScriptManifest, read_manifest
+from bofexits.deploy.rule import confidence
+from bofexits.deploy.runner import OnnxAdaptiveRunner, preprocess
 from bofexits.errors import BofexitsError, CheckpointError, InputError
 
 __all__ = ["MIN_SIDE_FRACTION", "Prediction", "format_predictions", "load_image", "predict_files"]

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from bofexits.deploy import _export
-from bofexits.deploy import runner as deploy
+from bofexits.deploy import manifest as schema
 from bofexits.deploy._export import ExportError
 from bofexits.deploy.info import deploy_info
-from bofexits.deploy.runner import TORCHSCRIPT_FORMAT
+from bofexits.deploy.manifest import TORCHSCRIPT_FORMAT
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.multiexit import MultiExitNetwork
 
@@ -121,7 +121,7 @@ def export_torchscript(
     source: str | Path | MultiExitNetwork, out_dir: str | Path, *, overwrite: bool = False, **info_kwargs: Any
 ) -> Path:
     """Write ``adaptive.pt`` (one scripted module: the adaptive loop over traced stage+exit blocks),
-    ``backbone.pt`` (traced plain backbone) and a manifest (`bofexits.deploy.runner.TorchScriptManifest`),
+    ``backbone.pt`` (traced plain backbone) and a manifest (`bofexits.deploy.manifest.TorchScriptManifest`),
     atomically.
 
     ``torch.jit.load(dir / "adaptive.pt")(x)`` returns ``(logits, exit_index)`` like
@@ -151,8 +151,8 @@ def export_torchscript(
         files = {}
         for name, module in (("adaptive", adaptive), ("backbone", backbone)):
             module.save(str(tmp / f"{name}.pt"))
-            files[name] = deploy.FileEntry(f"{name}.pt", deploy.sha256_file(tmp / f"{name}.pt"))
-        manifest = deploy.TorchScriptManifest(
+            files[name] = schema.FileEntry(f"{name}.pt", schema.sha256_file(tmp / f"{name}.pt"))
+        manifest = schema.TorchScriptManifest(
             adaptive=files["adaptive"],
             backbone=files["backbone"],
             signature=_SIGNATURE,
