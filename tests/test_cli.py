@@ -269,3 +269,26 @@ def test_demo_trains_sweeps_compares_and_reports(
     assert results["dataset"] == "fashion-mnist" and results["training"]["epochs"] == 2
     assert (out / "policies.json").exists() and (out / "report.html").exists()
     assert "## Targets" in capsys.readouterr().out  # the report, printed
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["train", "--epochs", "abc"], "argument --epochs: expected an integer, got 'abc'"),
+        (["train", "--lr", "nan"], "argument --lr: must be a finite number > 0, got nan"),
+        (["sweep", "ck.pt", "--threads", "0"], r"argument --threads: must be an integer in \[1, 1024\], got 0"),
+        (["sweep", "ck.pt", "--timing-rounds", "0"], "argument --timing-rounds: must be an integer"),
+        (["compare", "ck.pt", "--points", "1"], r"argument --points: must be an integer in \[2, 100000\], got 1"),
+        (["tune", "ck.pt", "--budget", "5"], r"argument --budget: must be a finite number in \(0, 2\], got 5"),
+        (["tune", "ck.pt", "--max-drop", "inf"], "argument --max-drop: must be a finite number"),
+    ],
+)
+def test_bad_option_values_are_one_line_errors(
+    argv: list[str], match: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and re.search(match, err), err

@@ -166,3 +166,21 @@ def test_resolve_precedence_without_a_command_line(tmp_path: Path) -> None:
     assert (cfg.dataset, cfg.model.num_classes) == ("cifar100", 100)  # the file's dataset picks the recipe
     assert (cfg.epochs, cfg.model.codewords) == (7, 16)  # overrides over the file and the recipe
     assert resolve_config() == TrainConfig()
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"limit_train": 0}, "'limit_train' must be an integer >= 1"),
+        ({"lr": float("nan")}, "'lr' must be a finite number > 0"),
+        ({"epochs": 10**9}, r"'epochs' must be an integer in \[0, 10000\]"),
+        ({"exit_weights": [1.0, float("nan"), 1.0, 1.0]}, "'exit_weights' needs finite values"),
+        ({"threads": -1}, "'threads' must be >= 1"),
+        ({"widths": [0, 8, 8, 16]}, "'model.widths' needs channel counts >= 1"),
+    ],
+)
+def test_values_that_mean_nothing_are_refused_by_key(overrides: dict[str, object], match: str) -> None:
+    from bofexits.config import resolve_config
+
+    with pytest.raises(ConfigError, match=match):
+        resolve_config(overrides)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -32,7 +33,9 @@ __all__ = [
     "Mode",
     "ModelConfig",
     "Optimizer",
+    "MAX_EPOCHS",
     "TrainConfig",
+    "check_ranges",
     "config_keys",
     "from_dict",
     "load_config_file",
@@ -226,7 +229,69 @@ def resolve_config(
         for name in keys[key]:
             section = section[name]
         section[key] = value
-    return from_dict(data, cls)
+    cfg = from_dict(data, cls)
+    if isinstance(cfg, TrainConfig):
+        check_ranges(cfg)
+    return cfg
+
+
+#: Largest epoch count accepted: beyond it a typo (1e9) would run for years or exhaust memory
+#: in the schedule before the first step.
+MAX_EPOCHS = 10_000
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """Refuse values of the right type that mean nothing, naming the key and the allowed range.
+
+    Without this, `limit_train 0` trained on everything (0 read as "no limit"), `lr nan` or
+    `exit_weights nan` trained to the end and failed at the last step, and `epochs 1e9`
+    exhausted memory.
+
+    >>> check_ranges(TrainConfig(limit_train=0))
+    Traceback (most recent call last):
+    ...
+    bofexits.errors.ConfigError: config key 'limit_train' must be an integer >= 1 (or unset for all images), got 0
+    """
+    _int_in("epochs", cfg.epochs, 0, MAX_EPOCHS)
+    _int_in("exit_epochs", cfg.exit_epochs, 0, MAX_EPOCHS)
+    _int_in("batch_size", cfg.batch_size, 1, None)
+    _int_in("crop_padding", cfg.crop_padding, 0, None)
+    _int_in("kmeans_images", cfg.kmeans_images, 1, None)
+    if cfg.limit_train is not None and cfg.limit_train < 1:
+        raise ConfigError(
+            f"config key 'limit_train' must be an integer >= 1 (or unset for all images), got {cfg.limit_train}"
+        )
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"config key 'threads' must be >= 1 (or unset for torch's default), got {cfg.threads}")
+    for key in ("lr", "exit_lr"):
+        value = getattr(cfg, key)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"config key {key!r} must be a finite number > 0, got {value}")
+    for key in ("weight_decay", "momentum"):
+        value = getattr(cfg, key)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"config key {key!r} must be a finite number >= 0, got {value}")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise ConfigError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}")
+    weights = cfg.exit_weights or []
+    if any(not (math.isfinite(w) and w >= 0) for w in weights) or (weights and sum(weights) <= 0):
+        raise ConfigError(f"config key 'exit_weights' needs finite values >= 0, not all zero; got {weights}")
+    m = cfg.model
+    if m.widths is not None and any(w < 1 for w in m.widths):
+        raise ConfigError(f"config key 'model.widths' needs channel counts >= 1, got {m.widths}")
+    _int_in("model.codewords", m.codewords, 2, None)
+    _int_in("model.num_classes", m.num_classes, 2, None)
+    _int_in("model.in_channels", m.in_channels, 1, None)
+    if m.reduce_channels is not None:
+        _int_in("model.reduce_channels", m.reduce_channels, 1, None)
+    if m.exit_pools is not None and any(p < 1 for p in m.exit_pools):
+        raise ConfigError(f"config key 'model.exit_pools' needs factors >= 1, got {m.exit_pools}")
+
+
+def _int_in(key: str, value: int, low: int, high: int | None) -> None:
+    if value < low or (high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ConfigError(f"config key {key!r} must be an integer {bound}, got {value}")
 
 
 def _build(cls: type[C], data: Mapping[str, Any], what: str, prefix: str) -> C:

@@ -280,3 +280,10 @@ def test_files_on_disk_name_the_file_and_the_field(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="adaptive.pt named in .* is missing"):
         read_manifest(tmp_path)
     assert isinstance(read_manifest(tmp_path, verify_files=False), TorchScriptManifest)
+
+
+def test_reversed_quantile_table_is_refused() -> None:
+    data = v1_onnx()
+    data["calibration"]["quantiles"][1].reverse()
+    with pytest.raises(ManifestError, match="'calibration.quantiles' decreases with the level at early exit 1"):
+        OnnxManifest.from_dict(data, source="export/manifest.json")

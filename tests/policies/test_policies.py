@@ -300,3 +300,10 @@ def test_malformed_calibration_is_refused_naming_the_field(change: dict[str, Any
     data = {**ExitCalibration.fit(_exit_logits(), "max_prob").to_dict(), **change}
     with pytest.raises(ConfigError, match=match):
         ExitCalibration.from_dict(data)
+
+
+def test_reversed_quantile_table_is_refused() -> None:
+    data = ExitCalibration.fit(_exit_logits(), "max_prob").to_dict()
+    data["quantiles"][1] = data["quantiles"][1][::-1]
+    with pytest.raises(ConfigError, match=r"quantiles decrease with the level at early exits \[1\]"):
+        ExitCalibration.from_dict(data)

@@ -300,3 +300,12 @@ def test_unsafe_pickle_error_does_not_advise_weights_only_false(tmp_path: Path) 
         load_checkpoint(path)
     assert "weights_only" not in str(info.value)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_negative_batchnorm_variance_is_refused(tmp_path: Path) -> None:
+    cfg = _small_cfg()
+    state = build_model(cfg.model).state_dict()
+    state["stages.1.1.running_var"][0] = -0.5
+    save_checkpoint(tmp_path / "c.pt", {"config": cfg.to_dict(), "model": state})
+    with pytest.raises(CheckpointError, match="negative BatchNorm variances in stages.1.1.running_var"):
+        load_model(tmp_path / "c.pt")

@@ -138,3 +138,19 @@ def test_out_that_is_a_file_is_refused_before_any_work(
     (tmp_path / "taken").write_text("not a folder")
     with pytest.raises(UnwritableOutputError, match="is a file, not a folder"):
         train(tiny_config(fake_data, epochs=1), tmp_path / "taken", progress=False)
+
+
+def test_a_dataset_without_test_images_is_refused(
+    tmp_path: Path, tiny_config: Callable[..., TrainConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bofexits.data import ImageDataset, registry
+    from bofexits.errors import DataError
+
+    def no_test(cfg: TrainConfig, root: object) -> tuple[ImageDataset, ImageDataset]:
+        images = torch.zeros(20, 1, 28, 28, dtype=torch.uint8)
+        train = ImageDataset(images, torch.arange(20) % 10, tuple("abcdefghij"), [0.5], [0.25], "t/train")
+        return train, train.subset(torch.arange(0))
+
+    monkeypatch.setattr(registry, "_load_run_data", no_test)
+    with pytest.raises(DataError, match="test split has no images"):
+        train(tiny_config(tmp_path, epochs=1), tmp_path / "run", progress=False)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bofexits.cli import commands
 from bofexits.config import (
     CALIBRATION_SPLITS,
+    MAX_EPOCHS,
     MODES,
     OPTIMIZERS,
     ModelConfig,
@@ -53,6 +55,63 @@ class _Registered:
         return len(self._load())
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `bofexits VERB: error: ...; see bofexits VERB --help`.
+
+    argparse prints its whole usage block before an error; a wrong value deserves one line
+    that names the option, the value and what is allowed (the CLI's error contract).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]; the error names the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _number(low: float, high: float | None = None, *, open_low: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] (or (low, high] with `open_low`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_low = value <= low if open_low else value < low
+        if not math.isfinite(value) or too_low or (high is not None and value > high):
+            if high is not None:
+                bound = f"in {'(' if open_low else '['}{low:g}, {high:g}]"
+            else:
+                bound = f"{'>' if open_low else '>='} {low:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+_THREADS = _integer(1, 1024)
+_EPOCHS = _integer(0, MAX_EPOCHS)
+_POSITIVE = _number(0, open_low=True)
+_COUNT = _integer(0)
+_ROUNDS = _integer(1, 1000)
+_FINITE = _number(-math.inf)
+
+
 _SCORES = _Registered("bofexits.policies", "SCORES")
 _VARIANTS = _Registered("bofexits.policies.calibrated", "VARIANTS")
 _MEMBERSHIPS = _Registered("bofexits.models.bof", "MEMBERSHIPS")
@@ -85,34 +144,46 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         "--data-dir", help="folder holding the dataset files (else standard places, then download)"
     )
     _choice(g, "--mode", MODES, f"default {d.mode}")
-    g.add_argument("--epochs", type=int, help=f"default {d.epochs}")
-    g.add_argument("--exit-epochs", type=int, help=f"exit epochs in two-phase mode (default {d.exit_epochs})")
-    g.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
-    _choice(g, "--optimizer", OPTIMIZERS, f"default {d.optimizer}")
-    g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
+    g.add_argument("--epochs", type=_EPOCHS, help=f"default {d.epochs}")
     g.add_argument(
-        "--exit-lr", type=float, help=f"peak learning rate when only exits train (default {d.exit_lr})"
+        "--exit-epochs",
+        type=_EPOCHS,
+        help=f"exit epochs in two-phase mode (default {d.exit_epochs})",
     )
-    g.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay}")
-    g.add_argument("--exit-weights", type=float, nargs="+", help="loss weight per exit, final last")
+    g.add_argument("--batch-size", type=_integer(1), help=f"default {d.batch_size}")
+    _choice(g, "--optimizer", OPTIMIZERS, f"default {d.optimizer}")
+    g.add_argument("--lr", type=_POSITIVE, help=f"peak learning rate (default {d.lr})")
+    g.add_argument(
+        "--exit-lr",
+        type=_POSITIVE,
+        help=f"peak learning rate when only exits train (default {d.exit_lr})",
+    )
+    g.add_argument("--weight-decay", type=_number(0), help=f"default {d.weight_decay}")
+    g.add_argument("--exit-weights", type=_number(0), nargs="+", help="loss weight per exit, final last")
     g.add_argument(
         "--no-augment", dest="augment", action="store_false", default=None, help="no flips or crops"
     )
-    g.add_argument("--crop-padding", type=int, help="random-crop padding in pixels (default: the dataset's)")
+    g.add_argument(
+        "--crop-padding", type=_integer(0), help="random-crop padding in pixels (default: the dataset's)"
+    )
     g.add_argument(
         "--no-flip", dest="flip", action="store_false", default=None, help="no horizontal flips (digits)"
     )
     g.add_argument(
-        "--val-fraction", type=float, help=f"held out of the training set (default {d.val_fraction})"
+        "--val-fraction",
+        type=_number(0, 0.999),
+        help=f"held out of the training set (default {d.val_fraction})",
     )
     g.add_argument("--seed", type=int, help=f"default {d.seed}")
     g.add_argument("--device", help="auto (GPU when present), cpu or cuda[:N]")
-    g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--threads", type=_THREADS, help="torch CPU threads")
     _choice(g, "--calibration-split", CALIBRATION_SPLITS, f"default {d.calibration_split}")
     _choice(g, "--score", _SCORES, f"confidence score the rule is calibrated on (default {d.score})")
     _choice(g, "--variant", _VARIANTS, f"rule variant (default {d.variant})")
     g.add_argument("--backbone-checkpoint", help="trained run whose backbone frozen mode reuses")
-    g.add_argument("--limit-train", type=int, help="use only the first N training images (quick runs)")
+    g.add_argument(
+        "--limit-train", type=_integer(1), help="use only the first N training images (quick runs)"
+    )
 
 
 def _add_network_flags(p: argparse.ArgumentParser) -> None:
@@ -122,8 +193,8 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--backbone", help=f"registered backbone (default {m.backbone}; `bofexits backbones` lists them)"
     )
-    g.add_argument("--widths", type=int, nargs="+", help="backbone stage widths")
-    g.add_argument("--codewords", type=int, help=f"K, shared by all exits (default {m.codewords})")
+    g.add_argument("--widths", type=_integer(1), nargs="+", help="backbone stage widths")
+    g.add_argument("--codewords", type=_integer(2), help=f"K, shared by all exits (default {m.codewords})")
     _choice(g, "--membership", _MEMBERSHIPS, f"default {m.membership}")
     g.add_argument(
         "--not-squared",
@@ -132,9 +203,9 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="RBF on distances instead of squared distances",
     )
-    g.add_argument("--spatial-level", type=int, help=f"0 or 1 (default {m.spatial_level})")
-    g.add_argument("--reduce-channels", type=int)
-    g.add_argument("--exit-pools", type=int, nargs="+", help="per-exit pre-pool factor")
+    g.add_argument("--spatial-level", type=_integer(0, 1), help=f"0 or 1 (default {m.spatial_level})")
+    g.add_argument("--reduce-channels", type=_integer(1))
+    g.add_argument("--exit-pools", type=_integer(1), nargs="+", help="per-exit pre-pool factor")
     _choice(g, "--aggregation", _AGGREGATIONS, f"default {m.aggregation}")
     g.add_argument("--per-exit-classifiers", dest="shared_classifier", action="store_false", default=None)
     _choice(
@@ -180,10 +251,12 @@ def _add_sweep(
     p.add_argument("--data-dir")
     _choice(p, "--score", _SCORES, "confidence score (default: the checkpoint's)")
     _choice(p, "--variant", _VARIANTS, "rule variant (default: the checkpoint's)")
-    p.add_argument("--betas", type=float, nargs="+", help="knob values (default: a range for the variant)")
-    p.add_argument("--timing-samples", type=int, default=500, help="images timed at batch 1 (0: no timing)")
-    p.add_argument("--timing-rounds", type=int, default=5)
-    p.add_argument("--threads", type=int, help="torch CPU threads for evaluation and timing")
+    p.add_argument("--betas", type=_FINITE, nargs="+", help="knob values (default: a range for the variant)")
+    p.add_argument(
+        "--timing-samples", type=_COUNT, default=500, help="images timed at batch 1 (0: no timing)"
+    )
+    p.add_argument("--timing-rounds", type=_ROUNDS, default=5)
+    p.add_argument("--threads", type=_THREADS, help="torch CPU threads for evaluation and timing")
     for flag in ("--points", "--timed-points"):
         p.add_argument(flag, action=_MovedToCompare, help=argparse.SUPPRESS)
     p.set_defaults(func=commands.sweep, replaced_by=replaces)
@@ -197,16 +270,23 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--data-dir")
     _choice(p, "--score", _SCORES, "confidence score of the proposed rule (default: the checkpoint's)")
     _choice(p, "--variant", _VARIANTS, "variant of the proposed rule (default: the checkpoint's)")
-    p.add_argument("--points", type=int, default=101, help="knob values per threshold policy (simulated)")
+    p.add_argument(
+        "--points",
+        type=_integer(2, 100_000),
+        default=101,
+        help="knob values per threshold policy (simulated)",
+    )
     p.add_argument(
         "--timed-points",
-        type=int,
+        type=_COUNT,
         default=9,
         help="points per policy run for real and timed, plus knee and matched ones (0: every point)",
     )
-    p.add_argument("--timing-samples", type=int, default=200, help="images timed at batch 1 (0: no timing)")
-    p.add_argument("--timing-rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument(
+        "--timing-samples", type=_COUNT, default=200, help="images timed at batch 1 (0: no timing)"
+    )
+    p.add_argument("--timing-rounds", type=_ROUNDS, default=3)
+    p.add_argument("--threads", type=_THREADS, help="torch CPU threads")
     p.set_defaults(func=commands.compare)
 
 
@@ -216,9 +296,19 @@ def _add_tune(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("checkpoint", type=Path)
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--max-drop", type=float, help="largest accuracy drop vs the full network, in pp")
-    g.add_argument("--budget", type=float, help="largest mean compute, as a fraction of the backbone's MACs")
-    g.add_argument("--latency-ms", type=float, help="largest mean batch-1 latency in ms (measured here)")
+    g.add_argument(
+        "--max-drop", type=_number(0, 100), help="largest accuracy drop vs the full network, in pp"
+    )
+    g.add_argument(
+        "--budget",
+        type=_number(0, 2, open_low=True),
+        help="largest mean compute, as a fraction of the backbone's MACs",
+    )
+    g.add_argument(
+        "--latency-ms",
+        type=_POSITIVE,
+        help="largest mean batch-1 latency in ms (measured here)",
+    )
     _choice(p, "--variant", _VARIANTS, "rule variant (default: the checkpoint's)")
     p.add_argument("--data-dir")
     p.set_defaults(func=commands.tune)
@@ -229,8 +319,8 @@ def _add_demo_and_report(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "demo", help="train on Fashion-MNIST, then sweep the knob and compare every policy; write a report"
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--epochs", type=int, help="override the demo's training epochs")
-    p.add_argument("--timing-samples", type=int, default=500)
+    p.add_argument("--epochs", type=_EPOCHS, help="override the demo's training epochs")
+    p.add_argument("--timing-samples", type=_COUNT, default=500)
     p.set_defaults(func=commands.demo)
     p = sub.add_parser(
         "report", help="render report.md/html and plots from a run folder's results.json and policies.json"
@@ -247,7 +337,7 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("out_dir", type=Path, help="export folder (written atomically)")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument(
-        "--beta", type=float, help="the knob (default: the tuned one, else 0.4 quantile / 1.0 mean)"
+        "--beta", type=_number(0), help="the knob (default: the tuned one, else 0.4 quantile / 1.0 mean)"
     )
     _choice(p, "--score", _SCORES, "confidence score (default: the checkpoint's)")
     _choice(p, "--variant", _VARIANTS, "rule variant (default: the checkpoint's)")
@@ -270,8 +360,8 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("source", type=Path, help="checkpoint.pt, or a folder written by `bofexits export`")
     p.add_argument("images", type=Path, nargs="+")
     p.add_argument("--json", action="store_true", help="print JSON for programs")
-    p.add_argument("--beta", type=float, help="override the knob")
-    p.add_argument("--threads", type=int, help="inference threads")
+    p.add_argument("--beta", type=_number(0), help="override the knob")
+    p.add_argument("--threads", type=_THREADS, help="inference threads")
     p.add_argument("--data-dir", help="training data, for a checkpoint (class names and normalisation)")
     p.set_defaults(func=commands.predict)
 
@@ -293,7 +383,7 @@ def _add_lists(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def build_parser() -> argparse.ArgumentParser:
     # (each `_add_*` reads `commands.<verb>` when it runs, so a test can monkeypatch a verb)
     """The whole command line; each verb's flags are added by its own `_add_*` function."""
-    parser = argparse.ArgumentParser(prog="bofexits", description=DESCRIPTION)
+    parser: argparse.ArgumentParser = _Parser(prog="bofexits", description=DESCRIPTION)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bofexits._io import ensure_writable_dir
 from bofexits.config import TrainConfig, config_keys, resolve_config
 from bofexits.errors import ConfigError
 
@@ -51,12 +52,18 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _out_dir(args: argparse.Namespace) -> Path:
+    """Where sweep and compare write: --out, else the checkpoint's folder."""
+    return Path(args.out) if args.out else Path(args.checkpoint).parent
+
+
 def _load_evaluation(args: argparse.Namespace) -> tuple[Any, Any, TrainConfig, Any]:
     """The checkpoint's network, calibrations and config, and its test set, for sweep and compare."""
     from bofexits.data.registry import load_run_data
     from bofexits.training.checkpoint import load_model
 
     model, calibrations, cfg = load_model(args.checkpoint)
+    ensure_writable_dir(_out_dir(args))  # before the evaluation, not after it
     if not calibrations:
         raise ConfigError(
             f"{args.checkpoint} has no calibration (training did not finish); resume training first"
@@ -85,7 +92,7 @@ def sweep(args: argparse.Namespace) -> int:
         timing_samples=args.timing_samples,
         timing_rounds=args.timing_rounds,
     )
-    path = save_sweep(results, Path(args.out) if args.out else Path(args.checkpoint).parent)
+    path = save_sweep(results, _out_dir(args))
     print(format_points(results))
     print(f"results: {path}")
     return 0
@@ -111,7 +118,7 @@ def compare(args: argparse.Namespace) -> int:
         timing_samples=args.timing_samples,
         timing_rounds=args.timing_rounds,
     )
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent
+    out = _out_dir(args)
     paths = save_comparison(comparison, out)
     report = write_report(out)
     print(format_comparison(comparison))

@@ -17,7 +17,7 @@ from bofexits.data import (
     load_mnist,
     load_svhn,
 )
-from bofexits.errors import ConfigError
+from bofexits.errors import ConfigError, DataError
 from bofexits.models.backbones import create_backbone
 
 __all__ = ["dataset_info", "list_datasets", "load_dataset", "load_run_data", "run_splits"]
@@ -98,7 +98,14 @@ def load_run_data(cfg: TrainConfig, root: str | Path | None = None) -> tuple[Ima
     size and converted to its channels (grey for 1, RGB for 3); every command that reads a
     run's data (train, evaluate, sweep, tune, demo) goes through here so they all agree.
     """
-    root = root if root is not None else cfg.data_dir
+    train, test = _load_run_data(cfg, root if root is not None else cfg.data_dir)
+    for part, data in (("training", train), ("test", test)):
+        if len(data) == 0:  # a model "trained" on nothing, or accuracy over no images, means nothing
+            raise DataError(f"the {cfg.dataset} {part} split has no images; check the data files")
+    return train, test
+
+
+def _load_run_data(cfg: TrainConfig, root: str | Path | None) -> tuple[ImageDataset, ImageDataset]:
     if cfg.dataset != "image-folder":
         return load_dataset(cfg.dataset, root)
     if root is None:

@@ -9,6 +9,7 @@ object field by field (`Fields`), so a malformed manifest is refused naming the 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -190,10 +191,14 @@ class CalibrationEntry(Entry):
     @classmethod
     def _read(cls, f: Fields, num_exits: int) -> CalibrationEntry:
         rows = num_exits - 1
+        quantiles = f.table("quantiles", rows, _GRID)
+        for i, row in enumerate(quantiles):
+            if any(b < a for a, b in itertools.pairwise(row)):  # a reversed table would invert the knob
+                raise f.error("quantiles", f"decreases with the level at early exit {i}")
         return cls(
             score=f.text("score", SCORES),
             means=f.numbers("means", rows, "early exit"),
-            quantiles=f.table("quantiles", rows, _GRID),
+            quantiles=quantiles,
             num_samples=f.integer("num_samples", minimum=1),
             conditional=f.optional("conditional", lambda key: f.table(key, rows, _GRID)),
         )

@@ -145,6 +145,10 @@ def _check_statistics(cal: ExitCalibration) -> None:
         bad = ~torch.isfinite(table)
         if bool(bad.any()):
             raise CalibrationError(f"calibration {name} holds {int(bad.sum())} NaN or infinite values")
+    unordered = (cal.quantiles[:, 1:] < cal.quantiles[:, :-1]).any(1)
+    if bool(unordered.any()):  # quantiles grow with the level; a reversed table inverts the knob
+        rows = [i for i, bad in enumerate(unordered.tolist()) if bad]
+        raise CalibrationError(f"calibration quantiles decrease with the level at early exits {rows}")
     if cal.conditional is not None and bool(torch.isnan(cal.conditional).any()):
         raise CalibrationError(
             f"calibration conditional holds {int(torch.isnan(cal.conditional).sum())} NaN values"

@@ -76,6 +76,16 @@ def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
         for name, t in state.items()
         if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())
     ]
+    negative = [
+        name
+        for name, t in state.items()
+        if name.endswith("running_var") and isinstance(t, torch.Tensor) and bool((t < 0).any())
+    ]
+    if negative:  # a variance below zero: BatchNorm would take the root of a negative number
+        raise CheckpointError(
+            f"{source} holds negative BatchNorm variances in {', '.join(negative[:4])}; the network is broken: "
+            "retrain or use an earlier checkpoint"
+        )
     if bad:
         raise CheckpointError(
             f"{source} holds NaN or inf weights in {', '.join(bad[:4])}"

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bofexits._io import RunLock, clean_stale_temps, write_json
-from bofexits.config import CALIBRATION_SPLITS, MODES, OPTIMIZERS, TrainConfig, from_dict
+from bofexits.config import CALIBRATION_SPLITS, MODES, OPTIMIZERS, TrainConfig, check_ranges, from_dict
 from bofexits.data import ImageDataset, Transform, compose, random_crop, random_horizontal_flip
 from bofexits.data.registry import run_splits
 from bofexits.errors import CheckpointError, ConfigError
@@ -71,6 +71,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _validate(cfg: TrainConfig, num_exits: int) -> list[float]:
+    check_ranges(cfg)  # the Python API skips `resolve_config`, which checks them for the CLI
     if cfg.mode not in MODES:
         raise ConfigError(f"unknown training mode {cfg.mode!r}; choose one of {', '.join(MODES)}")
     if cfg.optimizer not in OPTIMIZERS:

@@ -8,6 +8,7 @@ evaluator's tests check against the real runtime), over a fine grid of beta valu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -129,8 +130,15 @@ def _check_target(
         raise ConfigError("give exactly one target: --max-drop PP, --budget FRACTION or --latency-ms MS")
     if latency_ms is not None and (exit_latency_ms is None or len(exit_latency_ms) != num_exits):
         raise ConfigError("a latency target needs the measured latency of leaving at each exit")
-    if any(t < 0 for t in given):
-        raise ConfigError(f"targets must be non-negative, got {given[0]}")
+    target = given[0]
+    if not math.isfinite(target) or target < 0:
+        raise ConfigError(f"targets must be finite and non-negative, got {target}")
+    if max_drop is not None and max_drop > 100:
+        raise ConfigError(f"--max-drop is in percentage points (0..100), got {max_drop}")
+    if budget is not None and not 0 < budget <= 2:  # with its exits the whole network costs ~1.02
+        raise ConfigError(
+            f"--budget is a fraction of the backbone's MACs in (0, 2] (0.5 = half), got {budget}"
+        )
 
 
 def _candidates(
