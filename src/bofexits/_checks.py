@@ -38,8 +38,14 @@ def check_feature_map(x: object, channels: int, dtype: torch.dtype) -> None:
             f"expected a (B, {channels}, H, W) feature map, got shape {tuple(x.shape)}; "
             "build the layer with in_channels equal to the stage's output channels"
         )
+    if x.shape[0] and (x.shape[2] == 0 or x.shape[3] == 0):
+        raise InputError(
+            f"the feature map has no positions (shape {tuple(x.shape)}); the input image is too small"
+        )
     if x.dtype != dtype:
         raise InputError(
             f"expected a {str(dtype).removeprefix('torch.')} feature map (the layer's dtype), got "
             f"{str(x.dtype).removeprefix('torch.')}; convert the input or the layer with .to(dtype)"
         )
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("the feature map holds NaN or inf values; check the input images and the weights")

@@ -337,10 +337,23 @@ def test_thresholds_that_disagree_with_the_calibration_are_refused(
         OnnxAdaptiveRunner(bad)
 
 
-def test_manifest_without_checksum_still_loads(one: dict[str, Any], tmp_path: Path) -> None:
-    old = _edit_manifest(
-        one["dir"], tmp_path / "old", lambda m, d: m.pop(deploy.CONTENT_SHA256), resign=False
+def _as_older_export(m: dict[str, Any], d: Path) -> None:
+    m.pop(deploy.CONTENT_SHA256)
+    m["producer"]["bofexits"] = "0.1.0"  # releases before the checksum wrote none
+
+
+def test_deleted_checksum_is_refused(one: dict[str, Any], tmp_path: Path) -> None:
+    bad = _edit_manifest(
+        one["dir"], tmp_path / "bad", lambda m, d: m.pop(deploy.CONTENT_SHA256), resign=False
     )
+    with pytest.raises(ManifestError, match="lacks its content_sha256"):
+        OnnxAdaptiveRunner(bad)
+
+
+def test_manifest_of_an_older_release_without_checksum_still_loads(
+    one: dict[str, Any], tmp_path: Path
+) -> None:
+    old = _edit_manifest(one["dir"], tmp_path / "old", _as_older_export, resign=False)
     x = np.random.default_rng(0).standard_normal((5, *one["runner"].input_shape)).astype(np.float32)
     assert OnnxAdaptiveRunner(old)(x).exit_index.tolist() == one["runner"](x).exit_index.tolist()
 

@@ -95,6 +95,8 @@ def _number(low: float, high: float | None = None, *, open_low: bool = False) ->
         if not math.isfinite(value) or too_low or (high is not None and value > high):
             if high is not None:
                 bound = f"in {'(' if open_low else '['}{low:g}, {high:g}]"
+            elif math.isinf(low):
+                bound = "(not NaN or infinite)"
             else:
                 bound = f"{'>' if open_low else '>='} {low:g}"
             raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")

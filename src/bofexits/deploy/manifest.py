@@ -275,9 +275,31 @@ def _load(export_dir: str | Path, kind: type[_M], verify_files: bool) -> _M:
     return manifest
 
 
+#: The first bofexits release whose exports carry `content_sha256`: from it on, a manifest
+#: without one had it deleted (older exports load as before).
+CHECKSUM_SINCE = (0, 2)
+
+
+def _release(version: Any) -> tuple[int, ...]:
+    """(major, minor) of a "0.2.0"-style version string; (0,) when unreadable."""
+    try:
+        return tuple(int(part) for part in str(version).split(".")[:2])
+    except ValueError:
+        return (0,)
+
+
 def _check_digest(data: Any, path: Path) -> None:
-    """Refuse a manifest edited after export; exports older than the checksum carry none."""
-    if not isinstance(data, dict) or CONTENT_SHA256 not in data:
+    """Refuse a manifest edited after export, or one whose checksum was deleted."""
+    if not isinstance(data, dict):
+        return
+    if CONTENT_SHA256 not in data:
+        producer = data.get("producer")
+        version = producer.get("bofexits") if isinstance(producer, dict) else None
+        if _release(version) >= CHECKSUM_SINCE:
+            raise ManifestError(
+                f"{path} lacks its {CONTENT_SHA256}, which bofexits {version} writes: the manifest was edited; "
+                "re-export with `bofexits export`"
+            )
         return
     if data[CONTENT_SHA256] != manifest_digest(data):
         raise ManifestError(

@@ -294,8 +294,8 @@ class OnnxAdaptiveRunner:
         same = (ours == theirs) | np.isclose(ours, theirs, rtol=1e-5, atol=1e-6)
         if not bool(same.all()):
             raise self._error(
-                f"policy.thresholds {list(theirs)} disagree with the thresholds its calibration gives at "
-                f"beta {self.beta:g} ({list(ours)}): the manifest was edited"
+                f"policy.thresholds {[float(t) for t in theirs]} disagree with the thresholds its calibration "
+                f"gives at beta {self.beta:g} ({[round(float(t), 6) for t in ours]}): the manifest was edited"
             )
 
     def _error(self, problem: str) -> ManifestError:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bofexits.errors import InputError
+from bofexits.errors import ConfigError, InputError
 from bofexits.models.folded import fold_batchnorm, freeze_exits
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies.base import NAN_MESSAGE, ExitPolicy
@@ -55,6 +55,7 @@ class AdaptiveRuntime:
     def __init__(
         self, model: MultiExitNetwork, policy: ExitPolicy, *, check_inputs: bool = True, optimize: bool = True
     ) -> None:
+        _check_policy(policy)
         policy.check_exits(model.num_exits)
         self.model = model.eval()
         self.policy = policy
@@ -68,6 +69,7 @@ class AdaptiveRuntime:
 
     def with_policy(self, policy: ExitPolicy) -> AdaptiveRuntime:
         """A runtime sharing these prepared stages and exits under another policy."""
+        _check_policy(policy)
         policy.check_exits(self.model.num_exits)
         other = copy.copy(self)
         other.policy = policy
@@ -175,3 +177,10 @@ def _finite(logits: torch.Tensor) -> torch.Tensor:
     if not bool(torch.isfinite(logits).all()):
         raise InputError(NAN_MESSAGE)
     return logits
+
+
+def _check_policy(policy: object) -> None:
+    if not isinstance(policy, ExitPolicy):
+        raise ConfigError(
+            f"policy must be an ExitPolicy (e.g. bofexits.create_policy(...)), got {type(policy).__name__}"
+        )

@@ -62,8 +62,15 @@ class ExitCalibration:
         """Collect statistics from the logits of the early exits, [(N, classes)] * (S-1)."""
         if score not in SCORES:
             raise ConfigError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
-        if not exit_logits or exit_logits[0].shape[0] == 0:
+        if isinstance(exit_logits, torch.Tensor) or not isinstance(exit_logits, Sequence):
+            raise InputError("calibration needs a list of (N, classes) logits, one tensor per early exit")
+        if not exit_logits or not isinstance(exit_logits[0], torch.Tensor) or exit_logits[0].shape[0] == 0:
             raise InputError("calibration needs at least one sample at one early exit")
+        sizes = {lg.shape[0] if isinstance(lg, torch.Tensor) and lg.ndim else -1 for lg in exit_logits}
+        if len(sizes) != 1:
+            raise InputError(
+                f"every early exit needs the logits of the same samples, got sizes {sorted(sizes)}"
+            )
         scores = torch.stack([confidence(logits.float(), score) for logits in exit_logits])  # (S-1, N)
         if not bool(torch.isfinite(scores).all()):
             raise InputError("calibration logits contain NaN or inf; the model weights are broken, retrain")
@@ -257,11 +264,13 @@ class CalibratedThreshold(ExitPolicy):
     name = "calibrated"
 
     def __init__(self, calibration: ExitCalibration, beta: float = 1.0, variant: str = "mean") -> None:
+        if not isinstance(calibration, ExitCalibration):
+            raise ConfigError(f"calibration must be an ExitCalibration, got {type(calibration).__name__}")
+        self.thresholds = calibrated_thresholds(calibration, beta, variant)  # checks beta first
         self.calibration = calibration
         self.beta = float(beta)
         self.variant = variant
         self.score = calibration.score
-        self.thresholds = calibrated_thresholds(calibration, beta, variant)
 
     def stop(self, index: int, logits: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         return confidence(logits, self.score) >= self.thresholds[index], state

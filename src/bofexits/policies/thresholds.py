@@ -73,6 +73,8 @@ class ScoreThreshold(ExitPolicy):
     name = "score-threshold"
 
     def __init__(self, thresholds: Sequence[float], score: str = "max_prob") -> None:
+        if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, Sequence):
+            raise ConfigError(f"thresholds must be a list of numbers, one per early exit, got {thresholds!r}")
         self.score = check_score(score)
         self.thresholds = [check_threshold(t, -math.inf, math.inf) for t in thresholds]
 
