@@ -81,6 +81,7 @@ def test_errors_are_one_line(
 def test_missing_data_names_every_way_to_get_it(
     fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (tmp_path / "empty").mkdir()  # a folder that exists but lacks the files (a missing one: see the fuzz test)
     assert main(["-q", "train", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "apt-get install dataset-fashion-mnist" in err and "--data-dir" in err and "internet" in err

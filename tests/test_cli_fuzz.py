@@ -245,16 +245,11 @@ KNOWN_ONE_LINE: dict[str, str] = {}
 # after the verb started its work, so the error is about the broken checkpoint or data instead.
 UNCHECKED: dict[str, list[str]] = {
     "train": (
-        "--out=empty --backbone --backbone-checkpoint --codewords=huge --crop-padding=huge --exit-weights=huge "
+        "--backbone --backbone-checkpoint --codewords=huge --crop-padding=huge --exit-weights=huge "
         "--reduce-channels=huge --widths=huge"
     ).split(),
-    "sweep": "--out --data-dir --betas".split(),
-    "evaluate": "--out --data-dir --betas".split(),
-    "compare": "--out --data-dir".split(),
-    "tune": ["--data-dir"],
-    "demo": ["--out=empty"],
-    "export": ["--data-dir"],
-    "predict": ["--data-dir"],
+    "sweep": ["--betas"],
+    "evaluate": ["--betas"],
 }
 
 

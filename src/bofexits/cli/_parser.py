@@ -106,6 +106,24 @@ def _number(low: float, high: float | None = None, *, open_low: bool = False) ->
     return parse
 
 
+def _folder(text: str) -> str:
+    """An argparse type for --data-dir: an existing folder, checked before any work starts."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder, got an empty string")
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text} {what}")
+    return text
+
+
+def _out_path(text: str) -> Path:
+    """An argparse type for output paths: not empty (an empty string would mean the current folder)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
+    return Path(text)
+
+
 _THREADS = _integer(1, 1024)
 _EPOCHS = _integer(0, MAX_EPOCHS)
 _POSITIVE = _number(0, open_low=True)
@@ -143,7 +161,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         "channels, classes, schedule, augmentation) sets the defaults",
     )
     g.add_argument(
-        "--data-dir", help="folder holding the dataset files (else standard places, then download)"
+        "--data-dir",
+        type=_folder,
+        help="folder holding the dataset files (else standard places, then download)",
     )
     _choice(g, "--mode", MODES, f"default {d.mode}")
     g.add_argument("--epochs", type=_EPOCHS, help=f"default {d.epochs}")
@@ -220,7 +240,9 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train a multi-exit network and calibrate its exit rule")
-    p.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder (default runs/train)")
+    p.add_argument(
+        "--out", type=_out_path, default=Path("runs/train"), help="run folder (default runs/train)"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     _add_training_flags(p)
     _add_network_flags(p)
@@ -249,8 +271,8 @@ def _add_sweep(
         name, help=f"deprecated alias of `{replaces}`" if replaces else about, description=about
     )
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--out", type=Path, help="where results.json goes (default: the checkpoint's folder)")
-    p.add_argument("--data-dir")
+    p.add_argument("--out", type=_out_path, help="where results.json goes (default: the checkpoint's folder)")
+    p.add_argument("--data-dir", type=_folder)
     _choice(p, "--score", _SCORES, "confidence score (default: the checkpoint's)")
     _choice(p, "--variant", _VARIANTS, "rule variant (default: the checkpoint's)")
     p.add_argument("--betas", type=_FINITE, nargs="+", help="knob values (default: a range for the variant)")
@@ -268,8 +290,8 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     about = "every exit policy over its knob, side by side, with timing; writes policies.json/csv, a report"
     p = sub.add_parser("compare", help=about, description=about)
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
-    p.add_argument("--data-dir")
+    p.add_argument("--out", type=_out_path, help="output folder (default: the checkpoint's folder)")
+    p.add_argument("--data-dir", type=_folder)
     _choice(p, "--score", _SCORES, "confidence score of the proposed rule (default: the checkpoint's)")
     _choice(p, "--variant", _VARIANTS, "variant of the proposed rule (default: the checkpoint's)")
     p.add_argument(
@@ -312,7 +334,7 @@ def _add_tune(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="largest mean batch-1 latency in ms (measured here)",
     )
     _choice(p, "--variant", _VARIANTS, "rule variant (default: the checkpoint's)")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", type=_folder)
     p.set_defaults(func=commands.tune)
 
 
@@ -320,7 +342,7 @@ def _add_demo_and_report(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p = sub.add_parser(
         "demo", help="train on Fashion-MNIST, then sweep the knob and compare every policy; write a report"
     )
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--out", type=_out_path, default=Path("runs/demo"))
     p.add_argument("--epochs", type=_EPOCHS, help="override the demo's training epochs")
     p.add_argument("--timing-samples", type=_COUNT, default=500)
     p.set_defaults(func=commands.demo)
@@ -336,7 +358,7 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "export", help="write a deployable export: staged ONNX graphs + manifest, or TorchScript"
     )
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("out_dir", type=Path, help="export folder (written atomically)")
+    p.add_argument("out_dir", type=_out_path, help="export folder (written atomically)")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument(
         "--beta", type=_number(0), help="the knob (default: the tuned one, else 0.4 quantile / 1.0 mean)"
@@ -353,7 +375,9 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--layout", choices=["fused", "separate"], default="fused", help="graphs per stage+exit pair"
     )
     p.add_argument("--force", action="store_true", help="replace an existing export folder")
-    p.add_argument("--data-dir", help="training data (class names and normalisation are read from it)")
+    p.add_argument(
+        "--data-dir", type=_folder, help="training data (class names and normalisation are read from it)"
+    )
     p.set_defaults(func=commands.export)
 
 
@@ -364,7 +388,9 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--json", action="store_true", help="print JSON for programs")
     p.add_argument("--beta", type=_number(0), help="override the knob")
     p.add_argument("--threads", type=_THREADS, help="inference threads")
-    p.add_argument("--data-dir", help="training data, for a checkpoint (class names and normalisation)")
+    p.add_argument(
+        "--data-dir", type=_folder, help="training data, for a checkpoint (class names and normalisation)"
+    )
     p.set_defaults(func=commands.predict)
 
 
