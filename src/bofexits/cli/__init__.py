@@ -35,7 +35,10 @@ def _warn_if_deprecated(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help, or a one-line usage error: its exit code, as a return value
+            return exc.code if isinstance(exc.code, int) else 2
         logging.basicConfig(
             level=logging.WARNING if args.quiet else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -56,14 +56,14 @@ class _Registered:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: `bofexits VERB: error: ...; see bofexits VERB --help`.
+    """argparse with one-line errors: `bofexits: error: ...; see `bofexits VERB --help``, like every other error.
 
     argparse prints its whole usage block before an error; a wrong value deserves one line
     that names the option, the value and what is allowed (the CLI's error contract).
     """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+        self.exit(2, f"bofexits: error: {message}; see `{self.prog} --help`\n")
 
 
 def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -95,8 +95,6 @@ def _number(low: float, high: float | None = None, *, open_low: bool = False) ->
         if not math.isfinite(value) or too_low or (high is not None and value > high):
             if high is not None:
                 bound = f"in {'(' if open_low else '['}{low:g}, {high:g}]"
-            elif math.isinf(low):
-                bound = "(not NaN or infinite)"
             else:
                 bound = f"{'>' if open_low else '>='} {low:g}"
             raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
@@ -124,12 +122,28 @@ def _out_path(text: str) -> Path:
     return Path(text)
 
 
+def _file(text: str) -> str:
+    """An argparse type for an input file (a checkpoint): it must exist and be a file."""
+    path = Path(text).expanduser()
+    if not text or not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text or 'an empty string'} {what}")
+    return text
+
+
+def _backbone(text: str) -> str:
+    """An argparse type: a registered backbone name (the registry is read only when the flag is given)."""
+    names = list(_Registered("bofexits.models.backbones", "list_backbones"))
+    if text not in names:
+        raise argparse.ArgumentTypeError(f"unknown backbone {text!r}; choose one of {', '.join(names)}")
+    return text
+
+
 _THREADS = _integer(1, 1024)
 _EPOCHS = _integer(0, MAX_EPOCHS)
 _POSITIVE = _number(0, open_low=True)
 _COUNT = _integer(0)
 _ROUNDS = _integer(1, 1000)
-_FINITE = _number(-math.inf)
 
 
 _SCORES = _Registered("bofexits.policies", "SCORES")
@@ -186,7 +200,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         "--no-augment", dest="augment", action="store_false", default=None, help="no flips or crops"
     )
     g.add_argument(
-        "--crop-padding", type=_integer(0), help="random-crop padding in pixels (default: the dataset's)"
+        "--crop-padding",
+        type=_integer(0, 1024),
+        help="random-crop padding in pixels (default: the dataset's)",
     )
     g.add_argument(
         "--no-flip", dest="flip", action="store_false", default=None, help="no horizontal flips (digits)"
@@ -202,7 +218,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     _choice(g, "--calibration-split", CALIBRATION_SPLITS, f"default {d.calibration_split}")
     _choice(g, "--score", _SCORES, f"confidence score the rule is calibrated on (default {d.score})")
     _choice(g, "--variant", _VARIANTS, f"rule variant (default {d.variant})")
-    g.add_argument("--backbone-checkpoint", help="trained run whose backbone frozen mode reuses")
+    g.add_argument("--backbone-checkpoint", type=_file, help="trained run whose backbone frozen mode reuses")
     g.add_argument(
         "--limit-train", type=_integer(1), help="use only the first N training images (quick runs)"
     )
@@ -213,10 +229,14 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
     m = ModelConfig()
     g = p.add_argument_group("network")
     g.add_argument(
-        "--backbone", help=f"registered backbone (default {m.backbone}; `bofexits backbones` lists them)"
+        "--backbone",
+        type=_backbone,
+        help=f"registered backbone (default {m.backbone}; `bofexits backbones` lists them)",
     )
-    g.add_argument("--widths", type=_integer(1), nargs="+", help="backbone stage widths")
-    g.add_argument("--codewords", type=_integer(2), help=f"K, shared by all exits (default {m.codewords})")
+    g.add_argument("--widths", type=_integer(1, 65536), nargs="+", help="backbone stage widths")
+    g.add_argument(
+        "--codewords", type=_integer(2, 65536), help=f"K, shared by all exits (default {m.codewords})"
+    )
     _choice(g, "--membership", _MEMBERSHIPS, f"default {m.membership}")
     g.add_argument(
         "--not-squared",
@@ -226,7 +246,7 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
         help="RBF on distances instead of squared distances",
     )
     g.add_argument("--spatial-level", type=_integer(0, 1), help=f"0 or 1 (default {m.spatial_level})")
-    g.add_argument("--reduce-channels", type=_integer(1))
+    g.add_argument("--reduce-channels", type=_integer(1, 65536))
     g.add_argument("--exit-pools", type=_integer(1), nargs="+", help="per-exit pre-pool factor")
     _choice(g, "--aggregation", _AGGREGATIONS, f"default {m.aggregation}")
     g.add_argument("--per-exit-classifiers", dest="shared_classifier", action="store_false", default=None)
@@ -275,7 +295,9 @@ def _add_sweep(
     p.add_argument("--data-dir", type=_folder)
     _choice(p, "--score", _SCORES, "confidence score (default: the checkpoint's)")
     _choice(p, "--variant", _VARIANTS, "rule variant (default: the checkpoint's)")
-    p.add_argument("--betas", type=_FINITE, nargs="+", help="knob values (default: a range for the variant)")
+    p.add_argument(
+        "--betas", type=_number(0), nargs="+", help="knob values (default: a range for the variant)"
+    )
     p.add_argument(
         "--timing-samples", type=_COUNT, default=500, help="images timed at batch 1 (0: no timing)"
     )
