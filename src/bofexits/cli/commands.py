@@ -62,10 +62,11 @@ def _load_evaluation(args: argparse.Namespace) -> tuple[Any, Any, TrainConfig, A
     from bofexits.data.registry import load_run_data
     from bofexits.training.checkpoint import load_model
 
-    if args.out:  # before the evaluation, not after it (the default, the checkpoint's folder, exists)
+    if args.out:  # before the evaluation, not after it
         ensure_writable_dir(args.out)
     model, calibrations, cfg = load_model(args.checkpoint)
-    ensure_writable_dir(_out_dir(args))
+    if not args.out:  # the checkpoint's folder, checked once the checkpoint is known to be there
+        ensure_writable_dir(_out_dir(args))
     if not calibrations:
         raise ConfigError(
             f"{args.checkpoint} has no calibration (training did not finish); resume training first"
