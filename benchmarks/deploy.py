@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -43,6 +44,7 @@ from bofexits.data.registry import load_dataset
 from bofexits.deploy.onnx import deploy_info, export_onnx
 from bofexits.deploy.runner import OnnxAdaptiveRunner, _score_one
 from bofexits.evaluation.cost import measure_costs
+from bofexits.evaluation.points import runtime_efficiency
 from bofexits.evaluation.timing import Timing, cpu_model, interleaved_timing
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.reporting.format import fractions, pct, times
@@ -118,7 +120,7 @@ class Engines:
     """The four configurations: PyTorch and onnxruntime, each plain backbone and adaptive."""
 
     runtime: AdaptiveRuntime
-    backbone: torch.nn.Module
+    backbone: Callable[[torch.Tensor], torch.Tensor]  # AdaptiveRuntime.plain: same optimisations
     runner: OnnxAdaptiveRunner  # fused stage+exit graphs, the deployed form
     runner_separate: OnnxAdaptiveRunner  # one graph per stage and per exit
     export_s: float
@@ -143,7 +145,7 @@ def _engines(args: argparse.Namespace, tmp: Path) -> tuple[Engines, Any]:
     export_s = time.perf_counter() - t0
     runner = OnnxAdaptiveRunner(fused, threads=args.ort_threads, check_inputs=False)
     runner_sep = OnnxAdaptiveRunner(separate, threads=args.ort_threads, check_inputs=False)
-    return Engines(runtime, runtime.plain_backbone(), runner, runner_sep, export_s), info
+    return Engines(runtime, runtime.plain, runner, runner_sep, export_s), info
 
 
 def _time_engines(
@@ -167,7 +169,7 @@ def _time_engines(
             "onnxruntime backbone": ort_backbone,
             "onnxruntime adaptive": ort_adaptive,
         }
-        inputs = {
+        inputs: dict[str, Any] = {
             REFERENCE: xs,
             "pytorch adaptive": xs,
             "onnxruntime backbone": arrays,
@@ -177,22 +179,39 @@ def _time_engines(
     return timings[0], timings[1]
 
 
-def _rows(b1: Timing, bb: Timing) -> list[dict[str, Any]]:
-    """One row per configuration: batch-1 latency statistics, batched throughput, same-round speedups."""
-    return [
-        {
-            "config": name,
-            "batch1_median_ms": b1.percentile(name, 50) * 1e3,
-            "batch1_mean_ms": b1.mean(name) * 1e3,
-            "batch1_p95_ms": b1.percentile(name, 95) * 1e3,
-            "batch1_p99_ms": b1.percentile(name, 99) * 1e3,
-            "batch1_speedup_vs_pytorch_backbone": b1.speedup(name),
-            "batched_images_per_s": 1.0 / bb.median(name),
-            "batched_speedup_vs_pytorch_backbone": bb.speedup(name),
-            "batched_us_per_image": bb.median(name) * 1e6,
-        }
-        for name in b1.rounds
-    ]
+_SAME_RUNTIME_PLAIN = {"pytorch adaptive": REFERENCE, "onnxruntime adaptive": "onnxruntime backbone"}
+
+
+def _rows(b1: Timing, bb: Timing, relative_macs: float) -> list[dict[str, Any]]:
+    """One row per configuration: batch-1 latency statistics, batched throughput, mean-based speedups.
+
+    Speedups are total time / images of the plain backbone over the configuration's, both in the
+    same interleaved rounds: against PyTorch's plain backbone, and against the same runtime's
+    plain backbone, whose ratio over the compute speedup is the runtime efficiency.
+    """
+    rows = []
+    for name in b1.rounds:
+        plain = _SAME_RUNTIME_PLAIN.get(name, name)
+        adaptive = name in _SAME_RUNTIME_PLAIN
+        one, many = b1.mean(plain) / b1.mean(name), bb.mean(plain) / bb.mean(name)
+        rows.append(
+            {
+                "config": name,
+                "batch1_median_ms": b1.percentile(name, 50) * 1e3,
+                "batch1_mean_ms": b1.mean(name) * 1e3,
+                "batch1_p95_ms": b1.percentile(name, 95) * 1e3,
+                "batch1_p99_ms": b1.percentile(name, 99) * 1e3,
+                "batch1_speedup_vs_pytorch_backbone": b1.mean_speedup(name),
+                "batch1_speedup_vs_same_runtime_backbone": one,
+                "batch1_efficiency": runtime_efficiency(one, relative_macs) if adaptive else None,
+                "batched_images_per_s": 1.0 / bb.mean(name),
+                "batched_speedup_vs_pytorch_backbone": bb.mean_speedup(name),
+                "batched_speedup_vs_same_runtime_backbone": many,
+                "batched_efficiency": runtime_efficiency(many, relative_macs) if adaptive else None,
+                "batched_us_per_image": bb.mean(name) * 1e6,
+            }
+        )
+    return rows
 
 
 def _achieved(e: Engines, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
@@ -279,11 +298,15 @@ def main() -> None:
             "rounds": args.rounds,
             "onnx_exporter": args.onnx_exporter,
             "export_seconds_both_layouts": engines.export_s,
-            "rows": _rows(b1, bb),
-            **_achieved(engines, x_all, y_all),
+            **(achieved := _achieved(engines, x_all, y_all)),
+            "rows": _rows(b1, bb, achieved["relative_macs"]),
             "graph_times": _where(engines, x_all.numpy(), args),
         }
     _write(result, args.out)
+
+
+def _eff(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -297,7 +320,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{sw['torch']}, onnxruntime {sw['onnxruntime']}."
     )
     header = ["configuration", "batch-1 median ms", "batch-1 mean ms", "batch-1 p95 ms", "batch-1 p99 ms"]
-    header += ["batch-1 speedup", "images/s (batched)", "batched speedup"]
+    header += ["batch-1 speedup vs PyTorch / same runtime", "efficiency", "images/s (batched)"]
+    header += ["batched speedup vs PyTorch / same runtime", "efficiency"]
     rows = [
         [
             row["config"],
@@ -305,14 +329,20 @@ def markdown(r: dict[str, Any]) -> str:
                 f"{row[k]:.3f}" if k in row else "-"
                 for k in ("batch1_median_ms", "batch1_mean_ms", "batch1_p95_ms", "batch1_p99_ms")
             ],
-            times(row["batch1_speedup_vs_pytorch_backbone"]),
+            f"{times(row['batch1_speedup_vs_pytorch_backbone'])} / "
+            f"{times(row.get('batch1_speedup_vs_same_runtime_backbone', math.nan))}",
+            _eff(row.get("batch1_efficiency")),
             f"{row['batched_images_per_s']:.0f}",
-            times(row["batched_speedup_vs_pytorch_backbone"]),
+            f"{times(row['batched_speedup_vs_pytorch_backbone'])} / "
+            f"{times(row.get('batched_speedup_vs_same_runtime_backbone', math.nan))}",
+            _eff(row.get("batched_efficiency")),
         ]
         for row in r["rows"]
     ]
     achieved = (
-        f"Speedups are against `{REFERENCE}` (the plain backbone) timed in the same rounds. Compute: "
+        f"Speedups are mean time per image against `{REFERENCE}` (PyTorch's plain backbone) and against "
+        "the same runtime's plain backbone, timed in the same rounds; efficiency = the latter / the compute "
+        f"speedup ({times(1 / r['relative_macs'])}). Compute: "
         f"{pct(r['relative_macs'], 1)} of the "
         f"backbone's MACs; exit fractions {fractions(r['exit_fractions'])}; accuracy {pct(acc['adaptive'])} "
         f"adaptive vs {pct(acc['backbone'])} backbone. onnxruntime and PyTorch agree on {pct(agree['exits'])} of "

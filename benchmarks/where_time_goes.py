@@ -41,8 +41,12 @@ class Part:
 
 def _parts(runtime: AdaptiveRuntime, policy: ExitPolicy, costs: CostTable, x: torch.Tensor) -> list[Part]:
     """Every stage, exit head and decision on the features the runtime would feed it, and the backbone."""
-    stages, exits = runtime.stages, runtime.exits
-    parts, maps, h = [], [], x
+    exits = runtime.exits
+    if x.shape[0] == 1:
+        stages, h = runtime.stages, x
+    else:  # batches run the channels-last stages, as `run_batched` does
+        stages, h = runtime.batch_stages, x.contiguous(memory_format=runtime.memory_format)
+    parts, maps = [], []
     for i, stage in enumerate(stages):
         parts.append(Part(f"stage {i + 1}", costs.stage_macs[i], stage, h))
         h = stage(h)
@@ -62,7 +66,7 @@ def _parts(runtime: AdaptiveRuntime, policy: ExitPolicy, costs: CostTable, x: to
         )
         parts.append(Part(f"exit {i + 1} decision ({policy.name} policy)", 0, decide, logits))
         state = new_state
-    return [*parts, Part(PLAIN, costs.backbone_macs, runtime.plain_backbone(), x)]
+    return [*parts, Part(PLAIN, costs.backbone_macs, runtime.plain, x)]
 
 
 def _time_parts(parts: list[Part], batch: int, reps: int, rounds: int) -> list[dict[str, Any]]:
@@ -104,7 +108,7 @@ def main() -> None:
     costs = measure_costs(model)
     runtime = AdaptiveRuntime(model, FullNetwork())  # the inference forms the runtime executes
     rows = []
-    for batch, reps in ((1, 400), (256, 4)):
+    for batch, reps in ((1, 400), (32, 30), (256, 4)):
         x = torch.randn(batch, *model.input_shape)
         rows += _time_parts(_parts(runtime, policy, costs, x), batch, reps, args.rounds)
     args.out.mkdir(parents=True, exist_ok=True)

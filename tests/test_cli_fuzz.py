@@ -78,6 +78,7 @@ ROLES = {
     "images": "in-file",
     "config": "in-file",
     "backbone_checkpoint": "in-file",
+    "backbone_weights": "in-file",
     "run_dir": "in-dir",
     "data_dir": "in-dir",
     "out": "out-dir",
@@ -245,8 +246,11 @@ KNOWN_ONE_LINE: dict[str, str] = {}
 # after the verb started its work, so the error is about the broken checkpoint or data instead.
 UNCHECKED: dict[str, list[str]] = {
     # one weight where the network has 4 exits: known only once it is built; an existing file that is
-    # not a checkpoint: read after the data
-    "train": "--exit-weights=huge --backbone-checkpoint=empty-file --backbone-checkpoint=garbage".split(),
+    # not a checkpoint or a state_dict: read after the data (a tv: backbone's size comes from the data)
+    "train": (
+        "--exit-weights=huge --backbone-checkpoint=empty-file --backbone-checkpoint=garbage "
+        "--backbone-weights=empty-file --backbone-weights=garbage"
+    ).split(),
 }
 
 

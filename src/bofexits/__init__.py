@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
     from .models.exits import BoFExits, ExitHeads, aggregate_histograms
     from .models.kmeans import kmeans
     from .models.multiexit import MultiExitNetwork, check_input
+    from .models.vision import attach
     from .policies import (
         BudgetedThreshold,
         CalibratedThreshold,
@@ -92,6 +93,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "models.kmeans": ("kmeans",),
     "evaluation.metrics": ("accuracy", "balance", "exit_distribution", "relative_compute"),
     "models.multiexit": ("MultiExitNetwork", "check_input"),
+    "models.vision": ("attach",),
     "inference.offline": ("oracle", "oracle_frontier", "simulate"),
     "policies": (
         "BudgetedThreshold",

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 
 import torch
 
 from bofexits.errors import ConfigError, InputError
 
-__all__ = ["check_feature_map", "require_int"]
+__all__ = ["check_feature_map", "require_int", "state_mismatch", "unsafe_load_reason"]
 
 
 def require_int(name: str, value: object, *, minimum: int | None = None) -> int:
@@ -49,3 +50,41 @@ def check_feature_map(x: object, channels: int, dtype: torch.dtype) -> None:
         )
     if not bool(torch.isfinite(x).all()):
         raise InputError("the feature map holds NaN or inf values; check the input images and the weights")
+
+
+def state_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, object]) -> str:
+    """What keeps `state` from loading into a module whose state_dict is `own` ("" when nothing).
+
+    Names the first few missing, unexpected and mis-shaped tensors, both shapes for the last, so a
+    file made for another architecture (or another head size) is told apart from a truncated one.
+
+    >>> state_mismatch({"w": torch.zeros(2)}, {"w": torch.zeros(3), "b": torch.zeros(1)})
+    "unexpected ['b']; shape mismatch w (3,) vs (2,)"
+    """
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if getattr(state[k], "shape", None) != own[k].shape)
+    parts = []
+    if missing:
+        parts.append(f"missing {missing[:4]}")
+    if unexpected:
+        parts.append(f"unexpected {unexpected[:4]}")
+    if shapes:
+        parts.append(
+            "shape mismatch "
+            + ", ".join(
+                f"{k} {tuple(getattr(state[k], 'shape', ()))} vs {tuple(own[k].shape)}" for k in shapes[:4]
+            )
+        )
+    return "; ".join(parts)
+
+
+def unsafe_load_reason(exc: BaseException) -> str:
+    """Why `torch.load(..., weights_only=True)` refused a file, without torch's advice to retry with
+    `weights_only=False`: for an untrusted file that advice is the attack."""
+    text = str(exc)
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip()
+    first = text.splitlines()[0].split(". ")[0] if text.strip() else ""
+    return first if first and "weights_only" not in first else type(exc).__name__

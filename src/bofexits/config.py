@@ -34,6 +34,7 @@ __all__ = [
     "ModelConfig",
     "Optimizer",
     "MAX_EPOCHS",
+    "MAX_IMAGE_SIZE",
     "TrainConfig",
     "check_ranges",
     "config_keys",
@@ -55,10 +56,17 @@ class ModelConfig:
     """Backbone and exit heads.
 
     Attributes:
-        backbone: registered backbone name (`bofexits backbones`).
+        backbone: registered backbone name (`bofexits backbones`); `tv:NAME` cuts a torchvision
+            classifier (`bofexits.models.vision`, needs `pip install 'bofexits[vision]'`).
         num_classes: classifier outputs.
         in_channels: image channels.
         widths: backbone stage widths (None: the backbone's default).
+        image_size: input height and width for backbones that take any size (the `tv:` ones;
+            the reference backbones have a fixed size). None: training fills in the dataset's
+            size; elsewhere the backbone's default (224).
+        backbone_weights: a state_dict file (`torch.save(model.state_dict(), PATH)`) loaded into
+            a `tv:` backbone before it is cut; None: random weights. Never downloaded; read with
+            `torch.load(weights_only=True)`, so the file cannot run code.
         codewords: K, shared by all BoF exits.
         membership: "rbf" or "logistic".
         squared: RBF on squared distances.
@@ -76,6 +84,8 @@ class ModelConfig:
     num_classes: int = 10
     in_channels: int = 1
     widths: list[int] | None = None
+    image_size: int | None = None
+    backbone_weights: str | None = None
     codewords: int = 32
     membership: str = "rbf"
     squared: bool = True
@@ -235,6 +245,9 @@ def resolve_config(
     return cfg
 
 
+#: Largest `image_size` accepted: 4096x4096 inputs are already far beyond any classifier's training size.
+MAX_IMAGE_SIZE = 4096
+
 #: Largest epoch count accepted: beyond it a typo (1e9) would run for years or exhaust memory
 #: in the schedule before the first step.
 MAX_EPOCHS = 10_000
@@ -282,6 +295,8 @@ def check_ranges(cfg: TrainConfig) -> None:
     _int_in("model.codewords", m.codewords, 2, None)
     _int_in("model.num_classes", m.num_classes, 2, None)
     _int_in("model.in_channels", m.in_channels, 1, None)
+    if m.image_size is not None:
+        _int_in("model.image_size", m.image_size, 1, MAX_IMAGE_SIZE)
     if m.reduce_channels is not None:
         _int_in("model.reduce_channels", m.reduce_channels, 1, None)
     if m.exit_pools is not None and any(p < 1 for p in m.exit_pools):

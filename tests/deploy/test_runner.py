@@ -208,7 +208,7 @@ def test_later_graphs_see_only_the_samples_still_in(
         return real(self, **feed)
 
     monkeypatch.setattr(deploy._Graph, "__call__", spy)
-    result = runner(inputs(48))
+    result = runner.run_staged(inputs(48))  # the one-graph forms: tests/deploy/test_adaptive_graph.py
     counts = np.bincount(result.exit_index, minlength=4)
     alive = 48 - np.cumsum(counts)  # samples still in after exit i
     assert 0 < alive[0] < 48 and alive[1] > 0  # some leave early, some go on
@@ -218,7 +218,7 @@ def test_later_graphs_see_only_the_samples_still_in(
         expected["final"] = [int(counts[3])]
     assert seen == expected
     seen.clear()
-    runner(inputs(1))
+    runner.run_staged(inputs(1))
     assert seen["block_0"] == [1] and all(v == [1] for v in seen.values())
 
 
@@ -248,9 +248,9 @@ def test_nan_logits_are_refused(one: dict[str, Any]) -> None:
     runner = one["runner"].with_beta(0.5)
     nan = np.full((1, CLASSES), np.nan, np.float32)
     runner._steps = [lambda x, s: (x, np.repeat(nan, x.shape[0], 0), s)] * 3
-    for n in (1, 4):
+    for n in (1, 4):  # the staged path; the one-graph forms: test_adaptive_graph.py
         with pytest.raises(RunnerInputError, match="NaN or inf logits"):
-            runner(inputs(n))
+            runner.run_staged(inputs(n))
 
 
 def test_preprocess_matches_the_dataset_arithmetic(one: dict[str, Any]) -> None:

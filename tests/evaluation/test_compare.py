@@ -187,7 +187,7 @@ def test_compare_cli_writes_json_csv_and_a_self_contained_report(
     rows = list(csv.DictReader((trained_run / "policies.csv").open()))
     assert len(rows) == sum(len(f["points"]) for f in comp["families"])
     assert {r["policy"] for r in rows} >= {"proposed", "entropy", "budgeted"}
-    assert any(r["batch1_ms"] for r in rows) and any(not r["batch1_ms"] for r in rows)
+    assert any(r["batch1_mean_ms"] for r in rows) and any(not r["batch1_mean_ms"] for r in rows)
     html = (trained_run / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3  # the three comparison plots, embedded
     assert "The paper&#x27;s claims on this run" in html and "<table>" in html

@@ -92,11 +92,17 @@ def test_policies_cover_mixed_exits(tiny_net_factory, images) -> None:  # type: 
     assert len(set(r.exit_index.tolist())) >= 3
 
 
-def _count_stage_inputs(stages: list[torch.nn.Module]) -> tuple[list[int], list[Any]]:
-    """Hook the stages the runtime actually runs (its folded copies when optimize=True)."""
-    counts = [0] * len(stages)
+def _count_stage_inputs(runtime: AdaptiveRuntime) -> tuple[list[int], list[Any]]:
+    """Hook the stages the runtime actually runs (its folded copies when optimize=True).
+
+    Batch 1 runs `stages`, batches the channels-last `batch_stages`; both are counted.
+    """
+    counts = [0] * len(runtime.stages)
     handles = []
-    for i, stage in enumerate(stages):
+    pairs = list(enumerate(runtime.stages))
+    if runtime.batch_stages is not runtime.stages:
+        pairs += list(enumerate(runtime.batch_stages))
+    for i, stage in pairs:
 
         def hook(_m: Any, args: tuple[torch.Tensor, ...], _out: Any, i: int = i) -> None:
             counts[i] += int(args[0].shape[0])
@@ -110,7 +116,7 @@ def test_later_stages_skip_exited_samples(tiny_net_factory, images, variant: str
     net = tiny_net_factory()
     runtime = AdaptiveRuntime(net, CalibratedThreshold(_calibrated(net, images), beta, variant))
     x = images(16)
-    counts, handles = _count_stage_inputs(runtime.stages)
+    counts, handles = _count_stage_inputs(runtime)
     r = runtime(x)
     want = [int((r.exit_index >= i).sum()) for i in range(4)]
     assert counts == want
@@ -125,7 +131,7 @@ def test_later_stages_skip_exited_samples(tiny_net_factory, images, variant: str
 def test_all_stop_at_first_exit_runs_one_stage(tiny_net_factory, images) -> None:  # type: ignore[no-untyped-def]
     net = tiny_net_factory()
     runtime = AdaptiveRuntime(net, CalibratedThreshold(_calibrated(net, images), 0.0, "quantile"))
-    counts, _ = _count_stage_inputs(runtime.stages)
+    counts, _ = _count_stage_inputs(runtime)
     r = runtime(images(10))
     assert r.exit_index.tolist() == [0] * 10
     assert counts == [10, 0, 0, 0]
@@ -136,7 +142,7 @@ def test_all_stop_at_first_exit_runs_one_stage(tiny_net_factory, images) -> None
 def test_none_stop_runs_everything(tiny_net_factory, images) -> None:  # type: ignore[no-untyped-def]
     net = tiny_net_factory()
     runtime = AdaptiveRuntime(net, CalibratedThreshold(_calibrated(net, images), 100.0, "mean"))
-    counts, _ = _count_stage_inputs(runtime.stages)
+    counts, _ = _count_stage_inputs(runtime)
     r = runtime(images(10))
     assert r.exit_index.tolist() == [3] * 10
     assert counts == [10] * 4

@@ -31,14 +31,21 @@ def test_registry_lists_reference_backbones() -> None:
 
 
 def test_unknown_backbone_names_the_choices() -> None:
-    with pytest.raises(ConfigError, match="resnet32, vgg28"):
+    with pytest.raises(ConfigError, match="choose one of resnet32, tv:convnext_tiny, .*, vgg28"):
         create_backbone("alexnet")
+
+
+def test_an_option_the_backbone_does_not_take_is_named() -> None:
+    assert "image_size" not in backbones.backbone_options("vgg28")
+    assert "image_size" in backbones.backbone_options("tv:resnet18")  # listed without torchvision
+    with pytest.raises(ConfigError, match="backbone 'vgg28' takes no option 'image_size'; it takes num_classes"):
+        create_backbone("vgg28", image_size=32)
 
 
 def test_vgg28_stage_shapes() -> None:
     bb = create_backbone("vgg28", widths=(4, 4, 8, 8), num_classes=7)
     assert bb.input_shape == (1, 28, 28)
-    assert bb.exit_pools == [1, 1, 1]  # stages end after their max-pool
+    assert bb.exit_pools == [2, 1, 1]  # exit 1 pools its 14x14 map; stages end after their max-pool
     assert _shapes(bb) == [(2, 4, 14, 14), (2, 4, 7, 7), (2, 8, 3, 3), (2, 7)]
 
 
@@ -106,7 +113,7 @@ def test_build_model_from_config() -> None:
     net = build_model(cfg)
     assert isinstance(net.exits, BoFExits)
     assert net.num_exits == 4 and net.num_classes == 6
-    assert [b.pool for b in net.exits.bof] == [1, 1, 1]  # the backbone's defaults
+    assert [b.pool for b in net.exits.bof] == [2, 1, 1]  # the backbone's defaults
     assert [b.in_channels for b in net.exits.bof] == [4, 4, 8]
     assert net.exits.aggregation == "sum" and len(net.exits.classifiers) == 3
     assert net.exits.bof[0].out_features == 12

@@ -50,7 +50,12 @@ def test_fold_batchnorm_matches_eval_forward(name: str, shape: tuple[int, int, i
         {"membership": "rbf", "reduce_channels": 3, "pools": [2, 1, 1]},
     ],
 )
-def test_frozen_exits_match_bof_exits(kwargs: dict[str, object]) -> None:
+@pytest.mark.parametrize("fold", [True, False])
+def test_frozen_exits_match_bof_exits(
+    kwargs: dict[str, object], fold: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fold=False forces the pooled form large maps x many classes take (`fold_pays`)
+    monkeypatch.setattr("bofexits.models.folded.FOLD_SLACK_MACS", 10**9 if fold else -(10**9))
     torch.manual_seed(0)
     exits = BoFExits([4, 6, 8], 5, codewords=6, **kwargs).double().eval()  # type: ignore[arg-type]
     maps = [torch.randn(2, c, s, s, dtype=torch.float64) for c, s in ((4, 8), (6, 4), (8, 3))]
@@ -66,6 +71,14 @@ def test_frozen_exits_match_bof_exits(kwargs: dict[str, object]) -> None:
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(c, a, atol=1e-5, rtol=1e-5)
     assert not frozen.graph  # graph_form made a copy
+    assert frozen._folded == [fold and frozen.shared] * 3
+
+
+def test_fold_is_refused_where_it_would_grow_with_map_size_times_classes() -> None:
+    exits = BoFExits([8], 1000, codewords=32).eval()
+    frozen = FrozenBoFExits(exits, [(8, 56, 56)])  # ResNet-50's first exit at 224x224
+    assert frozen._folded == [False]
+    assert frozen._matrix[0].numel() == 1000 * 32  # not 1000 x 32 x 3136
 
 
 def test_optimised_runtime_equals_plain_runtime() -> None:
@@ -88,6 +101,10 @@ def test_optimised_runtime_equals_plain_runtime() -> None:
         slow = AdaptiveRuntime(net, policy, optimize=False)(x)
         assert torch.equal(fast.exit_index, slow.exit_index)
         torch.testing.assert_close(fast.logits, slow.logits, atol=1e-4, rtol=1e-4)
-    plain = AdaptiveRuntime(net, policy).plain_backbone()
+    runtime = AdaptiveRuntime(net, policy)
+    assert runtime.batch_stages[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        torch.testing.assert_close(plain(x), net.forward_backbone(x), atol=1e-4, rtol=1e-4)
+        want = net.forward_backbone(x)
+        torch.testing.assert_close(runtime.plain_backbone()(x), want, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(runtime.plain(x), want, atol=1e-4, rtol=1e-4)  # channels-last
+        torch.testing.assert_close(runtime.plain(x[:1]), want[:1], atol=1e-4, rtol=1e-4)

@@ -33,14 +33,17 @@ def test_format_points(sweep_result: Sweep) -> None:
     lines = format_points(sweep_result).splitlines()
     assert lines[0] == "conditional rule on max_prob; full network 91.00%"
     assert "b16 x" in lines[1]  # the batched column names its batch size
-    assert lines[3].split()[:4] == ["0.5", "90.00", "55.0", "0.500"] and lines[3].split()[-2:] == [
+    assert lines[3].split()[:4] == ["0.5", "90.00", "55.0", "0.500"] and lines[3].split()[-4:] == [
         "1.60",
+        "0.88",  # efficiency: 1.6x measured over 1 / 55% compute
         "1.44",
+        "0.79",
     ]
+    assert lines[-1].startswith("speedups: mean time per image")
     untimed = dataclasses.replace(
         sweep_result, timing=None, points=[dataclasses.replace(sweep_result.points[0], timing=None)]
     )
-    assert format_points(untimed).splitlines()[2].split()[-2:] == ["nan", "nan"]
+    assert format_points(untimed).splitlines()[2].split()[-4:] == ["nan"] * 4
 
 
 def test_format_comparison(comparison_result: Comparison) -> None:

@@ -22,7 +22,8 @@ def test_exits_learn_and_checkpoint_is_complete(
     result = train(cfg, tmp_path / "run", progress=False)
     before, after = result.history[0]["val_acc"], result.history[-1]["val_acc"]
     # k-means-initialised BoF exits learn on a frozen backbone (chance is 0.1) ...
-    assert len(after) == 4 and all(a > 0.45 for a in after[:-1]), after
+    assert len(after) == 4 and all(a > 0.3 for a in after[:-1]), after
+    assert sum(after[:-1]) > sum(before[:-1]) + 0.3, (before, after)  # and they improved on their init
     assert after[-1] == before[-1]  # ... and the frozen final exit does not move
     data = load_checkpoint(result.checkpoint)
     assert data["complete"] and data["epoch"] == 3 and set(data["calibration"]) >= {"max_logit", "max_prob"}

@@ -17,6 +17,7 @@ from bofexits.cli import commands
 from bofexits.config import (
     CALIBRATION_SPLITS,
     MAX_EPOCHS,
+    MAX_IMAGE_SIZE,
     MODES,
     OPTIMIZERS,
     ModelConfig,
@@ -131,11 +132,29 @@ def _file(text: str) -> str:
     return text
 
 
+def _weights_file(text: str) -> str:
+    """An argparse type for --backbone-weights: an existing file, not a weights name to download."""
+    from bofexits.models.vision import check_weights_file
+
+    try:
+        check_weights_file(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _backbone(text: str) -> str:
     """An argparse type: a registered backbone name (the registry is read only when the flag is given)."""
     names = list(_Registered("bofexits.models.backbones", "list_backbones"))
     if text not in names:
         raise argparse.ArgumentTypeError(f"unknown backbone {text!r}; choose one of {', '.join(names)}")
+    if text.startswith("tv:"):  # before the data is read (or downloaded)
+        from bofexits.models.vision import check_torchvision_installed
+
+        try:
+            check_torchvision_installed()
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
@@ -234,6 +253,17 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
         help=f"registered backbone (default {m.backbone}; `bofexits backbones` lists them)",
     )
     g.add_argument("--widths", type=_integer(1, 65536), nargs="+", help="backbone stage widths")
+    g.add_argument(
+        "--image-size",
+        type=_integer(1, MAX_IMAGE_SIZE),
+        help="input height = width for tv: backbones (default: the dataset's)",
+    )
+    g.add_argument(
+        "--backbone-weights",
+        type=_weights_file,
+        metavar="PATH",
+        help="state_dict file loaded into a tv: backbone (never downloaded; read with weights_only=True)",
+    )
     g.add_argument(
         "--codewords", type=_integer(2, 65536), help=f"K, shared by all exits (default {m.codewords})"
     )

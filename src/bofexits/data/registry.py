@@ -18,7 +18,7 @@ from bofexits.data import (
     load_svhn,
 )
 from bofexits.errors import ConfigError, DataError
-from bofexits.models.backbones import create_backbone
+from bofexits.models.build import configured_backbone
 
 __all__ = ["dataset_info", "list_datasets", "load_dataset", "load_run_data", "run_splits"]
 
@@ -110,10 +110,7 @@ def _load_run_data(cfg: TrainConfig, root: str | Path | None) -> tuple[ImageData
         return load_dataset(cfg.dataset, root)
     if root is None:
         return _image_folder(None)
-    kwargs: dict[str, object] = {"in_channels": cfg.model.in_channels}
-    if cfg.model.widths is not None:
-        kwargs["widths"] = tuple(cfg.model.widths)
-    _, h, w = create_backbone(cfg.model.backbone, **kwargs).input_shape
+    _, h, w = configured_backbone(cfg.model, load_weights=False).input_shape
     if cfg.model.in_channels not in (1, 3):
         raise ConfigError(
             f"image folders load as grey (1 channel) or RGB (3), not {cfg.model.in_channels} channels"

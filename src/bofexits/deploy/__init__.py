@@ -3,9 +3,10 @@
 `bofexits.deploy` and `bofexits.deploy.runner` import only numpy (and onnxruntime when a runner
 is built), so a serving machine needs no torch. The runner (`runner`) re-exports the manifest's
 schema and checks (`manifest`, built from `_entries` and `_fields`), the rule in numpy (`rule`)
-and the errors (`errors`); an ONNX export ships these six modules as `bofexits_deploy/`. The
-exporters (`onnx`, `torchscript`), what they share (`_export`), the deployment facts of a
-checkpoint (`info`) and `predict` load on first use.
+and the errors (`errors`), and loads each graph through `_sessions`; an ONNX export ships these
+seven modules as `bofexits_deploy/`. The exporters (`onnx`, `torchscript`), what they share
+(`_export`), the one-graph forms of the rule (`_compose`, `_onnx_rule`), the deployment facts
+of a checkpoint (`info`) and `predict` load on first use.
 """
 
 from __future__ import annotations

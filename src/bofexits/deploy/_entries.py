@@ -32,8 +32,9 @@ __all__ = [
     "sha256_file",
 ]
 
-#: Graph roles: stage+exit fused, stage, exit, the final stage with the head, the plain network.
-ROLES: tuple[str, ...] = ("block", "stage", "exit", "final", "backbone")
+#: Graph roles: stage+exit fused, stage, exit, the final stage with the head, the plain network,
+#: and adaptive inference in one graph, for batch 1 (nested If) and for batches (compaction).
+ROLES: tuple[str, ...] = ("block", "stage", "exit", "final", "backbone", "adaptive", "adaptive_batched")
 PREPROCESSING_STEPS = (
     "convert to color_mode; resize to exactly (H, W), bilinear; x = (pixels / 255 - mean) / std per channel; "
     "float32 NCHW"
@@ -109,7 +110,8 @@ class GraphEntry(FileEntry):
     """One ONNX graph: its role, its place in the chain and the tensors it reads and writes.
 
     Roles: "block" (stage i and exit i fused), "stage", "exit", "final" (last stage and the
-    backbone's head), "backbone" (the plain network); `index` is i (-1 for the backbone).
+    backbone's head), "backbone" (the plain network), "adaptive" and "adaptive_batched" (the
+    whole rule in one graph, `bofexits.deploy._compose`); `index` is i (-1 for the last three).
     """
 
     name: str

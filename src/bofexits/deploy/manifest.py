@@ -173,14 +173,23 @@ class OnnxManifest(Manifest):
         backbone: the plain network in one graph.
         runner: the runner shipped in the directory, for information only: `RUNNER_FILE`, the
             package folder ``bofexits_deploy/``, or "bofexits_deploy.py" in older exports.
+        adaptive: ``adaptive.onnx``, the whole batch-1 rule in one graph (nested If), or None
+            (exports before it; the runner then drives the staged graphs).
+        adaptive_batched: ``adaptive_batched.onnx``, the rule on a batch in one graph, or None.
     """
 
     layout: str
     graphs: tuple[GraphEntry, ...]
     backbone: GraphEntry
     runner: str = RUNNER_FILE
+    adaptive: GraphEntry | None = None
+    adaptive_batched: GraphEntry | None = None
 
     format: ClassVar[str] = FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        """As `Manifest.to_dict`, without the optional graphs this export lacks."""
+        return {k: v for k, v in super().to_dict().items() if k not in _OPTIONAL_GRAPHS or v is not None}
 
     @classmethod
     def _read(cls, f: Fields) -> dict[str, Any]:
@@ -196,10 +205,24 @@ class OnnxManifest(Manifest):
             "graphs": tuple(GraphEntry._read(g) for g in f.objs("graphs", count, per)),
             "backbone": GraphEntry._read(f.obj("backbone")),
             "runner": f.text("runner"),
+            **{key: _optional_graph(f, key) for key in _OPTIONAL_GRAPHS},
         }
 
     def file_entries(self) -> tuple[FileEntry, ...]:
-        return (*self.graphs, self.backbone)
+        optional = (self.adaptive, self.adaptive_batched)
+        return (*self.graphs, self.backbone, *(g for g in optional if g is not None))
+
+
+#: The graphs an ONNX manifest may lack (older exports), keyed by field: each has the role of its name.
+_OPTIONAL_GRAPHS = ("adaptive", "adaptive_batched")
+
+
+def _optional_graph(f: Fields, key: str) -> GraphEntry | None:
+    """The graph entry under `key`, None if absent; its role must be `key`."""
+    entry = f.optional(key, lambda k: GraphEntry._read(f.obj(k)))
+    if entry is not None and entry.role != key:
+        raise f.error(f"{key}.role", f"is {entry.role!r}, expected {key!r}")
+    return entry
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import DeployError
+from .errors import DeployError, RunnerInputError
 
-__all__ = ["SCORES", "VARIANTS", "calibrated_thresholds", "confidence"]
+__all__ = ["SCORES", "VARIANTS", "calibrated_thresholds", "confidence", "threshold_vector"]
 
 # The same names as bofexits.policies (scores.SCORES, calibrated.VARIANTS); a test compares them.
 SCORES: tuple[str, ...] = ("max_logit", "max_prob", "margin", "neg_entropy")
@@ -112,3 +112,36 @@ def calibrated_thresholds(
     hi = min(lo + 1, _GRID - 1)
     frac = pos - lo
     return [float(v) for v in q[:, lo] * np.float32(1 - frac) + q[:, hi] * np.float32(frac)]
+
+
+def threshold_vector(thresholds: Sequence[float] | np.ndarray, count: int) -> np.ndarray:
+    """The (count,) float32 thresholds an adaptive graph is fed, checked.
+
+    float32 as the graph compares them (`calibrated_thresholds` gives float32 values already).
+    -inf (always stop, what beta = 0 gives) and +inf (never stop) are thresholds; NaN is not:
+    every score compares False with it, so the staged rule would send every sample on and
+    the graphs would stop every sample, each silently.
+
+    Raises:
+        RunnerInputError: not `count` numbers (one per early exit), or a NaN among them.
+
+    >>> threshold_vector([float("-inf"), 0.5], 2).tolist()
+    [-inf, 0.5]
+    """
+    try:
+        t = np.asarray(thresholds, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise RunnerInputError(
+            f"thresholds must be {count} numbers, one per early exit; got {thresholds!r}"
+        ) from exc
+    if t.shape != (count,):
+        raise RunnerInputError(
+            f"thresholds must have shape ({count},), one per early exit, got shape {t.shape}; compute them "
+            "with calibrated_thresholds or set the knob with set_beta"
+        )
+    if bool(np.isnan(t).any()):
+        raise RunnerInputError(
+            f"thresholds[{int(np.flatnonzero(np.isnan(t))[0])}] is NaN, which no score passes or fails "
+            "consistently; use a number (-inf: always stop there, +inf: never)"
+        )
+    return t.astype(np.float32)

@@ -1,15 +1,21 @@
 """Adaptive inference on an exported model with onnxruntime and numpy only: no torch at run time.
 
 `bofexits.deploy.onnx.export_onnx` writes one ONNX graph per stage+exit pair, the final stage,
-the plain backbone, a `manifest.json` and a copy of this runner as the package folder
-`bofexits_deploy/` (this module as its `__init__.py`, beside the modules it imports:
-`RUNNER_MODULES`), so an export directory runs anywhere numpy and onnxruntime install::
+the plain backbone, the whole rule in one graph for batch 1 and one for batches, a
+`manifest.json` and a copy of this runner as the package folder `bofexits_deploy/` (this
+module as its `__init__.py`, beside the modules it imports: `RUNNER_MODULES`), so an export
+directory runs anywhere numpy and onnxruntime install::
 
     import sys; sys.path.insert(0, "export_dir")
     from bofexits_deploy import OnnxAdaptiveRunner
     runner = OnnxAdaptiveRunner("export_dir", threads=1)
     result = runner(runner.preprocess(uint8_images))   # (N, H, W[, C]) at the model's size
     result.predictions, result.exit_index
+
+Paths: batch 1 runs ``adaptive.onnx`` (one ``session.run``; later stages never execute),
+batches of `BATCHED_GRAPH_FROM` or more ``adaptive_batched.onnx``; the knob's thresholds are
+fed to both as an input. Exports without them (older ones) run the staged graphs, stage by
+stage with the decision in numpy (`OnnxAdaptiveRunner.run_staged`, always available).
 
 The stopping rule is `bofexits.deploy.rule` (the calibrated rule of `bofexits.policies` in
 numpy), the manifest's schema and its checks are `bofexits.deploy.manifest`; this module
@@ -29,6 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from ._sessions import NAMES as _NAMES
+from ._sessions import Graph as _Graph
+from ._sessions import session_options
 from .errors import DeployError, ManifestError, MissingDependencyError, RunnerInputError
 from .manifest import (
     CONTENT_SHA256,
@@ -54,9 +63,10 @@ from .manifest import (
     read_manifest,
     sha256_file,
 )
-from .rule import SCORES, VARIANTS, _score_one, calibrated_thresholds, confidence
+from .rule import SCORES, VARIANTS, _score_one, calibrated_thresholds, confidence, threshold_vector
 
 __all__ = [
+    "BATCHED_GRAPH_FROM",
     "CONTENT_SHA256",
     "FORMAT",
     "LAYOUTS",
@@ -91,11 +101,29 @@ __all__ = [
     "preprocess",
     "read_manifest",
     "sha256_file",
+    "threshold_vector",
 ]
 
 #: The modules beside this one (this module's folder) that it imports, all relatively; an ONNX
 #: export ships them with this module as `__init__.py` in its `RUNNER_FILE` folder.
-RUNNER_MODULES: tuple[str, ...] = ("errors.py", "rule.py", "_fields.py", "_entries.py", "manifest.py")
+RUNNER_MODULES: tuple[str, ...] = (
+    "errors.py",
+    "rule.py",
+    "_fields.py",
+    "_entries.py",
+    "manifest.py",
+    "_sessions.py",
+)
+#: Batches of this size or more run ``adaptive_batched.onnx`` (when the export has it), smaller
+#: ones the staged graphs. Measured with benchmarks/adaptive_graphs.py (demo-like vgg28, random
+#: weights, exits ~50/9/1/40 %, a 2-core CPU shared with other jobs, so +-15 % between runs):
+#: staged / one-graph mean time per image, 1 thread, batches 2, 8, 32, 256: 1.08, 1.06, 0.84,
+#: 1.11 in one run, 1.18, 1.42, 0.90, 0.79 in another, 1.16 and 1.17 at 32 and 256 over 15
+#: rounds: a wash at 32 and up, ahead below; 2 threads: 2.77, 2.62, 2.27, 1.76 (each staged
+#: graph has its own thread pool, and the pools contend). The staged graphs with I/O binding
+#: into preallocated buffers were within noise of plain staged (0.7-1.3x) and behind the one
+#: graph in every run. So: the one graph at every batch size.
+BATCHED_GRAPH_FROM = 2
 NAN_MESSAGE = "an exit produced NaN or inf logits; the weights are broken (re-export from a good checkpoint)"
 
 
@@ -168,82 +196,24 @@ class RunResult:
         return self.logits.argmax(1)
 
 
-# Per role: (required inputs, allowed inputs, required outputs, allowed outputs).
-_NAMES: dict[str, tuple[set[str], set[str], set[str], set[str]]] = {
-    "block": ({"x"}, {"x", "state"}, {"features", "logits"}, {"features", "logits", "next_state"}),
-    "stage": ({"x"}, {"x"}, {"features"}, {"features"}),
-    "exit": ({"features"}, {"features", "state"}, {"logits"}, {"logits", "next_state"}),
-    "final": ({"x"}, {"x"}, {"logits"}, {"logits"}),
-    "backbone": ({"x"}, {"x"}, {"logits"}, {"logits"}),
-}
-
-
-class _Graph:
-    """One ONNX session and the names the manifest gives its inputs and outputs."""
-
-    def __init__(self, ort: Any, root: Path, entry: GraphEntry, options: Any, providers: list[str]) -> None:
-        self.name, self.role, self.index = entry.name, entry.role, entry.index
-        self.inputs = [t.name for t in entry.inputs]
-        self.outputs = [t.name for t in entry.outputs]
-        try:
-            self.session = ort.InferenceSession(str(root / entry.file), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ManifestError(
-                f"onnxruntime cannot load {root / entry.file} ({exc}); re-export the model"
-            ) from exc
-        self._check(entry.inputs, self.session.get_inputs(), "inputs")
-        self._check(entry.outputs, self.session.get_outputs(), "outputs")
-
-    def _check(self, declared: Sequence[TensorEntry], actual: Sequence[Any], what: str) -> None:
-        """Names in order, ranks and every dimension both sides know must agree (batch is dynamic)."""
-        want = [(t.name, list(t.shape)) for t in declared]
-        got = [(a.name, list(a.shape)) for a in actual]
-        same = len(want) == len(got) and all(
-            wn == gn
-            and len(ws) == len(gs)
-            and all(
-                not (isinstance(w, int) and isinstance(g, int)) or w == g for w, g in zip(ws, gs, strict=True)
-            )
-            for (wn, ws), (gn, gs) in zip(want, got, strict=False)
-        )
-        if not same or any(a.type != "tensor(float)" for a in actual):
-            raise ManifestError(
-                f"graph {self.name}: the manifest declares {what} {want}, the graph has {got}; "
-                "the manifest belongs to another export: re-export the model"
-            )
-
-    def __call__(self, **feed: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(self.outputs, self.session.run(None, feed), strict=True))
-
-
 _Step = Callable[[np.ndarray, "np.ndarray | None"], tuple[Any, ...]]
 
 
-def _session_options(ort: Any, threads: int | None) -> Any:
-    """Sequential execution, full graph optimisation, `threads` intra-op threads (None: all cores)."""
-    options = ort.SessionOptions()
-    if threads is not None:
-        if threads < 1:
-            raise DeployError(f"threads must be >= 1, got {threads}")
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return options
-
-
 class OnnxAdaptiveRunner:
-    """Real adaptive inference on an export directory: later graphs never run for samples that stop.
+    """Real adaptive inference on an export directory: later stages never run for samples that stop.
 
     Batch 1 returns at the first exit whose score passes its threshold; in batches, samples
-    that stop leave the batch and later graphs only see the rest (outputs in input order).
+    that stop leave the batch and later stages only see the rest (outputs in input order).
+    Both run the rule in one graph when the export has it (`run_single`, `run_batched`),
+    else the staged graphs (`run_staged`).
 
     Args:
         export_dir: a directory written by `bofexits.deploy.onnx.export_onnx`.
         threads: onnxruntime intra-op threads of each graph's session (default 1). Every stage
             graph has its own session and thread pool; with two threads per pool the pools
-            contend for the cores (demo network, 2-core CPU, batch 1: 475 us per image with 2,
-            239 us with 1). None: onnxruntime's default, all cores.
+            contend for the cores on the staged path (demo network, 2-core CPU, batch 1: 475 us
+            per image with 2, 239 us with 1), not on the one-graph paths (one session; batch
+            32: ~2.3x faster than staged at 2 threads). None: onnxruntime's default, all cores.
         beta: override the manifest's knob (thresholds recomputed from its calibration).
         check_inputs: validate type, shape, dtype and finiteness of every input.
         providers: onnxruntime execution providers (default CPU).
@@ -272,9 +242,16 @@ class OnnxAdaptiveRunner:
         self._means = list(cal.means)
         self._quantiles = np.asarray(cal.quantiles, dtype=np.float32)
         self._conditional = None if cal.conditional is None else np.asarray(cal.conditional, dtype=np.float32)
-        options = _session_options(ort, threads)
-        self.graphs = [_Graph(ort, self.export_dir, g, options, list(providers)) for g in m.graphs]
-        self.backbone = _Graph(ort, self.export_dir, m.backbone, options, list(providers))
+        options = session_options(ort, threads)
+
+        def load(entry: GraphEntry) -> _Graph:
+            return _Graph(ort, self.export_dir, entry, options, list(providers), m.producer.opset)
+
+        self.graphs = [load(g) for g in m.graphs]
+        self.backbone = load(m.backbone)
+        # The whole rule in one graph, for batch 1 and for batches; None in older exports.
+        self.adaptive = None if m.adaptive is None else load(m.adaptive)
+        self.adaptive_batched = None if m.adaptive_batched is None else load(m.adaptive_batched)
         self._check_graphs()
         self._steps = self._build_steps(m.layout)
         self.check_inputs = check_inputs
@@ -302,20 +279,31 @@ class OnnxAdaptiveRunner:
         return ManifestError(f"{self.export_dir / MANIFEST}: {problem}; re-export the model")
 
     def _check_graphs(self) -> None:
-        """Each graph reads and writes what its role needs, and the first ones read the preprocessed input."""
-        for g in [*self.graphs, self.backbone]:
+        """Each graph reads and writes what its role needs, the first ones read the preprocessed
+        input, and the one-graph forms take one threshold per early exit."""
+        whole = [g for g in (self.adaptive, self.adaptive_batched) if g is not None]
+        for g in [*self.graphs, self.backbone, *whole]:
             need_in, allow_in, need_out, allow_out = _NAMES[g.role]
             if not (need_in <= set(g.inputs) <= allow_in and need_out <= set(g.outputs) <= allow_out):
                 raise self._error(
                     f"graph {g.name} (role {g.role!r}) has inputs {g.inputs} and outputs {g.outputs}, "
                     "which this runner cannot drive"
                 )
-        for g in (self.graphs[0], self.backbone):
-            if list(g.session.get_inputs()[0].shape[1:]) != list(self.input_shape):
+        for g in (self.graphs[0], self.backbone, *whole):
+            x = next(t for t in g.session.get_inputs() if t.name == "x")
+            if list(x.shape[1:]) != list(self.input_shape):
                 raise self._error(
-                    f"preprocessing says inputs are {list(self.input_shape)}, graph {g.name} reads "
-                    f"{g.session.get_inputs()[0].shape[1:]}"
+                    f"preprocessing says inputs are {list(self.input_shape)}, graph {g.name} reads {x.shape[1:]}"
                 )
+        for g in whole:
+            t = next(t for t in g.session.get_inputs() if t.name == "thresholds")
+            if list(t.shape) != [self.num_exits - 1]:
+                raise self._error(
+                    f"graph {g.name} takes thresholds of shape {t.shape}, but the network has "
+                    f"{self.num_exits - 1} early exits"
+                )
+        if self.adaptive is not None and self.adaptive.session.get_inputs()[0].shape[0] != 1:
+            raise self._error(f"graph {self.adaptive.name} (role 'adaptive') must take a batch of 1")
 
     def _build_steps(self, layout: str) -> list[_Step]:
         """One callable per early exit, ``(x, state) -> (features, logits, next_state)``, and `self.final`."""
@@ -362,6 +350,20 @@ class OnnxAdaptiveRunner:
 
     # ------------------------------------------------------------ policy
 
+    @property
+    def thresholds(self) -> list[float]:
+        """The (S-1,) thresholds in use: a sample stops at exit i when its score >= thresholds[i].
+
+        Set by `set_beta`; assignable directly, checked (`rule.threshold_vector`: one per early
+        exit, no NaN), since the graphs get them as an input.
+        """
+        return self._thresholds
+
+    @thresholds.setter
+    def thresholds(self, values: Sequence[float]) -> None:
+        self._feed = threshold_vector(values, self.num_exits - 1)  # what the graphs are fed
+        self._thresholds = [float(v) for v in values]
+
     def set_beta(self, beta: float) -> None:
         """Use knob `beta` from now on (thresholds from the manifest's calibration statistics)."""
         self.thresholds = calibrated_thresholds(
@@ -401,7 +403,7 @@ class OnnxAdaptiveRunner:
     # ------------------------------------------------------------ inference
 
     def __call__(self, x: np.ndarray) -> RunResult:
-        """Adaptive inference on a (B, C, H, W) float32 batch; B == 1 takes the scalar fast path."""
+        """Adaptive inference on a (B, C, H, W) float32 batch: `run_single` for B == 1, else `run_batched`."""
         if self.check_inputs:
             self.check(x)
         if x.shape[0] == 1:
@@ -410,17 +412,53 @@ class OnnxAdaptiveRunner:
         return self.run_batched(x)
 
     def run_single(self, x: np.ndarray) -> tuple[np.ndarray, int]:
-        """One sample: (1, classes) logits and the 0-based exit it took. No input checks."""
+        """One sample: (1, classes) logits and the 0-based exit it took. No input checks but the batch size.
+
+        One call of ``adaptive.onnx`` (stages after the exit taken never run) when the export
+        has it; the staged graphs otherwise (`run_staged`).
+        """
+        if self.adaptive is None:
+            return self._staged_single(x)
+        if x.shape[0] != 1:
+            raise RunnerInputError(
+                f"run_single takes one sample, shape (1, C, H, W), got a batch of {x.shape[0]}: "
+                "adaptive.onnx is a batch-1 graph; call the runner (or run_batched) for batches"
+            )
+        logits, index = self.adaptive.session.run(None, {"x": x, "thresholds": self._feed})
+        return _finite(logits), int(index[0])
+
+    def run_batched(self, x: np.ndarray) -> RunResult:
+        """A batch where stopped samples leave and the rest go on. No input checks.
+
+        One call of ``adaptive_batched.onnx`` from `BATCHED_GRAPH_FROM` samples on when the
+        export has it; the staged graphs otherwise (`run_staged`).
+        """
+        if self.adaptive_batched is None or x.shape[0] < BATCHED_GRAPH_FROM:
+            return self._staged_batched(x)
+        logits, exit_index = self.adaptive_batched.session.run(None, {"x": x, "thresholds": self._feed})
+        return RunResult(_finite(logits), exit_index)
+
+    def run_staged(self, x: np.ndarray) -> RunResult:
+        """The staged graphs at any batch size: a graph call per stage+exit, the decision in numpy,
+        and in batches only the samples still in go on. No input checks.
+
+        The path of exports without the one-graph forms, and the reference they are tested against.
+        """
+        if x.shape[0] == 1:
+            logits, index = self._staged_single(x)
+            return RunResult(logits, np.array([index], dtype=np.int64))
+        return self._staged_batched(x)
+
+    def _staged_single(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         state = None
         for i, step in enumerate(self._steps):
             x, logits, state = step(x, state)
             _finite(logits)
-            if _score_one(logits, self.score) >= self.thresholds[i]:
+            if _score_one(logits, self.score) >= self._thresholds[i]:
                 return logits, i
         return _finite(self.final(x=x)["logits"]), len(self._steps)
 
-    def run_batched(self, x: np.ndarray) -> RunResult:
-        """A batch where stopped samples leave and the rest go on. No input checks."""
+    def _staged_batched(self, x: np.ndarray) -> RunResult:
         n, last = x.shape[0], len(self._steps)
         out: np.ndarray | None = None
         exit_index = np.full(n, last, dtype=np.int64)
@@ -431,7 +469,7 @@ class OnnxAdaptiveRunner:
             _finite(logits)
             if out is None:
                 out = np.empty((n, logits.shape[1]), dtype=logits.dtype)
-            stop = confidence(logits, self.score) >= self.thresholds[i]
+            stop = confidence(logits, self.score) >= self._thresholds[i]
             n_stop = int(stop.sum())
             if n_stop == 0:
                 continue

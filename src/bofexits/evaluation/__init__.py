@@ -18,7 +18,15 @@ from bofexits.evaluation.compare import compare_policies
 from bofexits.evaluation.comparison import Comparison, FamilyResult
 from bofexits.evaluation.cost import CostTable, count_macs, measure_costs
 from bofexits.evaluation.metrics import accuracy, balance, exit_distribution, relative_compute
-from bofexits.evaluation.points import LEVELS, MAX_DROP, Point, at_compute, cheapest_reaching, knee_point
+from bofexits.evaluation.points import (
+    LEVELS,
+    MAX_DROP,
+    Point,
+    at_compute,
+    cheapest_reaching,
+    knee_point,
+    runtime_efficiency,
+)
 from bofexits.evaluation.sweep import Sweep, sweep
 from bofexits.evaluation.timing import Timing, interleaved_timing
 
@@ -42,6 +50,7 @@ __all__ = [
     "exit_distribution",
     "interleaved_timing",
     "knee_point",
+    "runtime_efficiency",
     "measure_costs",
     "relative_compute",
     "sweep",

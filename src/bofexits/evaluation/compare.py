@@ -188,7 +188,7 @@ def _time_families(
     x_big = torch.cat(images.batches)
     sim_logits = [lg[: x_big.shape[0]] for lg in test_logits]
     base = AdaptiveRuntime(model, SingleExit(0), check_inputs=False)
-    plain = base.plain_backbone()
+    plain = base.plain
     check = RuntimeCheck(images_per_point=int(x_big.shape[0]))
     sessions: list[TimedRuns] = []
     for fam, result in zip(families, results, strict=True):

@@ -282,10 +282,14 @@ CSV_FIELDS = (
     "relative_macs",
     "exit_fractions",
     "balance",
-    "batch1_ms",
+    "compute_speedup",
+    "batch1_mean_ms",
+    "batch1_p95_ms",
     "batch1_speedup",
+    "batch1_efficiency",
     "batched_images_per_s",
     "batched_speedup",
+    "batched_efficiency",
     "source",
 )
 
@@ -306,10 +310,14 @@ def comparison_rows(comparison: Comparison) -> list[dict[str, Any]]:
                     "relative_macs": p.relative_macs,
                     "exit_fractions": " ".join(f"{f:.4f}" for f in p.exit_fractions),
                     "balance": p.balance,
-                    "batch1_ms": "" if t is None else t.batch1_ms,
+                    "compute_speedup": p.compute_speedup,
+                    "batch1_mean_ms": "" if t is None else t.batch1_mean_ms,
+                    "batch1_p95_ms": "" if t is None else t.batch1_p95_ms,
                     "batch1_speedup": "" if t is None else t.batch1_speedup,
+                    "batch1_efficiency": "" if t is None else p.batch1_efficiency,
                     "batched_images_per_s": "" if t is None else t.batched_images_per_s,
                     "batched_speedup": "" if t is None else t.batched_speedup,
+                    "batched_efficiency": "" if t is None else p.batched_efficiency,
                     "source": "simulated" if t is None else "simulated + real runtime (timed, exits checked)",
                 }
             )

@@ -9,6 +9,7 @@ means the same thing everywhere.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -24,6 +25,7 @@ __all__ = [
     "at_levels",
     "cheapest_reaching",
     "knee_point",
+    "runtime_efficiency",
 ]
 
 MAX_DROP = 0.005
@@ -93,6 +95,18 @@ def at_levels(points: Sequence[P], levels: Sequence[float] = LEVELS) -> dict[flo
     return {lv: at_compute(points, lv) for lv in levels}
 
 
+def runtime_efficiency(measured_speedup: float, relative_macs: float) -> float:
+    """Measured speedup / compute speedup, the compute speedup being 1 / `relative_macs`.
+
+    1.0 means every MAC saved became time saved; below 1, fixed per-operator costs (exit heads,
+    decisions, compaction) or slow-per-MAC early stages ate part of it.
+
+    >>> runtime_efficiency(1.8, 0.5)
+    0.9
+    """
+    return measured_speedup * relative_macs
+
+
 @dataclass
 class PointTiming:
     """Wall-clock of one point run for real, against the plain backbone timed in the same rounds.
@@ -102,9 +116,11 @@ class PointTiming:
 
     Attributes:
         batch1_ms: batch-1 ms per image, median over rounds of each round's mean.
-        batch1_speedup: median over rounds of backbone time / this point's time, at batch 1.
+        batch1_speedup: the backbone's mean time per image / this point's, at batch 1, over
+            every call of every interleaved round (`Timing.mean_speedup`: mean-based, because
+            adaptive latency is multimodal and a median can flip a conclusion).
         batched_ms: the same in batches (shrinking as samples exit), ms per image.
-        batched_speedup: the same ratio in batches.
+        batched_speedup: the same mean-based ratio in batches.
         batch1_mean_ms: mean batch-1 ms per image over every call of every round.
         batch1_p50_ms: median of the batch-1 call times (ms).
         batch1_p95_ms: 95th percentile of the batch-1 call times (ms).
@@ -166,6 +182,26 @@ class Point:
     timing: PointTiming | None = None
     schema_version: int = SCHEMA_VERSION
 
+    @property
+    def compute_speedup(self) -> float:
+        """Backbone MACs / mean MACs of what ran: the speedup if every MAC saved were time saved."""
+        return 1.0 / self.relative_macs if self.relative_macs > 0 else math.inf
+
+    @property
+    def batch1_efficiency(self) -> float:
+        """Runtime efficiency at batch 1: measured speedup / compute speedup (1.0: all MACs saved became time).
+
+        NaN without timing.
+        """
+        return runtime_efficiency(self.timing.batch1_speedup, self.relative_macs) if self.timing else math.nan
+
+    @property
+    def batched_efficiency(self) -> float:
+        """Runtime efficiency in batches; NaN without timing."""
+        return (
+            runtime_efficiency(self.timing.batched_speedup, self.relative_macs) if self.timing else math.nan
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON form: the knob value under the knob's own name (`{"beta": 0.4, ...}`)."""
         out: dict[str, Any] = {}
@@ -182,8 +218,10 @@ class Point:
         )
         if self.thresholds is not None:
             out["thresholds"] = list(self.thresholds)
+        out["compute_speedup"] = self.compute_speedup
         if self.timing is not None:
             out["timing"] = self.timing.to_dict()
+            out.update(batch1_efficiency=self.batch1_efficiency, batched_efficiency=self.batched_efficiency)
         out["schema_version"] = self.schema_version
         return out
 

@@ -308,7 +308,7 @@ def _time(
     """Time every point against the plain backbone (sets each point's `timing`)."""
     base = AdaptiveRuntime(model, CalibratedThreshold(cal, 0.0, variant), check_inputs=False)
     runtimes = {str(i): base.with_policy(CalibratedThreshold(cal, b, variant)) for i, b in enumerate(betas)}
-    timed = time_runtimes(base.plain_backbone(), runtimes, images, rounds)
+    timed = time_runtimes(base.plain, runtimes, images, rounds)
     for i, p in enumerate(points):
         p.timing = timed.point(str(i))
     log.info(

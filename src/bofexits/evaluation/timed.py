@@ -74,9 +74,9 @@ class TimedRuns:
         one, many = self.batch1, self.batched
         return PointTiming(
             batch1_ms=one.median(name) * 1e3,
-            batch1_speedup=one.speedup(name),
+            batch1_speedup=one.mean_speedup(name),
             batched_ms=many.median(name) * 1e3,
-            batched_speedup=many.speedup(name),
+            batched_speedup=many.mean_speedup(name),
             batch1_mean_ms=one.mean(name) * 1e3,
             batch1_p50_ms=one.percentile(name, 50) * 1e3,
             batch1_p95_ms=one.percentile(name, 95) * 1e3,

@@ -64,6 +64,16 @@ class Timing:
         pairs = zip(self.rounds[self.reference], self.rounds[name], strict=True)
         return statistics.median(r / t for r, t in pairs)
 
+    def mean_speedup(self, name: str) -> float:
+        """reference's mean time per image / name's, over every call of every round.
+
+        The headline ratio (docs/method.md §7): adaptive latency is multimodal (one mode per
+        exit), so a ratio of medians can land on either side of a mode boundary; total time
+        over total images is what a user's throughput and bill see. Both sides ran in the same
+        interleaved rounds on the same images.
+        """
+        return self.mean(self.reference) / self.mean(name)
+
     def per_image(self, name: str) -> list[float]:
         """Seconds per image of every call (a call's time / its images)."""
         sizes = self.call_sizes * len(self.rounds[name])

@@ -6,6 +6,8 @@ reference backbones behind a registry (`get_model` / `list_models`, as in torchv
   `baseline_exits`: the SDN pooled and BranchyNet conv heads they are compared with.
 * `multiexit`: stages + exits, cut from an `nn.Sequential` or named layers (§1).
 * `backbones`: registered reference networks; `build`: a `ModelConfig` -> network.
+* `vision`: torchvision classifiers cut into stages (`attach`, the `tv:` backbones); importing
+  it registers the `tv:` names, torchvision itself loads only when one is built.
 * `folded`: inference forms (BatchNorm folded, exit constants precomputed), same results.
 """
 
@@ -16,6 +18,7 @@ from bofexits.models.baseline_exits import ConvExits, PooledLinearExits
 from bofexits.models.bof import BoFPooling
 from bofexits.models.exits import BoFExits, ExitHeads
 from bofexits.models.multiexit import MultiExitNetwork
+from bofexits.models.vision import attach
 
 #: torchvision's names for the registry: `get_model("vgg28", num_classes=10)`, `list_models("vgg*")`.
 get_model = create_backbone
@@ -29,6 +32,7 @@ __all__ = [
     "ExitHeads",
     "MultiExitNetwork",
     "PooledLinearExits",
+    "attach",
     "create_backbone",
     "get_model",
     "list_backbones",

@@ -9,12 +9,12 @@ from torch import nn
 
 from bofexits.config import ModelConfig
 from bofexits.errors import ConfigError
-from bofexits.models.backbones import create_backbone
+from bofexits.models.backbones import Backbone, create_backbone
 from bofexits.models.baseline_exits import ConvExits, PooledLinearExits
 from bofexits.models.exits import BoFExits, ExitHeads
 from bofexits.models.multiexit import MultiExitNetwork
 
-__all__ = ["EXIT_HEADS", "build_model"]
+__all__ = ["EXIT_HEADS", "build_model", "configured_backbone"]
 
 EXIT_HEADS: tuple[str, ...] = ("bof", "pooled", "conv")
 
@@ -33,14 +33,33 @@ def _map_sizes(stages: Sequence[nn.Module], input_shape: Sequence[int]) -> list[
     return sizes
 
 
-def build_model(cfg: ModelConfig) -> MultiExitNetwork:
-    """The reference backbone named in `cfg` with exit heads (`cfg.exit_head`) after each stage but the last."""
-    if cfg.exit_head not in EXIT_HEADS:
-        raise ConfigError(f"unknown exit head {cfg.exit_head!r}; choose one of {', '.join(EXIT_HEADS)}")
+def configured_backbone(cfg: ModelConfig, *, load_weights: bool = True) -> Backbone:
+    """The backbone `cfg` names, with the options `cfg` sets (unset ones keep the builder's defaults).
+
+    Args:
+        cfg: the network's config.
+        load_weights: read `cfg.backbone_weights`; False where the weights are replaced anyway
+            (a checkpoint being loaded) or not needed (only the input shape is), so the file
+            need not be at hand then.
+    """
     kwargs: dict[str, object] = {"num_classes": cfg.num_classes, "in_channels": cfg.in_channels}
     if cfg.widths is not None:
         kwargs["widths"] = tuple(cfg.widths)
-    backbone = create_backbone(cfg.backbone, **kwargs)
+    if cfg.image_size is not None:
+        kwargs["image_size"] = cfg.image_size
+    if cfg.backbone_weights is not None and load_weights:
+        kwargs["weights"] = cfg.backbone_weights
+    return create_backbone(cfg.backbone, **kwargs)
+
+
+def build_model(cfg: ModelConfig, *, load_weights: bool = True) -> MultiExitNetwork:
+    """The backbone named in `cfg` with exit heads (`cfg.exit_head`) after each stage but the last.
+
+    `load_weights`: see `configured_backbone`.
+    """
+    if cfg.exit_head not in EXIT_HEADS:
+        raise ConfigError(f"unknown exit head {cfg.exit_head!r}; choose one of {', '.join(EXIT_HEADS)}")
+    backbone = configured_backbone(cfg, load_weights=load_weights)
     pools = cfg.exit_pools if cfg.exit_pools is not None else backbone.exit_pools
     if len(pools) != len(backbone.stages) - 1:
         raise ConfigError(f"exit_pools needs {len(backbone.stages) - 1} entries, got {pools}")

@@ -82,10 +82,37 @@ def _region_matrix(
     return F.adaptive_avg_pool2d(basis, 1 if level == 0 else 2).view(n, -1)  # (N, R)
 
 
-class _FrozenBoF:
-    """One exit's soft quantiser with precomputed constants, in (B, K, N) layout.
+FOLD_SLACK_MACS = 65536
+"""How many extra MACs a folded classifier may cost before pooling-then-classifying wins.
 
-    A 1x1 conv is a batched matrix product here (one `baddbmm`), and ||x||^2 one `vecdot`.
+Folding position pooling into the classifier saves one operator (~3-5 us at batch 1 on a CPU,
+where a small exit is dispatch-bound) but multiplies the classifier by the map's positions:
+a (classes, K*H*W) matrix. On the 28x28 demo network it is 63k MACs and saves ~4 us; on
+ResNet-50's first exit (56x56, 1000 classes) it would be 100M weights (400 MB) and 16 ms per
+image against 1.5 ms unfolded. So fold only while the folded product costs at most this many
+MACs more than the pooling matmul plus the pooled classifier (docs/decisions.md).
+"""
+
+
+def fold_pays(classes: int, codewords: int, positions: int, regions: int) -> bool:
+    """Whether folding position pooling into a shared classifier costs at most `FOLD_SLACK_MACS` more.
+
+    >>> fold_pays(10, 32, 14 * 14, 4)  # demo network, exit 1: 63k vs 26k MACs
+    True
+    >>> fold_pays(1000, 32, 56 * 56, 1)  # ResNet-50 at 224, exit 1: 100M vs 132k MACs
+    False
+    """
+    folded = classes * codewords * positions
+    pooled = positions * codewords * regions + classes * codewords * regions
+    return folded <= pooled + FOLD_SLACK_MACS
+
+
+class _FrozenBoF:
+    """One exit's soft quantiser with precomputed constants, in position-major (B, N, K) layout.
+
+    Position-major because the softmax over codewords then runs over the contiguous last
+    dimension (2-3x faster at batch 1 than over dim 1 of (B, K, N)), and because a
+    channels-last feature map is already (B, H, W, C) in memory, so (B, N, C) is a free view.
     """
 
     def __init__(self, pooling: BoFPooling) -> None:
@@ -96,72 +123,84 @@ class _FrozenBoF:
         k = v.shape[0]
         if pooling.membership == "rbf":
             inv = pooling.log_sigma.detach().neg().exp()  # 1 / sigma, (K,)
-            self.neg_inv_sigma = -inv.view(1, k, 1)
+            self.neg_inv_sigma = -inv.view(1, 1, k)
             if self.kind == "rbf_sq":  # -d/sigma = (2 x.v - ||v||^2)/sigma - ||x||^2/sigma
-                self.weight = 2 * v * inv[:, None]
-                self.bias = (-(v.square().sum(1)) * inv).view(1, k, 1)
+                weight = 2 * v * inv[:, None]
+                bias = -(v.square().sum(1)) * inv
             else:  # d^2 = ||v||^2 - 2 x.v + ||x||^2, then the sqrt
-                self.weight = -2 * v
-                self.bias = v.square().sum(1).view(1, k, 1)
+                weight = -2 * v
+                bias = v.square().sum(1)
         else:  # (tanh(a s + c) + 1) / 2 == sigmoid(2 a s + 2 c)
             a, c = pooling.a.detach(), pooling.c.detach()
-            self.weight = 2 * a * v
-            self.bias = (2 * c).expand(k).reshape(1, k, 1).clone()
+            weight = 2 * a * v
+            bias = (2 * c).expand(k).clone()
+        self.weight_t = weight.t().contiguous()  # (C, K)
+        self.bias2d = bias.view(1, k)
+        self.neg_inv_sigma2d = self.neg_inv_sigma.view(1, k) if pooling.membership == "rbf" else torch.zeros(1, k)
         # Graph form: one 1x1 convolution over [x, x*x] gives z (and ||x||^2 / sigma_k) at once.
         if self.kind == "logistic":
-            self.conv_weight = self.weight.reshape(k, -1, 1, 1)
+            self.conv_weight = weight.reshape(k, -1, 1, 1)
         else:
             # the x*x channels: -||x||^2 / sigma_k (squared RBF) or +||x||^2 (distance, then the sqrt)
             second = (
                 self.neg_inv_sigma.view(k, 1) if self.kind == "rbf_sq" else torch.ones(k, 1, dtype=v.dtype)
             )
-            self.conv_weight = torch.cat([self.weight, second.expand(k, self.weight.shape[1])], 1)
-            self.conv_weight = self.conv_weight.reshape(k, -1, 1, 1)
-        self.conv_bias = self.bias.reshape(k)
+            self.conv_weight = torch.cat([weight, second.expand(k, weight.shape[1])], 1).reshape(k, -1, 1, 1)
+        self.conv_bias = bias.reshape(k)
 
-    def memberships(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, K, N) memberships, summing to 1 over K."""
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if self.pool > 1 and min(x.shape[-2:]) >= self.pool:
             x = F.avg_pool2d(x, self.pool)
         if self.reduce is not None:
             x = self.reduce(x)
-        xf = x.flatten(2)  # (B, C, N)
-        z = torch.baddbmm(self.bias, self.weight.expand(xf.shape[0], -1, -1), xf)  # (B, K, N)
+        return x
+
+    def memberships(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, N, K) memberships, summing to 1 over K (position-major)."""
+        x = self._prepare(x)
+        b, c = x.shape[0], x.shape[1]
+        # (B*N, C): a view when channels-last; one GEMM over every position of every sample
+        # (a batched bmm of B small products was 2x slower at batch 256)
+        xt = x.permute(0, 2, 3, 1).reshape(-1, c)
+        z = torch.addmm(self.bias2d, xt, self.weight_t)  # (B*N, K)
         if self.kind == "logistic":
             u = torch.sigmoid(z)
-            return u / (u.sum(1, keepdim=True) + 1e-6)
-        xx = torch.linalg.vecdot(xf, xf, dim=1).unsqueeze(1)  # (B, 1, N)
-        if self.kind == "rbf_sq":
-            return torch.softmax(torch.addcmul(z, xx, self.neg_inv_sigma), 1)
-        return torch.softmax((z + xx).clamp_min_(0).sqrt_().mul_(self.neg_inv_sigma), 1)
+            u = u / (u.sum(-1, keepdim=True) + 1e-6)
+        else:
+            xx = torch.linalg.vecdot(xt, xt).unsqueeze(-1)  # (B*N, 1)
+            if self.kind == "rbf_sq":
+                u = torch.softmax(torch.addcmul(z, xx, self.neg_inv_sigma2d), -1)
+            else:
+                u = torch.softmax((z + xx).clamp_min_(0).sqrt_().mul_(self.neg_inv_sigma2d), -1)
+        return u.view(b, x.shape[2] * x.shape[3], u.shape[-1])  # explicit N: B may be 0
 
     def memberships_graph(self, x: torch.Tensor) -> torch.Tensor:
-        """`memberships` as 1x1 convolutions: the same values, in operators graph runtimes fuse well.
+        """`memberships` as 1x1 convolutions, (B, K, N): the same values, in operators graph runtimes fuse well.
 
         Exported graphs (onnxruntime) run a Conv far faster than the batched matrix product and
         the separate squared-norm reduction the eager form uses.
         """
-        if self.pool > 1 and min(x.shape[-2:]) >= self.pool:
-            x = F.avg_pool2d(x, self.pool)
-        if self.reduce is not None:
-            x = self.reduce(x)
+        x = self._prepare(x)
         if self.kind == "logistic":
             u = torch.sigmoid(F.conv2d(x, self.conv_weight, self.conv_bias)).flatten(2)
             return u / (u.sum(1, keepdim=True) + 1e-6)
         z = F.conv2d(torch.cat([x, x * x], 1), self.conv_weight, self.conv_bias).flatten(2)  # (B, K, N)
         if self.kind == "rbf_sq":
             return torch.softmax(z, 1)
-        return torch.softmax(z.clamp_min(0).sqrt().mul(self.neg_inv_sigma), 1)
+        return torch.softmax(z.clamp_min(0).sqrt().mul(self.neg_inv_sigma.view(1, -1, 1)), 1)
 
 
 class FrozenBoFExits(ExitHeads):
-    """`BoFExits` for inference only: same logits as `step`, constants precomputed.
+    """`BoFExits` for inference only: same logits as `step`, constants precomputed, fewest operators.
 
-    Histogram pooling, the x K rescaling and the classifier are all linear, so with a shared
-    classifier they fold into one matrix per exit, M_i (classes, K*N_i), and the state carried
-    between exits is the running sum of W h_j (classes wide) instead of the histograms:
-    exit i costs one `baddbmm`, one `vecdot`, one `addcmul`, one softmax, one `linear` and
-    two adds. Per-exit classifiers carry the histograms (k-major order) instead.
+    With a shared classifier everything after the memberships is linear, so exit i's logits are
+    one `addmm`: ``logits_i = beta_i * logits_{i-1} + u_i @ M_i``, where the carried state is
+    the previous exit's logits, beta_i encodes the aggregation (mean: i/(i+1), sum: 1, none: 0)
+    and M_i holds the histogram pooling, the x K rescaling, the 1/(i+1) of the running mean and
+    the classifier's bias (memberships sum to 1 per position, so b / N added to every column
+    adds exactly b). When folding pooling in would make M_i large (`fold_pays`),
+    the memberships are pooled into regions first (one more matmul). Per-exit classifiers carry
+    the histograms instead. Exit i then costs ~5 operators at batch 1 against ~9 before.
 
     Args:
         exits: trained BoF exits.
@@ -176,22 +215,51 @@ class FrozenBoFExits(ExitHeads):
         self.shared = len(exits.classifiers) == 1
         self._bof = [_FrozenBoF(p) for p in exits.bof]  # type: ignore[arg-type]
         linears = [cast(nn.Linear, c) for c in exits.classifiers]
-        self._bias = [c.bias.detach() for c in linears]
         k = exits.codewords
-        self._fold: list[torch.Tensor] = []  # shared: (classes, K*N) per exit
-        self._weights: list[torch.Tensor] = []  # (classes, K*R) in k-major order, x K folded in
-        self._regions: list[torch.Tensor] = []  # (N, R)
+        self._beta: list[float] = []
+        self._folded: list[bool] = []
+        self._matrix: list[torch.Tensor] = []  # (classes, N*K) folded or (classes, R*K), n/r-major
+        self._matrix_k: list[torch.Tensor] = []  # the same, k-major, for the graph form's (B, K, N)
+        self._pool_t: list[torch.Tensor] = []  # (R, N): averages positions into regions
+        self._bias: list[torch.Tensor] = []  # per-exit classifiers only
         for i, module in enumerate(exits.bof):
             pooling = cast(BoFPooling, module)
             h, w = self._map_size(pooling, feature_shapes[i])
             p = _region_matrix(h, w, pooling.spatial_level, pooling.codebook.dtype, pooling.codebook.device)
-            r = p.shape[1]
+            n, r = p.shape
             lin = linears[0 if self.shared else i]
-            wk = lin.weight.detach().view(-1, r, k).permute(0, 2, 1) * k  # (classes, K, R): x K folded in
-            if self.shared:
-                self._fold.append(torch.einsum("ckr,nr->ckn", wk, p).reshape(wk.shape[0], -1))
-            self._regions.append(p)
-            self._weights.append(wk.reshape(wk.shape[0], -1))
+            wk = lin.weight.detach().view(-1, r, k) * k  # (classes, R, K): x K folded in, r-major
+            self._pool_t.append(p.t().contiguous())
+            if not self.shared:
+                self._add_matrix(wk)
+                self._bias.append(lin.bias.detach())
+                self._beta.append(0.0)
+                self._folded.append(False)
+                continue
+            beta, scale, bias = self._aggregation_terms(i, lin.bias.detach())
+            folded = fold_pays(wk.shape[0], k, n, r)
+            if (
+                folded
+            ):  # (classes, N, K): pooling folded in; the bias spread so that it sums to b (sum of u = N)
+                m = torch.einsum("crk,nr->cnk", wk, p) * scale + (bias / n).view(-1, 1, 1)
+            else:  # (classes, R, K): regions pooled first; region histograms sum to R
+                m = wk * scale + (bias / r).view(-1, 1, 1)
+            self._add_matrix(m)
+            self._beta.append(beta)
+            self._folded.append(folded)
+
+    def _add_matrix(self, m: torch.Tensor) -> None:
+        """Keep (classes, P, K) as (classes, P*K) (eager form) and (classes, K*P) (graph form)."""
+        self._matrix.append(m.reshape(m.shape[0], -1).contiguous())
+        self._matrix_k.append(m.transpose(1, 2).reshape(m.shape[0], -1).contiguous())
+
+    def _aggregation_terms(self, index: int, bias: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+        """(beta, scale, added bias) with logits_i = beta * logits_{i-1} + scale * W h_i + added bias."""
+        if self.aggregation == "mean":
+            return index / (index + 1), 1.0 / (index + 1), bias / (index + 1)
+        if self.aggregation == "sum":
+            return 1.0, 1.0, bias if index == 0 else torch.zeros_like(bias)
+        return 0.0, 1.0, bias
 
     def graph_form(self) -> FrozenBoFExits:
         """A copy whose quantisers run as 1x1 convolutions (`_FrozenBoF.memberships_graph`), for export."""
@@ -206,25 +274,36 @@ class FrozenBoFExits(ExitHeads):
             h, w = h // pooling.pool, w // pooling.pool
         return h, w
 
+    def _features(self, index: int, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memberships (B, N*K), or region histograms (B, R*K) when not folded, and their matrix.
+
+        Eager: n/r-major, from (B, N, K). Graph form: k-major, from the convolution's (B, K, N),
+        with the matrix's columns in that order, so no Transpose node runs.
+        """
+        bof = self._bof[index]
+        if self.graph:
+            u = bof.memberships_graph(features)  # (B, K, N)
+            if not self._folded[index]:
+                u = torch.matmul(u, self._pool_t[index].t())  # (B, K, R)
+            return u.flatten(1), self._matrix_k[index]
+        u = bof.memberships(features)  # (B, N, K)
+        if not self._folded[index]:
+            u = torch.matmul(self._pool_t[index], u)  # (B, R, K) region averages
+        return u.flatten(1), self._matrix[index]
+
     def step(
         self, index: int, features: torch.Tensor, state: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        bof = self._bof[index]
-        u = bof.memberships_graph(features) if self.graph else bof.memberships(features)  # (B, K, N)
+        u, matrix = self._features(index, features)
         if self.shared:
-            if self.graph:  # pool, then classify: reads (classes, K*R) weights instead of (classes, K*N)
-                contrib = F.linear(torch.matmul(u, self._regions[index]).flatten(1), self._weights[index])
+            beta = self._beta[index]
+            if state is None or beta == 0.0:
+                logits = F.linear(u, matrix)
             else:
-                contrib = F.linear(u.flatten(1), self._fold[index])  # (B, classes) = W (K h_i), no bias
-            if self.aggregation == "none" or state is None:
-                total = contrib
-            else:
-                total = state + contrib
-            scale = 1.0 / (index + 1) if self.aggregation == "mean" else 1.0
-            return torch.add(self._bias[0], total, alpha=scale), total
-        hist = torch.matmul(u, self._regions[index]).flatten(1)  # (B, K*R), k-major
-        agg = aggregate_histograms(state, hist, index, self.aggregation)
-        return F.linear(agg, self._weights[index], self._bias[index]), agg
+                logits = torch.addmm(state, u, matrix.t(), beta=beta)
+            return logits, logits
+        agg = aggregate_histograms(state, u, index, self.aggregation)
+        return F.linear(agg, matrix, self._bias[index]), agg
 
 
 def freeze_exits(exits: ExitHeads, feature_shapes: list[tuple[int, ...]]) -> ExitHeads:

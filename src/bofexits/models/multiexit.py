@@ -14,7 +14,7 @@ from torch import nn
 from bofexits.errors import ConfigError, InputError
 from bofexits.models.exits import ExitHeads
 
-__all__ = ["MultiExitNetwork", "check_input", "split_named_layers", "split_sequential"]
+__all__ = ["MultiExitNetwork", "check_chain", "check_input", "split_named_layers", "split_sequential"]
 
 ExitFactory = Callable[[Sequence[int]], ExitHeads]
 
@@ -77,6 +77,44 @@ class _Flatten2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner(torch.flatten(x, 1) if x.ndim > 2 else x)
+
+
+@torch.no_grad()
+def check_chain(
+    stages: Sequence[nn.Module], model: nn.Module, input_shape: Sequence[int]
+) -> list[tuple[int, ...]]:
+    """Refuse stages that, run in order, do not give `model`'s output (eval mode, a random batch of 2).
+
+    Cutting a model by its children is only right when its forward is a plain chain of them;
+    a forward that does more (a skip across children, a reshape) would be silently changed.
+
+    Returns:
+        The output shape of each stage without the batch, e.g. [(64, 56, 56), ..., (classes,)].
+    """
+    modes = [(m, m.training) for m in (model, *stages)]
+    for m, _ in modes:
+        m.eval()
+    shapes = []
+    try:
+        param = next(model.parameters(), None)
+        dtype = param.dtype if param is not None else None
+        x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+        y = x
+        for stage in stages:
+            y = stage(y)
+            shapes.append(tuple(y.shape[1:]))
+        want = model(x)
+    except RuntimeError as exc:
+        raise ConfigError(f"the stages do not accept input of shape {tuple(input_shape)}: {exc}") from exc
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+    if y.shape != want.shape or not torch.allclose(y, want, atol=1e-5, rtol=1e-4):
+        raise ConfigError(
+            "the model's forward is not a plain chain of its children; pass the stages explicitly "
+            "with MultiExitNetwork(stages, ...)"
+        )
+    return shapes
 
 
 def split_sequential(model: nn.Sequential, split_points: Sequence[int]) -> list[nn.Module]:
@@ -215,15 +253,5 @@ class MultiExitNetwork(nn.Module):
         """
         stages = split_named_layers(model, layer_names)
         net = cls(stages, exits, input_shape)
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            x = torch.randn(2, *net.input_shape, generator=torch.Generator().manual_seed(0))
-            same = torch.allclose(net.forward_backbone(x), model(x), atol=1e-5, rtol=1e-4)
-        model.train(was_training)
-        if not same:
-            raise ConfigError(
-                "the model's forward is not a plain chain of its children; pass the stages explicitly "
-                "with MultiExitNetwork(stages, ...)"
-            )
+        check_chain(list(net.stages), model, net.input_shape)
         return net

@@ -54,15 +54,20 @@ def format_points(result: Sweep) -> str:
     batched = f"b{result.timing.batched_size} x" if result.timing else "bN x"
     rows = [
         f"{result.variant} rule on {result.score}; full network {pct(result.full_accuracy)}",
-        f"{'beta':>6} {'acc %':>7} {'MACs %':>7} {'balance':>7}  {'exit fractions':<26} {'b1 x':>6} {batched:>6}",
+        f"{'beta':>6} {'acc %':>7} {'MACs %':>7} {'balance':>7}  {'exit fractions':<26} {'b1 x':>6} {'eff':>5} "
+        f"{batched:>6} {'eff':>5}",
     ]
     for p in result.points:
         t = p.timing
         rows.append(
             f"{p.value:>6g} {pct_value(p.accuracy):>7} {pct_value(p.relative_macs, 1):>7} "
             f"{p.balance:>7.3f}  {fractions(p.exit_fractions, sep=' '):<26} "
-            f"{t.batch1_speedup if t else _NAN:>6.2f} {t.batched_speedup if t else _NAN:>6.2f}"
+            f"{t.batch1_speedup if t else _NAN:>6.2f} {p.batch1_efficiency:>5.2f} "
+            f"{t.batched_speedup if t else _NAN:>6.2f} {p.batched_efficiency:>5.2f}"
         )
+    rows.append(
+        "speedups: mean time per image vs the plain backbone, interleaved; eff = speedup / compute speedup"
+    )
     return "\n".join(rows)
 
 
@@ -114,14 +119,20 @@ def knob_table(result: Sweep) -> str:
                 pct_value(p.relative_macs, 1),
                 fractions(p.exit_fractions),
                 f"{p.balance:.3f}",
-                f"{t.batch1_ms if t else _NAN:.3f}",
+                f"{t.batch1_mean_ms if t else _NAN:.3f}",
+                f"{t.batch1_p50_ms if t else _NAN:.3f} / {t.batch1_p95_ms if t else _NAN:.3f} / "
+                f"{t.batch1_p99_ms if t else _NAN:.3f}",
+                times(p.compute_speedup),
                 times(t.batch1_speedup if t else _NAN),
+                f"{p.batch1_efficiency:.2f}",
                 times(t.batched_speedup if t else _NAN),
+                f"{p.batched_efficiency:.2f}",
             ]
         )
     size = result.timing.batched_size if result.timing else 0
-    header = ["beta", "acc %", "MACs %", "exit fractions", "balance", "batch-1 ms", "batch-1 speedup"]
-    return markdown_table([*header, f"batch-{size} speedup"], rows)
+    header = ["beta", "acc %", "MACs %", "exit fractions", "balance", "batch-1 mean ms", "p50 / p95 / p99 ms"]
+    header += ["compute speedup", "batch-1 speedup", "efficiency"]
+    return markdown_table([*header, f"batch-{size} speedup", "efficiency"], rows)
 
 
 # --- the report: a comparison -----------------------------------------------------------------------
@@ -151,10 +162,14 @@ def knee_table(comparison: Comparison) -> str:
                 f"**{fam.label}**" if fam.proposed else fam.label,
                 point_cell(fam.knee, fam.knob),
                 f"{times(t.batch1_speedup)} / {times(t.batched_speedup)}" if t else "-",
+                f"{fam.knee.batch1_efficiency:.2f} / {fam.knee.batched_efficiency:.2f}"
+                if t and fam.knee
+                else "-",
                 *[point_cell(fam.at_levels[lv], fam.knob) for lv in comparison.levels],
             ]
         )
-    header = ["policy", "knee", "knee speedup b1 / batched", *[_level_header(lv) for lv in comparison.levels]]
+    header = ["policy", "knee", "knee speedup b1 / batched", "efficiency b1 / batched"]
+    header += [_level_header(lv) for lv in comparison.levels]
     return markdown_table(header, rows)
 
 

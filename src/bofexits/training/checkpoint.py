@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from bofexits._checks import state_mismatch, unsafe_load_reason
 from bofexits._io import atomic_path
 from bofexits.config import TrainConfig, from_dict
 from bofexits.errors import CheckpointError, ConfigError
@@ -43,7 +44,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # the unpickler raises almost any type on garbage (Overflow, Import...)
         raise CheckpointError(
             f"{path} is not a safe bofexits checkpoint: it is corrupt or truncated, or holds objects that "
-            f"would run code when loaded ({_load_reason(exc)}); delete it and retrain"
+            f"would run code when loaded ({unsafe_load_reason(exc)}); delete it and retrain"
         ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a bofexits checkpoint; pass a file written by `bofexits train`")
@@ -52,17 +53,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} has checkpoint version {data.get('version')}, this bofexits reads {VERSION}"
         )
     return data
-
-
-def _load_reason(exc: BaseException) -> str:
-    """Why torch refused the file, without torch's advice to retry with `weights_only=False`:
-    for an untrusted file that advice is the attack."""
-    text = str(exc)
-    for line in text.splitlines():
-        if "WeightsUnpickler error:" in line:
-            return line.split("WeightsUnpickler error:", 1)[1].strip()
-    first = text.splitlines()[0].split(". ")[0] if text.strip() else ""
-    return first if first and "weights_only" not in first else type(exc).__name__
 
 
 def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
@@ -98,23 +88,10 @@ def load_state_into(model: torch.nn.Module, state: Any, source: str) -> None:
     """Load weights, reporting missing, unexpected, mis-shaped and non-finite tensors by name."""
     if not isinstance(state, dict):
         raise CheckpointError(f"{source} has no weight table; use a file written by `bofexits train`")
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:4]}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:4]}")
-        if shapes:
-            parts.append(
-                "shape mismatch "
-                + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes[:4])
-            )
+    mismatch = state_mismatch(model.state_dict(), state)
+    if mismatch:
         raise CheckpointError(
-            f"{source} was written for another architecture ({'; '.join(parts)}); "
+            f"{source} was written for another architecture ({mismatch}); "
             "use the config it was trained with or retrain"
         )
     check_finite(state, source)
@@ -129,7 +106,7 @@ def load_model(path: str | Path) -> tuple[MultiExitNetwork, dict[str, ExitCalibr
     data = load_checkpoint(path)
     try:
         cfg = from_dict(data["config"])
-        model = build_model(cfg.model)
+        model = build_model(cfg.model, load_weights=False)  # the checkpoint holds every weight
     except (KeyError, TypeError, ConfigError) as exc:
         raise CheckpointError(f"checkpoint {path} has an unusable config ({exc}); retrain") from exc
     load_state_into(model, data.get("model"), f"checkpoint {path}")

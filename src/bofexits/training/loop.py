@@ -28,6 +28,7 @@ from bofexits.data import ImageDataset, Transform, compose, random_crop, random_
 from bofexits.data.registry import run_splits
 from bofexits.errors import CheckpointError, ConfigError
 from bofexits.evaluation.collect import collect_logits
+from bofexits.models.backbones import backbone_options
 from bofexits.models.build import build_model
 from bofexits.models.exits import ExitHeads
 from bofexits.models.multiexit import MultiExitNetwork
@@ -247,16 +248,29 @@ def _set_up(cfg: TrainConfig, ckpt_path: Path) -> _Run:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     train_set, val_set, test = run_splits(cfg)
-    if cfg.dataset == "image-folder" and cfg.model.num_classes != len(train_set.classes):
-        # An image folder's classes are its sub-folders: the network follows them.
-        model_cfg = dataclasses.replace(cfg.model, num_classes=len(train_set.classes))
-        cfg = dataclasses.replace(cfg, model=model_cfg)
+    cfg = _fit_network_to_data(cfg, train_set)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model)
     weights = _validate(cfg, model.num_exits)
     _check_dataset(model, train_set)
     transform = _augmentation(train_set, cfg.crop_padding, flip=cfg.flip) if cfg.augment else None
     return _Run(cfg, model, train_set, val_set, test, device, weights, _phases(cfg), transform, ckpt_path)
+
+
+def _fit_network_to_data(cfg: TrainConfig, train_set: ImageDataset) -> TrainConfig:
+    """`cfg` with what the data decides filled in, so the stored config rebuilds the same network.
+
+    An image folder's classes are its sub-folders; a backbone that takes any input size (the
+    `tv:` ones) takes the dataset's square images at their size unless `image_size` is set.
+    """
+    model_cfg = cfg.model
+    if cfg.dataset == "image-folder" and model_cfg.num_classes != len(train_set.classes):
+        model_cfg = dataclasses.replace(model_cfg, num_classes=len(train_set.classes))
+    height, width = (int(n) for n in train_set.images.shape[-2:])
+    any_size = "image_size" in backbone_options(model_cfg.backbone)
+    if any_size and model_cfg.image_size is None and height == width:
+        model_cfg = dataclasses.replace(model_cfg, image_size=height)
+    return cfg if model_cfg == cfg.model else dataclasses.replace(cfg, model=model_cfg)
 
 
 def _resume(run: _Run) -> _Progress:

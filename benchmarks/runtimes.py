@@ -1,0 +1,290 @@
+"""Runtime x batch size x configuration: where compute saved becomes time saved, in one table.
+
+    .venv/bin/python benchmarks/runtimes.py [CHECKPOINT] [--threads 2] [--batch-sizes 1 32 256]
+        [--images 300] [--batched-images 2048] [--rounds 5] [--out runs/benchmarks/runtimes]
+        [--readme] [--quick]
+
+For each runtime (PyTorch eager: `AdaptiveRuntime` and its `plain`; onnxruntime: the exported
+graphs run by `OnnxAdaptiveRunner` and its `backbone.onnx`) and each batch size, times four
+configurations on the same test images, all eight callables interleaved in the same rounds (the
+order rotates every round; docs/method.md §7: timing drifts up to 2x between minutes here):
+
+* plain: the backbone alone, with every optimisation the adaptive path of that runtime gets;
+* knee: adaptive at the knee's beta (the run's results.json, else the default beta);
+* beta 0 (fastest) and beta 1 (most accurate).
+
+Per row: mean ms per image (the headline: total time / images), p50 / p95 / p99 of single calls
+(per image), images/s, the speedup against the same runtime's plain backbone (ratio of means),
+the compute speedup (backbone MACs / mean MACs of what ran, counted from the exits the images
+took) and the runtime efficiency (speedup / compute speedup). Also: accuracy of each
+configuration on the timed images, and whether onnxruntime took the same exits as PyTorch.
+
+Writes runtimes.json and runtimes.md into --out; --readme replaces the README block between
+`<!-- runtimes:begin -->` and `<!-- runtimes:end -->`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import torch
+
+from bofexits.data.registry import load_dataset
+from bofexits.deploy.onnx import deploy_info, export_onnx
+from bofexits.deploy.runner import OnnxAdaptiveRunner
+from bofexits.evaluation.cost import CostTable, measure_costs
+from bofexits.evaluation.points import runtime_efficiency
+from bofexits.evaluation.timing import Timing, cpu_model, interleaved_timing
+from bofexits.inference.runtime import AdaptiveRuntime
+from bofexits.policies import CalibratedThreshold
+from bofexits.reporting.format import pct, times
+from bofexits.reporting.report import read_results
+from bofexits.reporting.tables import markdown_table
+from bofexits.training.checkpoint import load_checkpoint
+
+RUNTIMES = ("pytorch eager", "onnxruntime")
+PLAIN = "plain"
+
+
+def _knee_beta(run_dir: Path, default: float) -> tuple[float, str]:
+    """The knee's beta from the run's results.json (what `make demo` reports), else `default`."""
+    try:
+        results, _ = read_results(run_dir)
+    except Exception:  # noqa: BLE001 - any unreadable run falls back to the default, and says so
+        results = None
+    knee = results.knee() if results is not None else None
+    if knee is None or knee.value is None:
+        return default, "default beta (no results.json with a knee beside the checkpoint)"
+    return float(knee.value), f"the knee of {run_dir / 'results.json'}"
+
+
+def _configs(knee: float) -> dict[str, float]:
+    return {"knee": knee, "beta 0": 0.0, "beta 1": 1.0}
+
+
+def _callables(
+    runtime: AdaptiveRuntime, runners: dict[str, OnnxAdaptiveRunner], batch: int
+) -> dict[str, Callable[[Any], object]]:
+    """name -> callable for one batch size: PyTorch's on tensors, onnxruntime's on numpy arrays."""
+    cal = runtime.policy
+    assert isinstance(cal, CalibratedThreshold)
+    out: dict[str, Callable[[Any], object]] = {f"pytorch eager/{PLAIN}": runtime.plain}
+    for name, runner in runners.items():
+        rt = runtime.with_policy(CalibratedThreshold(cal.calibration, runner.beta, cal.variant))
+        out[f"pytorch eager/{name}"] = rt.run_single if batch == 1 else rt.run_batched
+    some = next(iter(runners.values()))
+    out[f"onnxruntime/{PLAIN}"] = some.run_backbone
+    for name, runner in runners.items():
+        out[f"onnxruntime/{name}"] = runner.run_single if batch == 1 else runner.run_batched
+    return out
+
+
+def _rows(timing: Timing, batch: int, relative: dict[str, float]) -> list[dict[str, Any]]:
+    rows = []
+    for key in timing.rounds:
+        runtime, config = key.split("/", 1)
+        plain = timing.mean(f"{runtime}/{PLAIN}")
+        mean = timing.mean(key)
+        rel = relative.get(config, 1.0)
+        speedup = plain / mean
+        rows.append(
+            {
+                "runtime": runtime,
+                "batch": batch,
+                "config": config,
+                "mean_ms": mean * 1e3,
+                "p50_ms": timing.percentile(key, 50) * 1e3,
+                "p95_ms": timing.percentile(key, 95) * 1e3,
+                "p99_ms": timing.percentile(key, 99) * 1e3,
+                "images_per_s": 1.0 / mean,
+                "speedup": speedup,
+                "relative_macs": rel,
+                "compute_speedup": 1.0 / rel,
+                "efficiency": runtime_efficiency(speedup, rel) if config != PLAIN else math.nan,
+            }
+        )
+    return rows
+
+
+def _achieved(
+    runtime: AdaptiveRuntime,
+    runners: dict[str, OnnxAdaptiveRunner],
+    costs: CostTable,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> dict[str, dict[str, float]]:
+    """Per configuration on the timed images: relative MACs, accuracy, exits equal across runtimes."""
+    cal = runtime.policy
+    assert isinstance(cal, CalibratedThreshold)
+    out = {PLAIN: {"relative_macs": 1.0, "accuracy": float((runtime.plain(x).argmax(1) == y).float().mean())}}
+    for name, runner in runners.items():
+        rt = runtime.with_policy(CalibratedThreshold(cal.calibration, runner.beta, cal.variant))
+        res = rt.run_batched(x)
+        ort = runner.run_batched(x.numpy())
+        out[name] = {
+            "beta": runner.beta,
+            "relative_macs": float(costs.macs_for(res.exit_index).mean() / costs.backbone_macs),
+            "accuracy": float((res.predictions == y).float().mean()),
+            "same_exits_onnxruntime": float((ort.exit_index == res.exit_index.numpy()).mean()),
+            "max_logit_difference": float(np.abs(ort.logits - res.logits.numpy()).max()),
+            "exit_fractions": (
+                np.bincount(res.exit_index.numpy(), minlength=len(costs.stage_macs)) / len(x)
+            ).tolist(),
+        }
+    return out
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """runtimes.md: the setup, one row per runtime x batch x configuration, what each configuration achieved."""
+    hw, sw = r["hardware"], r["software"]
+    setup = (
+        f"`{r['checkpoint']}` on {r['dataset']}; {r['rule']}, knee beta {r['knee_beta']:g} ({r['knee_source']}). "
+        f"CPU: {hw['cpu']} ({hw['cores']} cores); PyTorch {r['threads']} threads, onnxruntime "
+        f"{r['ort_threads']} thread(s) per graph session; batch 1 over {r['batch1_images']} images, larger "
+        f"batches over {r['batched_images']}; {r['rounds']} interleaved rounds; torch {sw['torch']}, "
+        f"onnxruntime {sw['onnxruntime']}. Speedup = the same runtime's plain backbone's mean time per image "
+        "/ this row's; efficiency = speedup / compute speedup."
+    )
+    header = ["runtime", "batch", "configuration", "mean ms", "p50 / p95 / p99 ms", "images/s"]
+    header += ["speedup", "compute speedup", "efficiency"]
+    rows = [
+        [
+            row["runtime"],
+            str(row["batch"]),
+            row["config"],
+            f"{row['mean_ms']:.4f}",
+            f"{row['p50_ms']:.3f} / {row['p95_ms']:.3f} / {row['p99_ms']:.3f}",
+            f"{row['images_per_s']:.0f}",
+            times(row["speedup"]),
+            times(row["compute_speedup"]),
+            "-" if math.isnan(row["efficiency"]) else f"{row['efficiency']:.2f}",
+        ]
+        for row in r["rows"]
+    ]
+    achieved = [
+        f"{name} (beta {a['beta']:g}): {pct(a['relative_macs'], 1)} of the MACs, accuracy {pct(a['accuracy'])}, "
+        f"exits {', '.join(f'{f:.3f}' for f in a['exit_fractions'])}; onnxruntime took the same exit on "
+        f"{pct(a['same_exits_onnxruntime'])} of images (max logit difference {a['max_logit_difference']:.1e})."
+        for name, a in r["achieved"].items()
+        if name != PLAIN
+    ]
+    plain = f"plain: accuracy {pct(r['achieved'][PLAIN]['accuracy'])} on the timed images."
+    return "\n".join([setup, "", markdown_table(header, rows), "", *[f"- {a}" for a in [plain, *achieved]]])
+
+
+def _replace_readme(block: str, readme: Path = Path("README.md")) -> None:
+    text = readme.read_text()
+    new, n = re.subn(
+        r"<!-- runtimes:begin -->.*<!-- runtimes:end -->",
+        lambda _: f"<!-- runtimes:begin -->\n{block}\n<!-- runtimes:end -->",
+        text,
+        flags=re.S,
+    )
+    if n != 1:
+        raise SystemExit("README.md has no <!-- runtimes:begin --> ... <!-- runtimes:end --> block")
+    readme.write_text(new)
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint", nargs="?", type=Path, default=Path("runs/demo/checkpoint.pt"))
+    ap.add_argument("--out", type=Path, default=Path("runs/benchmarks/runtimes"))
+    ap.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
+    ap.add_argument("--ort-threads", type=int, default=1, help="onnxruntime threads per graph session")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 256])
+    ap.add_argument("--images", type=int, default=300, help="test images timed at batch 1")
+    ap.add_argument("--batched-images", type=int, default=2048, help="test images timed in larger batches")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--beta", type=float, help="the knee's beta (default: the run's results.json)")
+    ap.add_argument("--onnx-exporter", choices=["dynamo", "legacy"], default="dynamo")
+    ap.add_argument("--data-dir")
+    ap.add_argument("--readme", action="store_true", help="replace the README's runtimes block")
+    ap.add_argument("--quick", action="store_true", help="100 / 512 images, 3 rounds: a smoke run")
+    return ap
+
+
+@torch.inference_mode()
+def main() -> None:
+    args = _parser().parse_args()
+    if args.quick:
+        args.images, args.batched_images, args.rounds = 100, 512, 3
+    torch.set_num_threads(args.threads)
+    model, info = deploy_info(args.checkpoint, data_dir=args.data_dir)
+    knee, source = (
+        (args.beta, "--beta") if args.beta is not None else _knee_beta(args.checkpoint.parent, info.beta)
+    )
+    policy = CalibratedThreshold(info.calibration, knee, info.variant)
+    runtime = AdaptiveRuntime(model, policy, check_inputs=False)
+    costs = measure_costs(model)
+    dataset = str(load_checkpoint(args.checkpoint)["config"]["dataset"])
+    _, test = load_dataset(dataset, args.data_dir)
+    n = min(len(test), max(args.images, args.batched_images))
+    x_all, y_all = next(test.subset(torch.arange(n)).batches(n, shuffle=False))
+    with tempfile.TemporaryDirectory(prefix="bofexits-runtimes-") as tmp:
+        export_onnx(
+            args.checkpoint,
+            Path(tmp) / "export",
+            exporter=args.onnx_exporter,
+            beta=knee,
+            data_dir=args.data_dir,
+        )
+        runners = {
+            name: OnnxAdaptiveRunner(
+                Path(tmp) / "export", threads=args.ort_threads, beta=beta, check_inputs=False
+            )
+            for name, beta in _configs(knee).items()
+        }
+        achieved = _achieved(runtime, runners, costs, x_all, y_all)
+        relative = {name: a["relative_macs"] for name, a in achieved.items()}
+        rows = []
+        for batch in args.batch_sizes:
+            count = args.images if batch == 1 else args.batched_images
+            xs = [x_all[i : i + batch] for i in range(0, min(count, n) - batch + 1, batch)]
+            runs = _callables(runtime, runners, batch)
+            inputs = {k: (xs if k.startswith("pytorch") else [x.numpy() for x in xs]) for k in runs}
+            timing = interleaved_timing(runs, inputs, reference=f"pytorch eager/{PLAIN}", rounds=args.rounds)
+            rows += _rows(timing, batch, relative)
+            print(f"batch {batch}: done", flush=True)
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "dataset": f"{dataset} test set, first {n} images",
+        "rule": f"{info.variant} rule on {info.calibration.score}",
+        "knee_beta": knee,
+        "knee_source": source,
+        "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine()},
+        "software": {
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__,
+        },
+        "threads": args.threads,
+        "ort_threads": args.ort_threads,
+        "batch1_images": min(args.images, n),
+        "batched_images": min(args.batched_images, n),
+        "rounds": args.rounds,
+        "onnx_exporter": args.onnx_exporter,
+        "achieved": achieved,
+        "rows": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "runtimes.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    (args.out / "runtimes.md").write_text(table + "\n")
+    print(table)
+    if args.readme:
+        _replace_readme(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""benchmarks/runtimes.py end to end on a tiny checkpoint and fake Fashion-MNIST: rows, ratios, README block."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from bofexits.config import ModelConfig, TrainConfig
+from bofexits.data.registry import load_dataset
+from bofexits.models.build import build_model
+from bofexits.policies import ExitCalibration
+from bofexits.training.checkpoint import save_checkpoint
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "runtimes.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("runtimes_benchmark", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["runtimes_benchmark"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+runtimes = _load()
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path, write_fake_data: Callable[..., Path]) -> Path:
+    data = write_fake_data(tmp_path / "data", n_train=64, n_test=48)
+    cfg = TrainConfig(data_dir=str(data), model=ModelConfig(widths=[4, 8, 8, 16], codewords=8))
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    train, _ = load_dataset("fashion-mnist", data)
+    x, _ = next(train.batches(64, shuffle=False))
+    with torch.no_grad():
+        cal = ExitCalibration.fit(model(x)[:-1], cfg.score)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ckpt.parent.mkdir()
+    save_checkpoint(
+        ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "calibration": {cfg.score: cal.to_dict()}}
+    )
+    return ckpt
+
+
+def test_runtimes_table_end_to_end(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# t\n\n<!-- runtimes:begin -->\nold\n<!-- runtimes:end -->\n")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "bench"
+    argv = [str(checkpoint), "--out", str(out), "--onnx-exporter", "legacy", "--threads", "1"]
+    argv += ["--batch-sizes", "1", "8", "--images", "6", "--batched-images", "16", "--rounds", "2", "--readme"]
+    monkeypatch.setattr(sys, "argv", ["runtimes.py", *argv])
+    runtimes.main()
+    result = json.loads((out / "runtimes.json").read_text())
+    rows = result["rows"]
+    assert len(rows) == 2 * 2 * 4  # runtime x batch x (plain, knee, beta 0, beta 1)
+    assert {(r["runtime"], r["batch"]) for r in rows} == {
+        (rt, b) for rt in ("pytorch eager", "onnxruntime") for b in (1, 8)
+    }
+    for r in rows:
+        assert r["mean_ms"] > 0 and r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
+        if r["config"] == "plain":
+            assert r["speedup"] == 1.0 and math.isnan(r["efficiency"])
+        else:  # efficiency is the measured speedup over the compute speedup, per definition
+            assert r["efficiency"] == pytest.approx(r["speedup"] / r["compute_speedup"])
+    assert result["knee_source"].startswith("default beta")  # no results.json beside the checkpoint
+    assert result["achieved"]["beta 0"]["exit_fractions"][0] == 1.0  # beta 0: everyone leaves at exit 1
+    assert all(a.get("same_exits_onnxruntime", 1.0) == 1.0 for a in result["achieved"].values())
+    text = readme.read_text()
+    assert "old" not in text and "| pytorch eager | 1 | knee |" in text
+    assert (out / "runtimes.md").read_text().strip() in text
