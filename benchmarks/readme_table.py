@@ -30,7 +30,8 @@ def _setup(results: Sweep) -> str:
     plat, timing, train = results.platform, results.timing, results.training
     timed = (
         f"{timing.threads} threads; batch-1 over {timing.batch1_samples} test images, batched at "
-        f"{timing.batched_size}. Speedups are against the plain backbone timed interleaved in the same run."
+        f"{timing.batched_size}. Speedups are mean time per image against the plain backbone (same optimisations) "
+        "timed interleaved in the same run; efficiency = speedup / compute speedup."
         if timing
         else f"{plat.threads} threads; not timed."
     )
@@ -52,8 +53,10 @@ def _knob_rows(results: Sweep) -> list[list[str]]:
             pct_value(p.relative_macs, 1),
             fractions(p.exit_fractions),
             f"{p.balance:.2f}",
-            times(p.timing.batch1_speedup if p.timing else nan),
-            times(p.timing.batched_speedup if p.timing else nan),
+            times(p.compute_speedup),
+            f"{p.timing.batch1_mean_ms if p.timing else nan:.3f} ({p.timing.batch1_p95_ms if p.timing else nan:.3f})",
+            f"{times(p.timing.batch1_speedup if p.timing else nan)} ({p.batch1_efficiency:.2f})",
+            f"{times(p.timing.batched_speedup if p.timing else nan)} ({p.batched_efficiency:.2f})",
         ]
         for p in results.points
     ]
@@ -68,8 +71,10 @@ def render(results: Sweep) -> str:
         "MACs %",
         "exit fractions",
         "balance",
-        "batch-1 speedup",
-        "batched speedup",
+        "compute speedup",
+        "batch-1 mean (p95) ms",
+        "batch-1 speedup (efficiency)",
+        "batched speedup (efficiency)",
     ]
     lines = [_setup(results), "", markdown_table(header, _knob_rows(results)), ""]
     lines.append(
