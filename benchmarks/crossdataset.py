@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from bofexits._io import atomic_path  # noqa: E402
+from bofexits.devices import describe_device, resolve_device  # noqa: E402
 from bofexits.evaluation.claims import BASELINES  # noqa: E402
 from bofexits.evaluation.comparison import Comparison, RuntimeCheck  # noqa: E402
 from bofexits.evaluation.points import LEVELS, MAX_DROP, Point  # noqa: E402
@@ -29,7 +30,6 @@ from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, from_fields
 from bofexits.evaluation.timing import cpu_model  # noqa: E402
 from bofexits.reporting.format import met, pct, pct_value, pp, times  # noqa: E402
 from bofexits.reporting.tables import markdown_table  # noqa: E402
-from bofexits.training.loop import resolve_device  # noqa: E402
 
 __all__ = [
     "BEGIN",
@@ -295,7 +295,7 @@ class Skipped:
 
 @dataclass
 class Machine:
-    """Where the benchmark ran."""
+    """Where the benchmark ran; `training_device` is where it trained and timed (`--device`)."""
 
     cpu_model: str
     machine: str
@@ -306,7 +306,7 @@ class Machine:
     training_device: str
 
     @classmethod
-    def here(cls) -> Machine:
+    def here(cls, device: str = "auto") -> Machine:
         return cls(
             cpu_model(),
             platform.machine(),
@@ -314,7 +314,7 @@ class Machine:
             torch.get_num_threads(),
             torch.__version__,
             platform.python_version(),
-            str(resolve_device("auto")),
+            describe_device(resolve_device(device)),
         )
 
 
@@ -477,8 +477,9 @@ def _provenance(results: BenchmarkResults) -> str:
         if comp.timing_samples > 0
         else "not timed"
     )
+    where = f"GPU {plat.training_device}" if plat.training_device not in ("cpu", "") else plat.cpu_model
     return (
-        f"Produced by `{results.command}` on {results.date[:10]}: {plat.cpu_model}, "
+        f"Produced by `{results.command}` on {results.date[:10]}: {where}, "
         f"{plat.threads} torch threads, torch {plat.torch} ({sched}; {timing})."
     )
 

@@ -1,7 +1,7 @@
 """onnxruntime vs PyTorch eager, plain backbone and adaptive inference, timed interleaved.
 
     .venv/bin/python benchmarks/deploy.py CHECKPOINT [--out DIR] [--threads N] [--samples 500]
-        [--batched 2048] [--rounds 5] [--beta B] [--onnx-exporter dynamo|legacy]
+        [--batched 2048] [--rounds 5] [--beta B] [--onnx-exporter dynamo|legacy] [--device auto|cpu|cuda[:N]]
 
 Exports the checkpoint twice into a temporary folder (fused stage+exit graphs, the deployed
 form, and one graph per stage and per exit, to show where the time goes), then on the test
@@ -17,6 +17,9 @@ between minutes on shared CPUs, so only same-run ratios mean much):
   and whether both engines took the same exits;
 * each graph's onnxruntime call time at batch 1 and 256 (fused and separate layouts) and the
   numpy decision.
+
+--device puts the PyTorch model there (auto: a GPU when one is visible) and onnxruntime on its CUDA
+provider when it has one (else on the CPU; the JSON records its providers).
 
 Writes deploy_benchmark.json and deploy_benchmark.md into --out and prints the table.
 """
@@ -42,11 +45,13 @@ import torch
 
 from bofexits.data.registry import load_dataset
 from bofexits.deploy.onnx import deploy_info, export_onnx
+from bofexits.deploy.predict import onnx_providers
 from bofexits.deploy.runner import OnnxAdaptiveRunner, _score_one
+from bofexits.devices import DEVICE_HELP, describe_device, device_argument, resolve_device
 from bofexits.evaluation.cost import measure_costs
 from bofexits.evaluation.points import runtime_efficiency
 from bofexits.evaluation.timing import Timing, cpu_model, interleaved_timing
-from bofexits.inference.runtime import AdaptiveRuntime
+from bofexits.inference.runtime import AdaptiveRuntime, ExitResult
 from bofexits.reporting.format import fractions, pct, times
 from bofexits.reporting.tables import markdown_table
 from bofexits.training.checkpoint import load_checkpoint
@@ -112,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--onnx-exporter", choices=["dynamo", "legacy"], default="dynamo")
     ap.add_argument("--data-dir")
+    ap.add_argument("--device", type=device_argument, default="auto", help=f"{DEVICE_HELP} (default auto)")
     return ap
 
 
@@ -129,7 +135,7 @@ class Engines:
 def _engines(args: argparse.Namespace, tmp: Path) -> tuple[Engines, Any]:
     """Load the checkpoint into PyTorch and export it in both ONNX layouts into `tmp`."""
     model, info = deploy_info(args.checkpoint, beta=args.beta, data_dir=args.data_dir)
-    model = model.float().eval()
+    model = model.float().eval().to(resolve_device(args.device))
     runtime = AdaptiveRuntime(model, info.policy, check_inputs=False)
     common = {
         "beta": info.beta,
@@ -143,8 +149,11 @@ def _engines(args: argparse.Namespace, tmp: Path) -> tuple[Engines, Any]:
         args.checkpoint, tmp / "separate", exporter=args.onnx_exporter, layout="separate", **common
     )
     export_s = time.perf_counter() - t0
-    runner = OnnxAdaptiveRunner(fused, threads=args.ort_threads, check_inputs=False)
-    runner_sep = OnnxAdaptiveRunner(separate, threads=args.ort_threads, check_inputs=False)
+    providers = onnx_providers(args.device, onnxruntime.get_available_providers(), strict=False)
+    runner = OnnxAdaptiveRunner(fused, threads=args.ort_threads, check_inputs=False, providers=providers)
+    runner_sep = OnnxAdaptiveRunner(
+        separate, threads=args.ort_threads, check_inputs=False, providers=providers
+    )
     return Engines(runtime, runtime.plain, runner, runner_sep, export_s), info
 
 
@@ -162,7 +171,7 @@ def _time_engines(
         (singles, e.runtime.run_single, e.runner.run_single),
         (batches, e.runtime.run_batched, e.runner.run_batched),
     ):
-        arrays = [x.numpy() for x in xs]
+        arrays = [x.cpu().numpy() for x in xs]
         runs = {
             REFERENCE: e.backbone,
             "pytorch adaptive": adaptive,
@@ -216,8 +225,9 @@ def _rows(b1: Timing, bb: Timing, relative_macs: float) -> list[dict[str, Any]]:
 
 def _achieved(e: Engines, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
     """What the rule achieves on `x`, and whether both engines take the same exits on every image."""
-    torch_res = e.runtime.run_batched(x)
-    ort_res = e.runner.run_batched(x.numpy())
+    on_device = e.runtime.run_batched(x)
+    torch_res = ExitResult(on_device.logits.cpu(), on_device.exit_index.cpu())
+    ort_res = e.runner.run_batched(x.cpu().numpy())
     costs = measure_costs(e.runtime.model)
     macs = costs.macs_for(torch_res.exit_index)
     return {
@@ -226,7 +236,7 @@ def _achieved(e: Engines, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
             np.bincount(ort_res.exit_index, minlength=len(costs.stage_macs)) / len(x)
         ).tolist(),
         "accuracy": {
-            "backbone": float((e.backbone(x).argmax(1) == y).float().mean()),
+            "backbone": float((e.backbone(x).argmax(1).cpu() == y).float().mean()),
             "adaptive": float((torch_res.predictions == y).float().mean()),
         },
         "engines_agree": {
@@ -260,6 +270,7 @@ def _write(result: dict[str, Any], out: Path) -> None:
 @torch.inference_mode()
 def main() -> None:
     args = _parser().parse_args()
+    device = resolve_device(args.device)  # a GPU that is not there: before the exports
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bofexits-deploy-bench-") as tmp:
         engines, info = _engines(args, Path(tmp))
@@ -267,12 +278,13 @@ def main() -> None:
         _, test = load_dataset(dataset, args.data_dir)
         n_eval = min(len(test), max(args.samples, args.batched))
         x_all, y_all = next(test.subset(torch.arange(n_eval)).batches(n_eval, shuffle=False))
-        singles = [x_all[i : i + 1] for i in range(min(args.samples, n_eval))]
+        x_dev = x_all.to(device)  # moved once: no timed call pays for a copy
+        singles = [x_dev[i : i + 1] for i in range(min(args.samples, n_eval))]
         nb = min(args.batched, n_eval)
         b1, bb = _time_engines(
             engines,
             singles,
-            [x_all[i : i + args.batch_size] for i in range(0, nb, args.batch_size)],
+            [x_dev[i : i + args.batch_size] for i in range(0, nb, args.batch_size)],
             args.rounds,
         )
         result = {
@@ -290,6 +302,8 @@ def main() -> None:
                 "onnxruntime": onnxruntime.__version__,
                 "numpy": np.__version__,
             },
+            "device": describe_device(device),
+            "ort_providers": engines.runner.backbone.session.get_providers(),
             "threads": args.threads,
             "ort_threads": args.ort_threads,
             "batch1_images": len(singles),
@@ -298,7 +312,7 @@ def main() -> None:
             "rounds": args.rounds,
             "onnx_exporter": args.onnx_exporter,
             "export_seconds_both_layouts": engines.export_s,
-            **(achieved := _achieved(engines, x_all, y_all)),
+            **(achieved := _achieved(engines, x_dev, y_all)),
             "rows": _rows(b1, bb, achieved["relative_macs"]),
             "graph_times": _where(engines, x_all.numpy(), args),
         }
@@ -314,7 +328,8 @@ def markdown(r: dict[str, Any]) -> str:
     rule, hw, sw, agree, acc = r["rule"], r["hardware"], r["software"], r["engines_agree"], r["accuracy"]
     setup = (
         f"{r['dataset']}; {rule['variant']} rule on {rule['score']}, beta={rule['beta']:g} ({rule['source']}). "
-        f"CPU: {hw['cpu']} ({hw['cores']} cores), PyTorch {r['threads']} thread(s), onnxruntime "
+        f"CPU: {hw['cpu']} ({hw['cores']} cores), PyTorch on {r.get('device', 'cpu')}, {r['threads']} thread(s); "
+        f"onnxruntime on {r.get('ort_providers', ['CPUExecutionProvider'])[0]}, "
         f"{r.get('ort_threads', r['threads'])} thread(s) per graph session; batch 1 over {r['batch1_images']} "
         f"images, batched {r['batch_size']} over {r['batched_images']}; {r['rounds']} interleaved rounds; torch "
         f"{sw['torch']}, onnxruntime {sw['onnxruntime']}."

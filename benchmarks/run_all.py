@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run_all.py [--quick] [--datasets NAME ...] [--heads bof pooled conv]
         [--out runs/benchmarks/all] [--data-dir DIR] [--timing-samples N] [--threads N]
-        [--write-readme README.md] [--render-only]
+        [--device auto|cpu|cuda[:N]] [--write-readme README.md] [--render-only]
 
 For each registered dataset (all but `image-folder`, or those named) whose files are on disk
 (never downloaded here; an absent one is reported as `skipped NAME: <how to get it>`), and each
@@ -46,6 +46,7 @@ import torch
 from bofexits._io import write_json, write_text
 from bofexits.config import TrainConfig, from_dict
 from bofexits.data.registry import list_datasets, load_dataset
+from bofexits.devices import DEVICE_HELP, device_argument, resolve_device
 from bofexits.errors import BofexitsError, ConfigError, DataError
 from bofexits.evaluation.compare import compare_policies
 from bofexits.evaluation.comparison import Comparison, save_comparison
@@ -131,7 +132,9 @@ def _data_root(data_dir: Path | None, name: str, several: bool) -> Path | None:
 def base_config(dataset: str, root: Path | None, args: argparse.Namespace) -> TrainConfig:
     """Defaults < the dataset's recipe < --quick < the advanced schedule and network options."""
     d = apply_recipe(TrainConfig().to_dict(), recipe_for(dataset))
-    d.update(mode="two-phase", data_dir=str(root) if root is not None else None, threads=None)
+    d.update(
+        mode="two-phase", data_dir=str(root) if root is not None else None, threads=None, device=args.device
+    )
     if args.quick:
         d["epochs"] = min(d["epochs"], QUICK["epochs"])
         d["exit_epochs"] = min(d["exit_epochs"], QUICK["exit_epochs"])
@@ -246,6 +249,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--data-dir", type=Path, help="one sub-folder per dataset (DIR/cifar10/, ...)")
     ap.add_argument("--timing-samples", type=int, help="test images timed at batch 1 (0: no timing)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ap.add_argument("--device", type=device_argument, default="auto", help=f"{DEVICE_HELP} (default auto)")
     ap.add_argument(
         "--write-readme", type=Path, metavar="FILE", help="replace the crossdataset block in FILE"
     )
@@ -292,14 +296,23 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**chosen, points=args.points)
 
 
-def _compare_run(cfg: TrainConfig, run_dir: Path, settings: Settings) -> tuple[Comparison, float]:
+def _compare_run(
+    cfg: TrainConfig, run_dir: Path, settings: Settings, device: str
+) -> tuple[Comparison, float]:
     """The policy comparison of one trained run (saved with its report), and how long it took."""
     model, calibrations, saved = load_model(run_dir / CHECKPOINT)
     _, test = load_dataset(cfg.dataset, cfg.data_dir, download=False)
     val = validation_split(cfg)  # the same seed, fraction and limit as training: never the test set
     t0 = time.perf_counter()
     comparison = compare_policies(
-        model, calibrations, val, test, score=saved.score, variant=saved.variant, **settings.compare_kwargs()
+        model,
+        calibrations,
+        val,
+        test,
+        score=saved.score,
+        variant=saved.variant,
+        device=device,
+        **settings.compare_kwargs(),
     )
     save_comparison(comparison, run_dir)
     write_report(run_dir)
@@ -317,7 +330,7 @@ def _run_one(
         return None
     cfg = dataclasses.replace(load_model(run_dir / CHECKPOINT)[2], data_dir=data_dir)
     log.info("comparing policies: %s / %s", dataset, head)
-    comparison, compare_s = _compare_run(cfg, run_dir, settings)
+    comparison, compare_s = _compare_run(cfg, run_dir, settings, args.device)
     history = load_checkpoint(run_dir / CHECKPOINT)["history"]
     backbone_cfg = cfg if donor is None else load_model(donor)[2]
     run = RunInfo(
@@ -386,6 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         replace_block(readme.read_text(encoding="utf-8"), "", str(readme))
     if args.render_only:
         return _render_only(args.out, readme)
+    try:
+        resolve_device(args.device)  # a GPU that is not there: refused before hours of training
+    except BofexitsError as exc:
+        raise SystemExit(f"run_all: {exc}") from exc
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -394,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         quick=args.quick,
         comparison=_settings(args),
-        platform=Machine.here(),
+        platform=Machine.here(args.device),
     )
     datasets = args.datasets or list(DATASETS)
     try:

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/runtimes.py [CHECKPOINT] [--threads 2] [--batch-sizes 1 32 256]
         [--images 300] [--batched-images 2048] [--rounds 5] [--out runs/benchmarks/runtimes]
-        [--readme] [--quick]
+        [--device auto|cpu|cuda[:N]] [--readme] [--quick]
 
 For each runtime (PyTorch eager: `AdaptiveRuntime` and its `plain`; onnxruntime: the exported
 graphs run by `OnnxAdaptiveRunner` and its `backbone.onnx`) and each batch size, times four
@@ -18,6 +18,9 @@ Per row: mean ms per image (the headline: total time / images), p50 / p95 / p99 
 the compute speedup (backbone MACs / mean MACs of what ran, counted from the exits the images
 took) and the runtime efficiency (speedup / compute speedup). Also: accuracy of each
 configuration on the timed images, and whether onnxruntime took the same exits as PyTorch.
+
+--device puts the PyTorch model there (auto: a GPU when one is visible) and onnxruntime on its CUDA
+provider when it has one (else on the CPU; the JSON records its providers).
 
 Writes runtimes.json and runtimes.md into --out; --readme replaces the README block between
 `<!-- runtimes:begin -->` and `<!-- runtimes:end -->`.
@@ -42,11 +45,13 @@ import torch
 
 from bofexits.data.registry import load_dataset
 from bofexits.deploy.onnx import deploy_info, export_onnx
+from bofexits.deploy.predict import onnx_providers
 from bofexits.deploy.runner import OnnxAdaptiveRunner
+from bofexits.devices import DEVICE_HELP, describe_device, device_argument, device_of, resolve_device
 from bofexits.evaluation.cost import CostTable, measure_costs
 from bofexits.evaluation.points import runtime_efficiency
 from bofexits.evaluation.timing import Timing, cpu_model, interleaved_timing
-from bofexits.inference.runtime import AdaptiveRuntime
+from bofexits.inference.runtime import AdaptiveRuntime, ExitResult
 from bofexits.policies import CalibratedThreshold
 from bofexits.reporting.format import pct, times
 from bofexits.reporting.report import read_results
@@ -127,10 +132,13 @@ def _achieved(
     """Per configuration on the timed images: relative MACs, accuracy, exits equal across runtimes."""
     cal = runtime.policy
     assert isinstance(cal, CalibratedThreshold)
-    out = {PLAIN: {"relative_macs": 1.0, "accuracy": float((runtime.plain(x).argmax(1) == y).float().mean())}}
+    x_dev = x.to(device_of(*runtime.stages))
+    plain_accuracy = float((runtime.plain(x_dev).argmax(1).cpu() == y).float().mean())
+    out = {PLAIN: {"relative_macs": 1.0, "accuracy": plain_accuracy}}
     for name, runner in runners.items():
         rt = runtime.with_policy(CalibratedThreshold(cal.calibration, runner.beta, cal.variant))
-        res = rt.run_batched(x)
+        on_device = rt.run_batched(x_dev)
+        res = ExitResult(on_device.logits.cpu(), on_device.exit_index.cpu())
         ort = runner.run_batched(x.numpy())
         out[name] = {
             "beta": runner.beta,
@@ -150,7 +158,8 @@ def markdown(r: dict[str, Any]) -> str:
     hw, sw = r["hardware"], r["software"]
     setup = (
         f"`{r['checkpoint']}` on {r['dataset']}; {r['rule']}, knee beta {r['knee_beta']:g} ({r['knee_source']}). "
-        f"CPU: {hw['cpu']} ({hw['cores']} cores); PyTorch {r['threads']} threads, onnxruntime "
+        f"CPU: {hw['cpu']} ({hw['cores']} cores); PyTorch on {r.get('device', 'cpu')}, {r['threads']} threads; "
+        f"onnxruntime on {r.get('ort_providers', ['CPUExecutionProvider'])[0]}, "
         f"{r['ort_threads']} thread(s) per graph session; batch 1 over {r['batch1_images']} images, larger "
         f"batches over {r['batched_images']}; {r['rounds']} interleaved rounds; torch {sw['torch']}, "
         f"onnxruntime {sw['onnxruntime']}. Speedup = the same runtime's plain backbone's mean time per image "
@@ -209,6 +218,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--beta", type=float, help="the knee's beta (default: the run's results.json)")
     ap.add_argument("--onnx-exporter", choices=["dynamo", "legacy"], default="dynamo")
     ap.add_argument("--data-dir")
+    ap.add_argument("--device", type=device_argument, default="auto", help=f"{DEVICE_HELP} (default auto)")
     ap.add_argument("--readme", action="store_true", help="replace the README's runtimes block")
     ap.add_argument("--quick", action="store_true", help="100 / 512 images, 3 rounds: a smoke run")
     return ap
@@ -219,8 +229,11 @@ def main() -> None:
     args = _parser().parse_args()
     if args.quick:
         args.images, args.batched_images, args.rounds = 100, 512, 3
+    device = resolve_device(args.device)
+    providers = onnx_providers(args.device, onnxruntime.get_available_providers(), strict=False)
     torch.set_num_threads(args.threads)
     model, info = deploy_info(args.checkpoint, data_dir=args.data_dir)
+    model.to(device)
     knee, source = (
         (args.beta, "--beta") if args.beta is not None else _knee_beta(args.checkpoint.parent, info.beta)
     )
@@ -241,18 +254,24 @@ def main() -> None:
         )
         runners = {
             name: OnnxAdaptiveRunner(
-                Path(tmp) / "export", threads=args.ort_threads, beta=beta, check_inputs=False
+                Path(tmp) / "export",
+                threads=args.ort_threads,
+                beta=beta,
+                check_inputs=False,
+                providers=providers,
             )
             for name, beta in _configs(knee).items()
         }
         achieved = _achieved(runtime, runners, costs, x_all, y_all)
+        ort_providers = next(iter(runners.values())).backbone.session.get_providers()
         relative = {name: a["relative_macs"] for name, a in achieved.items()}
         rows = []
         for batch in args.batch_sizes:
             count = args.images if batch == 1 else args.batched_images
             xs = [x_all[i : i + batch] for i in range(0, min(count, n) - batch + 1, batch)]
             runs = _callables(runtime, runners, batch)
-            inputs = {k: (xs if k.startswith("pytorch") else [x.numpy() for x in xs]) for k in runs}
+            on_device, arrays = [x.to(device) for x in xs], [x.numpy() for x in xs]
+            inputs = {k: (on_device if k.startswith("pytorch") else arrays) for k in runs}
             timing = interleaved_timing(runs, inputs, reference=f"pytorch eager/{PLAIN}", rounds=args.rounds)
             rows += _rows(timing, batch, relative)
             print(f"batch {batch}: done", flush=True)
@@ -268,6 +287,8 @@ def main() -> None:
             "onnxruntime": onnxruntime.__version__,
             "numpy": np.__version__,
         },
+        "device": describe_device(device),
+        "ort_providers": ort_providers,
         "threads": args.threads,
         "ort_threads": args.ort_threads,
         "batch1_images": min(args.images, n),

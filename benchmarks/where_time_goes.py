@@ -1,6 +1,7 @@
 """Where the time goes: each stage, each exit head and the policy decision, at batch 1 and 256.
 
     .venv/bin/python benchmarks/where_time_goes.py [CHECKPOINT] [--threads N] [--out DIR]
+        [--device auto|cpu|cuda[:N]]
 
 Uses a trained checkpoint when given (default runs/demo/checkpoint.pt if present), else a
 freshly initialised reference network (timing does not depend on the weights). All parts of
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from bofexits import AdaptiveRuntime, FullNetwork, ModelConfig, build_model, load_model, measure_costs
+from bofexits.devices import DEVICE_HELP, describe_device, device_argument, resolve_device
 from bofexits.evaluation.cost import CostTable
 from bofexits.evaluation.timing import interleaved_timing
 from bofexits.policies import CalibratedThreshold, ExitPolicy, GlobalThreshold
@@ -102,17 +104,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("runs/benchmarks"))
+    ap.add_argument("--device", type=device_argument, default="auto", help=f"{DEVICE_HELP} (default auto)")
     args = ap.parse_args()
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     model, policy, source = _network(args.checkpoint)
+    model.to(device)
     costs = measure_costs(model)
     runtime = AdaptiveRuntime(model, FullNetwork())  # the inference forms the runtime executes
     rows = []
     for batch, reps in ((1, 400), (32, 30), (256, 4)):
-        x = torch.randn(batch, *model.input_shape)
+        x = torch.randn(batch, *model.input_shape, device=device)
         rows += _time_parts(_parts(runtime, policy, costs, x), batch, reps, args.rounds)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"source": source, "threads": args.threads, "torch": torch.__version__, "rows": rows}
+    result = {
+        "source": source,
+        "device": describe_device(device),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "rows": rows,
+    }
     (args.out / "where_time_goes.json").write_text(json.dumps(result, indent=2))
     print(f"{'part':<40} {'batch':>5} {'MACs':>10} {'us/image':>9} {'of backbone':>11}")
     for r in rows:

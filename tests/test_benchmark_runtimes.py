@@ -61,6 +61,7 @@ def test_runtimes_table_end_to_end(
     out = tmp_path / "bench"
     argv = [str(checkpoint), "--out", str(out), "--onnx-exporter", "legacy", "--threads", "1"]
     argv += ["--batch-sizes", "1", "8", "--images", "6", "--batched-images", "16", "--rounds", "2", "--readme"]
+    argv += ["--device", "cpu"]
     monkeypatch.setattr(sys, "argv", ["runtimes.py", *argv])
     runtimes.main()
     result = json.loads((out / "runtimes.json").read_text())
@@ -75,6 +76,7 @@ def test_runtimes_table_end_to_end(
             assert r["speedup"] == 1.0 and math.isnan(r["efficiency"])
         else:  # efficiency is the measured speedup over the compute speedup, per definition
             assert r["efficiency"] == pytest.approx(r["speedup"] / r["compute_speedup"])
+    assert result["device"] == "cpu" and result["ort_providers"] == ["CPUExecutionProvider"]
     assert result["knee_source"].startswith("default beta")  # no results.json beside the checkpoint
     assert result["achieved"]["beta 0"]["exit_fractions"][0] == 1.0  # beta 0: everyone leaves at exit 1
     assert all(a.get("same_exits_onnxruntime", 1.0) == 1.0 for a in result["achieved"].values())

@@ -140,6 +140,19 @@ def test_readme_without_markers_fails_before_any_training(tmp_path: Path) -> Non
     assert not (tmp_path / "bench").exists() and readme.read_text() == "# no markers here\n"
 
 
+def test_a_gpu_that_is_not_there_fails_before_any_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match=r"run_all: device 'cuda' asked for, but torch \S+ sees no CUDA GPU"):
+        run_all.main(["--quiet", "--out", str(tmp_path / "bench"), "--device", "cuda"])
+    with pytest.raises(SystemExit):  # a misspelt device: argparse's usage error
+        run_all.main(["--quiet", "--out", str(tmp_path / "bench"), "--device", "gpu"])
+    assert "unknown device 'gpu'" in capsys.readouterr().err and not (tmp_path / "bench").exists()
+
+
 def test_replace_block_keeps_everything_outside_the_markers() -> None:
     new = run_all.replace_block(README, "| a |\n")
     assert new == README.replace("old table", "| a |")

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
     from .evaluation.metrics import accuracy, balance, exit_distribution, relative_compute
     from .evaluation.points import Point
     from .evaluation.sweep import Sweep, sweep
+    from .inference.gpu import CudaAdaptiveRuntime
     from .inference.offline import oracle, oracle_frontier, simulate
     from .inference.runtime import AdaptiveRuntime, ExitResult
     from .models.backbones import Backbone, create_backbone, list_backbones, register_backbone
@@ -113,6 +114,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "training.recipes": ("RECIPES", "recipe_for"),
     "inference.runtime": ("AdaptiveRuntime", "ExitResult"),
+    "inference.gpu": ("CudaAdaptiveRuntime",),
     "deploy.torchscript": ("export_torchscript",),
     "training.loop": ("TrainResult", "train"),
 }

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
+from bofexits.devices import check_device_name
 from bofexits.errors import ConfigError
 from bofexits.training.recipes import apply_recipe, recipe_for
 
@@ -284,6 +285,10 @@ def check_ranges(cfg: TrainConfig) -> None:
         value = getattr(cfg, key)
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"config key {key!r} must be a finite number >= 0, got {value}")
+    try:  # the spelling only: whether a GPU is there is checked when training starts
+        check_device_name(cfg.device)
+    except ConfigError as exc:
+        raise ConfigError(f"config key 'device': {exc}") from None
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ConfigError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}")
     weights = cfg.exit_weights or []

@@ -19,7 +19,8 @@ from bofexits.data import FASHION_MNIST_CLASSES
 from bofexits.data.registry import load_dataset
 from bofexits.deploy.info import deploy_info
 from bofexits.deploy.onnx import export_onnx
-from bofexits.deploy.predict import Prediction, format_predictions, load_image, predict_files
+from bofexits.deploy.predict import Prediction, format_predictions, load_image, onnx_providers, predict_files
+from bofexits.errors import ConfigError
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.build import build_model
 from bofexits.policies import ExitCalibration
@@ -160,3 +161,57 @@ def test_cli_export_then_predict(setup: dict[str, Any], capsys: pytest.CaptureFi
 def test_format_predictions_reports_errors_inline() -> None:
     text = format_predictions([Prediction("a.png", error="a.png does not exist; check the path")], {})
     assert text == "a.png: error: a.png does not exist; check the path"
+
+
+def test_onnx_providers_for_each_device() -> None:
+    cpu, cuda = "CPUExecutionProvider", "CUDAExecutionProvider"
+    assert onnx_providers("cpu", [cuda, cpu]) == [cpu] and onnx_providers("auto", [cpu]) == [cpu]
+    assert (
+        onnx_providers("auto", [cuda, cpu])
+        == onnx_providers("cuda", [cuda, cpu])
+        == [(cuda, {"device_id": 0}), cpu]
+    )
+    assert onnx_providers("cuda:2", [cpu], strict=False) == [cpu]  # benchmarks: onnxruntime on the CPU
+    with pytest.raises(ConfigError, match="has no CUDAExecutionProvider .*install onnxruntime-gpu"):
+        onnx_providers("cuda:2", [cpu])
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        onnx_providers("gpu", [cuda, cpu])
+
+
+def test_predict_an_export_on_each_device(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])  # CPU wheel
+    argv = ["-q", "predict", str(setup["export"]), str(setup["pngs"][0]), "--json"]
+    for device in ("cpu", "auto"):
+        assert main([*argv, "--device", device]) == 0
+        about = json.loads(capsys.readouterr().out)
+        assert about["backend"] == "onnxruntime" and about["device"] == "CPUExecutionProvider"
+    for device in ("cuda", "cuda:1"):
+        assert main([*argv, "--device", device]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"bofexits: error: device {device!r} asked for, but ")
+        assert "no CUDAExecutionProvider (only CPUExecutionProvider); install onnxruntime-gpu" in err
+
+
+def test_a_cuda_provider_that_does_not_start_is_an_error(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # onnxruntime lists CUDA but falls back to the CPU, with only a logged warning, when it cannot start it.
+    import onnxruntime
+
+    available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: available)
+    real = onnxruntime.InferenceSession
+
+    def cpu_only(path: str, options: Any, providers: list[Any]) -> Any:
+        return real(path, options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", cpu_only)
+    argv = ["-q", "predict", str(setup["export"]), str(setup["pngs"][0])]
+    assert main([*argv, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "onnxruntime could not start its CUDAExecutionProvider" in err
+    assert main([*argv, "--device", "auto"]) == 0  # auto takes what it gets

@@ -52,5 +52,22 @@ def test_time_runtimes_against_the_backbone(
     summary = TimingSummary.of([timed, timed], batch, 2)
     assert summary.batch1_samples == 4 and summary.batched_samples == 6 and summary.batched_size == 3
     assert summary.backbone_batch1_ms == pytest.approx(timed.batch1.median(REFERENCE) * 1e3)
+    assert summary.device == "cpu" and not summary.on_gpu
+    on_cpu = time_runtimes(base.plain_backbone(), runtimes, batch, rounds=1, device="cpu")
+    assert on_cpu.batch1.call_sizes == [1] * 4
     with pytest.raises(ValueError, match="plain backbone"):
         time_runtimes(base.plain_backbone(), {REFERENCE: base}, batch, rounds=1)
+
+
+def test_timing_images_go_to_the_device_once() -> None:
+    images = timing_images(_dataset(6), samples=3, batch_size=4, batches=1, device="cpu")
+    assert images.device == torch.device("cpu") and images.to("cpu") is images
+    assert TimingImages([], [], 4).device == torch.device("cpu")  # nothing timed: the CPU
+
+
+def test_the_device_is_recorded_and_old_summaries_were_on_the_cpu() -> None:
+    summary = TimingSummary(1, 3, 16, 100, 2, 0.5, 0.01, device="NVIDIA H200")
+    data = summary.to_dict()
+    assert data["device"] == "NVIDIA H200" and TimingSummary.from_dict(data) == summary and summary.on_gpu
+    old = {k: v for k, v in data.items() if k != "device"}  # written before GPUs were supported
+    assert TimingSummary.from_dict(old).device == "cpu"

@@ -98,3 +98,51 @@ def test_timing_and_platform_round_trip() -> None:
     assert isinstance(here, Platform) and Platform.from_dict(here.to_dict()) == here
     with pytest.raises(ConfigError, match="schema_version"):
         Timing.from_dict({k: v for k, v in t.to_dict().items() if k != "schema_version"})
+
+
+class _OnGpu:
+    """A batch that says it is on a CUDA device (no GPU needed): what the timer reads to decide to wait."""
+
+    device = torch.device("cuda", 0)
+
+    def __init__(self, n: int) -> None:
+        self.shape = (n,)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+def test_cuda_work_is_waited_for_before_every_clock_reading(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waited: list[object] = []
+
+    def synchronize(device: object = None) -> None:
+        waited.append(device)
+        clock.log.append("sync")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
+    runs = {"a": clock.run("a", 1.0), "b": clock.run("b", 1.0)}
+    interleaved_timing(runs, [_OnGpu(2)] * 3, reference="a", rounds=2, warmup=0)
+    assert len(waited) == 2 * 2 * 3 * 2  # configurations x rounds x calls x (start, end)
+    assert set(waited) == {torch.device("cuda", 0)}  # the inputs' device
+    assert clock.log[:2] == ["a", "b"]  # one untimed call each, then every timed call between waits
+    timed = [i for i, entry in enumerate(clock.log) if entry != "sync" and i >= 2]
+    assert len(timed) == 12 and all(clock.log[i - 1] == clock.log[i + 1] == "sync" for i in timed)
+    # onnxruntime's numpy inputs beside PyTorch's CUDA tensors: still waited for
+    waited.clear()
+    interleaved_timing(runs, {"a": [_OnGpu(1)], "b": [np.zeros(1)]}, reference="a", rounds=1, warmup=0)
+    assert len(waited) == 4
+    # CPU tensors with an explicit CUDA device (the caller knows where the network is)
+    waited.clear()
+    interleaved_timing(runs, [torch.zeros(1)], reference="a", rounds=1, warmup=0, device="cuda:1")
+    assert waited == [torch.device("cuda", 1)] * 4
+
+
+def test_cpu_timing_reads_the_clock_as_is(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: pytest.fail("synchronised on the CPU"))
+    runs = {"a": clock.run("a", 1.0)}
+    interleaved_timing(runs, [torch.zeros(1)], reference="a", rounds=2, warmup=0)
+    interleaved_timing(runs, [np.zeros(1)], reference="a", rounds=1, warmup=0, device="cpu")
+    assert timing_module._clock(None) is timing_module.time.perf_counter  # nothing added per call
+    assert timing_module.synchronizer("cpu") is None and timing_module.synchronizer(None) is None

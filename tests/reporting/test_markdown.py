@@ -48,3 +48,23 @@ def test_targets(sweep_result: Sweep) -> None:
     assert macs.target == "knee (cheapest beta within 0.5 pp of final) uses <= 60% of MACs"
     assert macs.measured == "beta=1: 91.00% at 103.0%" and macs.met is False
     assert speed.measured == "0.97x" and speed.met is False
+
+
+def test_the_machine_line_names_the_device_and_the_fair_baseline(
+    sweep_result: Sweep, comparison_result: Comparison
+) -> None:
+    assert sweep_result.timing is not None and comparison_result.timing is not None
+    text = render_markdown(sweep_result)
+    assert f"Machine: {sweep_result.platform.processor}, torch {sweep_result.platform.torch}, " in text
+    assert "ratios to the plain backbone with the same optimisations (`AdaptiveRuntime.plain`)" in text
+    assert "nn.Sequential" not in text
+    gpu = dataclasses.replace(
+        sweep_result, timing=dataclasses.replace(sweep_result.timing, device="NVIDIA H200")
+    )
+    assert (
+        f"Machine: GPU NVIDIA H200 (host CPU {sweep_result.platform.processor}), torch "
+        in render_markdown(gpu)
+    )
+    timing = dataclasses.replace(comparison_result.timing, device="NVIDIA H200")
+    text = render_comparison(dataclasses.replace(comparison_result, timing=timing))
+    assert "(batch 1 over 3 images / batch 16, on GPU NVIDIA H200)" in text

@@ -23,6 +23,7 @@ from bofexits.config import (
     ModelConfig,
     TrainConfig,
 )
+from bofexits.devices import DEVICE_HELP, device_argument
 from bofexits.errors import ConfigError
 
 __all__ = ["DESCRIPTION", "build_parser"]
@@ -158,6 +159,17 @@ def _backbone(text: str) -> str:
     return text
 
 
+def _add_device(p: argparse._ActionsContainer, default: str | None = "auto") -> None:
+    """--device, the same for every verb that runs a network."""
+    p.add_argument(
+        "--device",
+        type=device_argument,
+        default=default,
+        metavar="DEVICE",
+        help=f"{DEVICE_HELP} (default auto)",
+    )
+
+
 _THREADS = _integer(1, 1024)
 _EPOCHS = _integer(0, MAX_EPOCHS)
 _POSITIVE = _number(0, open_low=True)
@@ -232,7 +244,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         help=f"held out of the training set (default {d.val_fraction})",
     )
     g.add_argument("--seed", type=int, help=f"default {d.seed}")
-    g.add_argument("--device", help="auto (GPU when present), cpu or cuda[:N]")
+    _add_device(g, default=None)  # None: the config's (auto unless --config says otherwise)
     g.add_argument("--threads", type=_THREADS, help="torch CPU threads")
     _choice(g, "--calibration-split", CALIBRATION_SPLITS, f"default {d.calibration_split}")
     _choice(g, "--score", _SCORES, f"confidence score the rule is calibrated on (default {d.score})")
@@ -333,6 +345,7 @@ def _add_sweep(
     )
     p.add_argument("--timing-rounds", type=_ROUNDS, default=5)
     p.add_argument("--threads", type=_THREADS, help="torch CPU threads for evaluation and timing")
+    _add_device(p)
     for flag in ("--points", "--timed-points"):
         p.add_argument(flag, action=_MovedToCompare, help=argparse.SUPPRESS)
     p.set_defaults(func=commands.sweep, replaced_by=replaces)
@@ -363,6 +376,7 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("--timing-rounds", type=_ROUNDS, default=3)
     p.add_argument("--threads", type=_THREADS, help="torch CPU threads")
+    _add_device(p)
     p.set_defaults(func=commands.compare)
 
 
@@ -387,6 +401,7 @@ def _add_tune(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _choice(p, "--variant", _VARIANTS, "rule variant (default: the checkpoint's)")
     p.add_argument("--data-dir", type=_folder)
+    _add_device(p)
     p.set_defaults(func=commands.tune)
 
 
@@ -442,6 +457,14 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--threads", type=_THREADS, help="inference threads")
     p.add_argument(
         "--data-dir", type=_folder, help="training data, for a checkpoint (class names and normalisation)"
+    )
+    p.add_argument(
+        "--device",
+        type=device_argument,
+        default="auto",
+        metavar="DEVICE",
+        help=f"{DEVICE_HELP} (default auto); for an export folder, onnxruntime's CUDA execution provider "
+        "(onnxruntime-gpu) on cuda, its CPU provider on cpu, and auto takes CUDA when onnxruntime has it",
     )
     p.set_defaults(func=commands.predict)
 

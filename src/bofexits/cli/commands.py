@@ -52,16 +52,24 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(args: argparse.Namespace) -> Any:
+    """The verb's `torch.device`; a GPU that is not there fails here, before any work (nothing is created)."""
+    from bofexits.devices import resolve_device
+
+    return resolve_device(args.device)
+
+
 def _out_dir(args: argparse.Namespace) -> Path:
     """Where sweep and compare write: --out, else the checkpoint's folder."""
     return Path(args.out) if args.out else Path(args.checkpoint).parent
 
 
-def _load_evaluation(args: argparse.Namespace) -> tuple[Any, Any, TrainConfig, Any]:
-    """The checkpoint's network, calibrations and config, and its test set, for sweep and compare."""
+def _load_evaluation(args: argparse.Namespace) -> tuple[Any, Any, TrainConfig, Any, Any]:
+    """The checkpoint's network, calibrations and config, its test set and the device, for sweep and compare."""
     from bofexits.data.registry import load_run_data
     from bofexits.training.checkpoint import load_model
 
+    device = _device(args)  # first: a missing GPU leaves no output folder behind
     if args.out:  # before the evaluation, not after it
         ensure_writable_dir(args.out)
     model, calibrations, cfg = load_model(args.checkpoint)
@@ -76,14 +84,14 @@ def _load_evaluation(args: argparse.Namespace) -> tuple[Any, Any, TrainConfig, A
 
         torch.set_num_threads(args.threads)
     _, test = load_run_data(cfg, args.data_dir)
-    return model, calibrations, cfg, test
+    return model, calibrations, cfg, test, device
 
 
 def sweep(args: argparse.Namespace) -> int:
     from bofexits.evaluation.sweep import save_sweep, sweep
     from bofexits.reporting.tables import format_points
 
-    model, calibrations, cfg, test = _load_evaluation(args)
+    model, calibrations, cfg, test, device = _load_evaluation(args)
     score, variant = args.score or cfg.score, args.variant or cfg.variant
     results = sweep(
         model,
@@ -94,6 +102,7 @@ def sweep(args: argparse.Namespace) -> int:
         betas=args.betas,
         timing_samples=args.timing_samples,
         timing_rounds=args.timing_rounds,
+        device=device,
     )
     path = save_sweep(results, _out_dir(args))
     print(format_points(results))
@@ -108,7 +117,7 @@ def compare(args: argparse.Namespace) -> int:
     from bofexits.reporting.tables import format_comparison
     from bofexits.training.tuning import validation_split
 
-    model, calibrations, cfg, test = _load_evaluation(args)
+    model, calibrations, cfg, test, device = _load_evaluation(args)
     comparison = compare_policies(
         model,
         calibrations,
@@ -120,6 +129,7 @@ def compare(args: argparse.Namespace) -> int:
         timed_points=args.timed_points,
         timing_samples=args.timing_samples,
         timing_rounds=args.timing_rounds,
+        device=device,
     )
     out = _out_dir(args)
     paths = save_comparison(comparison, out)
@@ -134,6 +144,7 @@ def tune(args: argparse.Namespace) -> int:
     from bofexits.training.checkpoint import load_checkpoint, update_checkpoint
     from bofexits.training.tuning import tune_on_validation
 
+    device = _device(args)
     load_checkpoint(args.checkpoint)  # a missing or broken file is named before anything is created
     with RunLock(Path(args.checkpoint).parent):  # tune rewrites the checkpoint: not under a running train
         result = tune_on_validation(
@@ -143,9 +154,10 @@ def tune(args: argparse.Namespace) -> int:
             budget=args.budget,
             latency_ms=args.latency_ms,
             data_dir=args.data_dir,
+            device=device,
         )
         update_checkpoint(args.checkpoint, tuned=result.to_dict())
-    lat = f", {result.val_latency_ms:.3f} ms" if result.val_latency_ms is not None else ""
+    lat = f", {result.val_latency_ms:.3f} ms on {result.device}" if result.val_latency_ms is not None else ""
     print(
         f"{result.target}: beta={result.beta:g} ({result.variant} rule on {result.score}); validation accuracy "
         f"{100 * result.val_accuracy:.2f}% (full {100 * result.val_full_accuracy:.2f}%) at "
@@ -205,7 +217,12 @@ def predict(args: argparse.Namespace) -> int:
     from bofexits.deploy.predict import format_predictions, predict_files
 
     predictions, about = predict_files(
-        args.source, args.images, beta=args.beta, threads=args.threads, data_dir=args.data_dir
+        args.source,
+        args.images,
+        beta=args.beta,
+        threads=args.threads,
+        data_dir=args.data_dir,
+        device=args.device,
     )
     print(format_predictions(predictions, about, as_json=args.json))
     return 1 if any(p.error is not None for p in predictions) else 0

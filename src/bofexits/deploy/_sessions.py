@@ -129,7 +129,7 @@ class Graph:
         root: Path,
         entry: GraphEntry,
         options: Any,
-        providers: list[str],
+        providers: list[str | tuple[str, dict[str, Any]]],
         opset: int | None = None,
     ) -> None:
         self.name, self.role, self.index = entry.name, entry.role, entry.index

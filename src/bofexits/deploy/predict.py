@@ -8,6 +8,8 @@ shrinking), then ``(pixels / 255 - mean) / std``. An image smaller than half the
 in either side is refused: upscaling it further would mostly invent the content.
 
 For an export directory nothing here imports torch; a checkpoint runs `AdaptiveRuntime`.
+`device` (`--device`) is where: the PyTorch model's device, or onnxruntime's execution provider
+(`onnx_providers`: CUDAExecutionProvider for cuda, the CPU's otherwise).
 """
 
 from __future__ import annotations
@@ -17,20 +19,31 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bofexits.deploy.manifest import TorchScriptManifest, read_manifest
 from bofexits.deploy.rule import confidence
-from bofexits.deploy.runner import OnnxAdaptiveRunner, preprocess
-from bofexits.errors import BofexitsError, CheckpointError, InputError
+from bofexits.deploy.runner import OnnxAdaptiveRunner, _onnxruntime, preprocess
+from bofexits.devices import check_device_name
+from bofexits.errors import BofexitsError, CheckpointError, ConfigError, InputError
 
-__all__ = ["MIN_SIDE_FRACTION", "Prediction", "format_predictions", "load_image", "predict_files"]
+__all__ = [
+    "MIN_SIDE_FRACTION",
+    "Prediction",
+    "format_predictions",
+    "load_image",
+    "onnx_providers",
+    "predict_files",
+]
 
 #: Smallest accepted image side, as a fraction of the model's input side.
 MIN_SIDE_FRACTION = 0.5
 _16BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+if TYPE_CHECKING:  # an export folder is served without torch
+    import torch
+_CPU, _CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
 @dataclass
@@ -120,9 +133,53 @@ def _to_8bit(image: Any, path: Path) -> Any:
     return Image.fromarray(np.rint(a * (255.0 / top)).astype(np.uint8), mode="L")
 
 
+def onnx_providers(
+    device: str, available: Sequence[str], *, strict: bool = True
+) -> list[str | tuple[str, dict[str, Any]]]:
+    """onnxruntime's execution providers for a `--device` name, given the ones this onnxruntime has.
+
+    cpu: the CPU provider. cuda / cuda:N: the CUDA provider on that GPU, then the CPU's for any
+    operator it lacks; refused when this onnxruntime has no CUDA provider (the CPU-only wheel),
+    unless not `strict` (benchmarks timing PyTorch on a GPU beside a CPU-only onnxruntime):
+    then the CPU's. auto: CUDA when this onnxruntime has it, else the CPU.
+
+    Raises:
+        ConfigError: an unknown device name, or (`strict`) CUDA asked for without the CUDA provider.
+
+    >>> onnx_providers("auto", ["CPUExecutionProvider"])
+    ['CPUExecutionProvider']
+    >>> onnx_providers("cuda:1", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    [('CUDAExecutionProvider', {'device_id': 1}), 'CPUExecutionProvider']
+    """
+    name = check_device_name(device)
+    has_cuda = _CUDA in available
+    if name == "cpu" or (not has_cuda and (name == "auto" or not strict)):
+        return [_CPU]
+    if not has_cuda:
+        raise ConfigError(
+            f"device {name!r} asked for, but this onnxruntime has no {_CUDA} (only {', '.join(available)}); "
+            "install onnxruntime-gpu in place of onnxruntime, or use --device cpu or auto"
+        )
+    return [(_CUDA, {"device_id": int(name.split(":")[1]) if ":" in name else 0}), _CPU]
+
+
+def _check_started(runner: OnnxAdaptiveRunner, device: str) -> None:
+    """An explicit cuda device must have got the CUDA provider: onnxruntime falls back to the CPU
+    with only a logged warning when it cannot start it (no GPU, or CUDA libraries missing)."""
+    if device.startswith("cuda") and _CUDA not in runner.backbone.session.get_providers():
+        raise ConfigError(
+            f"device {device!r} asked for, but onnxruntime could not start its {_CUDA} (no GPU visible, or "
+            "CUDA/cuDNN libraries missing: its warning above says which); use --device cpu or auto"
+        )
+
+
 @dataclass
 class _Backend:
-    """What `predict_files` needs from a model: its facts and a batch-1 adaptive call."""
+    """What `predict_files` needs from a model: its facts and a batch-1 adaptive call.
+
+    `device` says where it runs: "cpu" or the GPU's name for PyTorch, the execution provider
+    for onnxruntime.
+    """
 
     name: str
     classes: list[str]
@@ -133,15 +190,20 @@ class _Backend:
     num_exits: int
     rule: dict[str, Any]
     run: Callable[[np.ndarray], tuple[np.ndarray, int]]
+    device: str
 
 
-def _onnx_backend(export_dir: Path, beta: float | None, threads: int | None) -> _Backend:
+def _onnx_backend(export_dir: Path, beta: float | None, threads: int | None, device: str) -> _Backend:
     if isinstance(read_manifest(export_dir, verify_files=False), TorchScriptManifest):
         raise CheckpointError(
             f"{export_dir} is a TorchScript export; predict reads checkpoints and ONNX exports "
             "(bofexits export CHECKPOINT --format onnx DIR), or load adaptive.pt with torch.jit.load"
         )
-    runner = OnnxAdaptiveRunner(export_dir, threads=1 if threads is None else threads, beta=beta)
+    providers = onnx_providers(device, _onnxruntime().get_available_providers())
+    runner = OnnxAdaptiveRunner(
+        export_dir, threads=1 if threads is None else threads, beta=beta, providers=providers
+    )
+    _check_started(runner, device)
     return _Backend(
         "onnxruntime",
         runner.classes,
@@ -152,25 +214,28 @@ def _onnx_backend(export_dir: Path, beta: float | None, threads: int | None) -> 
         runner.num_exits,
         {"score": runner.score, "variant": runner.variant, "beta": runner.beta},
         runner.run_single,
+        runner.backbone.session.get_providers()[0],
     )
 
 
 def _torch_backend(
-    checkpoint: Path, beta: float | None, threads: int | None, data_dir: str | None
+    checkpoint: Path, beta: float | None, threads: int | None, data_dir: str | None, device: str
 ) -> _Backend:
     import torch
 
     from bofexits.deploy.info import deploy_info
+    from bofexits.devices import describe_device, resolve_device
     from bofexits.inference.runtime import AdaptiveRuntime
 
+    where = resolve_device(device)  # a GPU that is not there: refused before the checkpoint is read
     if threads:
         torch.set_num_threads(threads)
     model, info = deploy_info(checkpoint, beta=beta, data_dir=data_dir)
-    runtime = AdaptiveRuntime(model.float(), info.policy, check_inputs=False)
+    runtime = AdaptiveRuntime(model.float().to(where), info.policy, check_inputs=False)
 
     def run(x: np.ndarray) -> tuple[np.ndarray, int]:
-        logits, index = runtime.run_single(torch.from_numpy(x))
-        return logits.numpy(), index
+        logits, index = runtime.run_single(torch.from_numpy(x).to(where))
+        return logits.cpu().numpy(), index  # .cpu() waits for the GPU: the caller's timing is whole
 
     return _Backend(
         "pytorch",
@@ -182,19 +247,26 @@ def _torch_backend(
         model.num_exits,
         {"score": info.calibration.score, "variant": info.variant, "beta": info.beta},
         run,
+        describe_device(where),
     )
 
 
 def _open_backend(
-    source: str | Path, *, beta: float | None = None, threads: int | None = None, data_dir: str | None = None
+    source: str | Path,
+    *,
+    beta: float | None = None,
+    threads: int | None = None,
+    data_dir: str | None = None,
+    device: str | torch.device | None = None,
 ) -> _Backend:
-    """An export directory (onnxruntime) or a checkpoint file (PyTorch)."""
+    """An export directory (onnxruntime) or a checkpoint file (PyTorch), on `device` (None: the CPU)."""
     source = Path(source)
+    device = "cpu" if device is None else check_device_name(str(device))
     if source.is_dir():
-        return _onnx_backend(source, beta, threads)
+        return _onnx_backend(source, beta, threads, device)
     if not source.exists():
         raise CheckpointError(f"{source} does not exist; pass a checkpoint.pt or an export directory")
-    return _torch_backend(source, beta, threads, data_dir)
+    return _torch_backend(source, beta, threads, data_dir, device)
 
 
 def _predict_one(backend: _Backend, mode: str, file: str | Path) -> Prediction:
@@ -220,13 +292,24 @@ def predict_files(
     beta: float | None = None,
     threads: int | None = None,
     data_dir: str | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[list[Prediction], dict[str, Any]]:
     """Classify each image at batch 1 with real early exit; a bad file gets an error, not an exception.
 
+    Args:
+        source: a checkpoint file (PyTorch) or an ONNX export folder (onnxruntime).
+        images: image files.
+        beta: override the knob.
+        threads: inference threads.
+        data_dir: training data, for a checkpoint without class names or normalisation.
+        device: auto, cpu, cuda or cuda:N: the PyTorch model's device, or onnxruntime's
+            execution provider (`onnx_providers`); auto is a GPU when one can be used. None: the
+            CPU, where a checkpoint loads (the command line's default is auto).
+
     Returns:
-        One `Prediction` per image in order, and a description of the model and rule used.
+        One `Prediction` per image in order, and a description of the model, rule and device used.
     """
-    backend = _open_backend(source, beta=beta, threads=threads, data_dir=data_dir)
+    backend = _open_backend(source, beta=beta, threads=threads, data_dir=data_dir, device=device)
     mode = backend.color_mode
     if mode is None or mode not in ("L", "RGB"):
         raise InputError(
@@ -235,7 +318,13 @@ def predict_files(
     c, h, w = backend.input_shape
     backend.run(np.zeros((1, c, h, w), dtype=np.float32))  # warm-up: the first call pays lazy set-up
     out = [_predict_one(backend, mode, file) for file in images]
-    about = {"source": str(source), "backend": backend.name, **backend.rule, "num_exits": backend.num_exits}
+    about = {
+        "source": str(source),
+        "backend": backend.name,
+        "device": backend.device,
+        **backend.rule,
+        "num_exits": backend.num_exits,
+    }
     return out, about
 
 

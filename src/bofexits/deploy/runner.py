@@ -216,7 +216,8 @@ class OnnxAdaptiveRunner:
             32: ~2.3x faster than staged at 2 threads). None: onnxruntime's default, all cores.
         beta: override the manifest's knob (thresholds recomputed from its calibration).
         check_inputs: validate type, shape, dtype and finiteness of every input.
-        providers: onnxruntime execution providers (default CPU).
+        providers: onnxruntime execution providers, as onnxruntime takes them (names, or
+            (name, options) pairs such as ("CUDAExecutionProvider", {"device_id": 0})); default CPU.
     """
 
     def __init__(
@@ -226,7 +227,7 @@ class OnnxAdaptiveRunner:
         threads: int | None = 1,
         beta: float | None = None,
         check_inputs: bool = True,
-        providers: Sequence[str] = ("CPUExecutionProvider",),
+        providers: Sequence[str | tuple[str, dict[str, Any]]] = ("CPUExecutionProvider",),
     ) -> None:
         ort = _onnxruntime()
         self.export_dir = Path(export_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from bofexits.data import ImageDataset
+from bofexits.devices import device_of, place_model
 from bofexits.evaluation.cost import CostTable
 from bofexits.evaluation.metrics import accuracy, balance, exit_distribution, relative_compute
 from bofexits.evaluation.points import Point
@@ -16,19 +17,30 @@ __all__ = ["collect_logits", "run_adaptive", "summarize"]
 
 @torch.no_grad()
 def collect_logits(
-    model: MultiExitNetwork, data: ImageDataset, *, device: torch.device | None = None, batch_size: int = 512
+    model: MultiExitNetwork,
+    data: ImageDataset,
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = 512,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Logits of all S exits for every sample (runs every stage: for analysis, not for speed).
+
+    Args:
+        model: the network; moved to `device` when one is given.
+        data: the samples, read in order.
+        device: where to run (`bofexits.devices.resolve_device` names); None: where the model is.
+        batch_size: samples per forward pass.
 
     Returns:
         ([(N, classes)] * S on CPU, labels (N,)).
     """
+    device = place_model(model, device)
     was_training = model.training
     model.eval()
     outs: list[list[torch.Tensor]] = [[] for _ in range(model.num_exits)]
     labels = []
     for x, y in data.batches(batch_size, shuffle=False):
-        for store, logits in zip(outs, model(x.to(device) if device else x), strict=True):
+        for store, logits in zip(outs, model(x.to(device)), strict=True):
             store.append(logits.float().cpu())
         labels.append(y)
     model.train(was_training)
@@ -38,12 +50,17 @@ def collect_logits(
 def run_adaptive(
     runtime: AdaptiveRuntime, data: ImageDataset, *, batch_size: int = 256
 ) -> tuple[ExitResult, torch.Tensor]:
-    """Real early exit over a dataset in batches; returns the joined result and the labels."""
+    """Real early exit over a dataset in batches; returns the joined result (on the CPU) and the labels.
+
+    Each batch is moved to where the runtime's stages are (a GPU, when the model was there when
+    the runtime was built), and each result back.
+    """
+    where = device_of(*runtime.stages)
     logits, exits, labels = [], [], []
     for x, y in data.batches(batch_size, shuffle=False):
-        r = runtime(x)
-        logits.append(r.logits)
-        exits.append(r.exit_index)
+        r = runtime(x.to(where))
+        logits.append(r.logits.cpu())
+        exits.append(r.exit_index.cpu())
         labels.append(y)
     return ExitResult(torch.cat(logits), torch.cat(exits)), torch.cat(labels)
 

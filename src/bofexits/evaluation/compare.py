@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from bofexits.data import ImageDataset
+from bofexits.devices import place_model
 from bofexits.evaluation.claims import check_claims
 from bofexits.evaluation.collect import collect_logits, summarize
 from bofexits.evaluation.comparison import (
@@ -34,6 +35,7 @@ from bofexits.evaluation.metrics import accuracy
 from bofexits.evaluation.points import LEVELS, MAX_DROP, at_levels, cheapest_reaching, knee_point
 from bofexits.evaluation.timed import TimedRuns, TimingImages, time_runtimes, timing_images
 from bofexits.evaluation.timing import platform_info
+from bofexits.inference.gpu import runtime_for
 from bofexits.inference.offline import oracle, oracle_frontier, simulate
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.multiexit import MultiExitNetwork
@@ -60,6 +62,7 @@ def compare_policies(
     timing_rounds: int = 3,
     throughput_batch: int = 256,
     throughput_batches: int = 4,
+    device: torch.device | str | None = None,
 ) -> Comparison:
     """Every policy over its knob on `test`, with real-runtime checks and timing of chosen points.
 
@@ -75,7 +78,10 @@ def compare_policies(
         timing_samples: images timed one by one (0: no timing and no real-runtime check).
         timing_rounds: interleaved rounds.
         throughput_batch, throughput_batches: batched timing over this many batches of this size.
+        device: where the network runs and is timed (`bofexits.devices.resolve_device` names; the
+            model is moved there); None: where the model is. Results are kept on the CPU.
     """
+    device = place_model(model, device)
     model.eval()
     costs = measure_costs(model)
     val_logits, _ = collect_logits(model, val)
@@ -100,7 +106,7 @@ def compare_policies(
     )
     if timing_samples > 0:
         knee = comparison.proposed.knee
-        images = timing_images(test, timing_samples, throughput_batch, throughput_batches)
+        images = timing_images(test, timing_samples, throughput_batch, throughput_batches, device=device)
         comparison.timing = _time_families(
             model,
             families,
@@ -169,8 +175,8 @@ def _check_runtimes(
         real = rt.run_batched(x)
         sim = simulate(rt.policy, logits)
         check.points += 1
-        check.mismatched_exits += int((real.exit_index != sim.exit_index).sum())
-        check.mismatched_predictions += int((real.predictions != sim.predictions).sum())
+        check.mismatched_exits += int((real.exit_index.cpu() != sim.exit_index).sum())
+        check.mismatched_predictions += int((real.predictions.cpu() != sim.predictions).sum())
 
 
 def _time_families(
@@ -187,7 +193,7 @@ def _time_families(
     and check their exits against the simulation (sets the chosen points' `timing`)."""
     x_big = torch.cat(images.batches)
     sim_logits = [lg[: x_big.shape[0]] for lg in test_logits]
-    base = AdaptiveRuntime(model, SingleExit(0), check_inputs=False)
+    base = runtime_for(model, SingleExit(0), check_inputs=False)
     plain = base.plain
     check = RuntimeCheck(images_per_point=int(x_big.shape[0]))
     sessions: list[TimedRuns] = []

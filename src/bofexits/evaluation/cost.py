@@ -113,7 +113,8 @@ def measure_costs(model: MultiExitNetwork) -> CostTable:
     """Run every stage and exit once on a single zero input and count what each did."""
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, *model.input_shape, dtype=next(model.parameters()).dtype)
+    first = next(model.parameters())
+    x = torch.zeros(1, *model.input_shape, dtype=first.dtype, device=first.device)  # where the model is
     stage_macs, exit_macs = [], []
     state: torch.Tensor | None = None
     for i, stage in enumerate(model.stages):

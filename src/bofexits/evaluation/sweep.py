@@ -18,6 +18,7 @@ import torch
 
 from bofexits._io import write_json
 from bofexits.data import ImageDataset
+from bofexits.devices import place_model
 from bofexits.evaluation.collect import collect_logits, run_adaptive, summarize
 from bofexits.evaluation.cost import CostTable, measure_costs
 from bofexits.evaluation.grids import DEFAULT_BETAS
@@ -26,6 +27,7 @@ from bofexits.evaluation.points import MAX_DROP, Point, PointTiming, knee_point
 from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, from_fields, require, to_fields
 from bofexits.evaluation.timed import TimingImages, TimingSummary, time_runtimes, timing_images
 from bofexits.evaluation.timing import Platform, platform_info
+from bofexits.inference.gpu import runtime_for
 from bofexits.inference.offline import oracle, simulate
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.multiexit import MultiExitNetwork
@@ -214,6 +216,7 @@ def sweep(
     timing_rounds: int = 5,
     throughput_batch: int = 256,
     throughput_batches: int = 8,
+    device: torch.device | str | None = None,
 ) -> Sweep:
     """Evaluate the calibrated rule at every beta with real early exit, and time it.
 
@@ -227,7 +230,10 @@ def sweep(
         timing_samples: images timed one by one at batch 1 (0 disables timing).
         timing_rounds: interleaved rounds.
         throughput_batch, throughput_batches: batched timing over this many batches of this size.
+        device: where the network runs and is timed (`bofexits.devices.resolve_device` names; the
+            model is moved there); None: where the model is. Results are kept on the CPU.
     """
+    device = place_model(model, device)
     model.eval()
     costs = measure_costs(model)
     betas = list(betas) if betas is not None else DEFAULT_BETAS[variant]
@@ -255,7 +261,7 @@ def sweep(
         simulation_matches_runtime=all(torch.equal(a, b) for a, b in zip(real_exits, simulated, strict=True)),
     )
     if timing_samples > 0:
-        images = timing_images(test, timing_samples, throughput_batch, throughput_batches)
+        images = timing_images(test, timing_samples, throughput_batch, throughput_batches, device=device)
         result.timing = _time(model, calibrations[score], variant, betas, points, images, timing_rounds)
     return result
 
@@ -270,7 +276,7 @@ def _points(
 ) -> tuple[list[Point], list[torch.Tensor]]:
     """Real early exit at each beta: summaries and the exit each test sample took."""
     out, exits = [], []
-    runtime = AdaptiveRuntime(model, CalibratedThreshold(cal, betas[0], variant))
+    runtime = runtime_for(model, CalibratedThreshold(cal, betas[0], variant))
     for beta in betas:
         policy = CalibratedThreshold(cal, beta, variant)
         result, labels = run_adaptive(runtime.with_policy(policy), test)
@@ -306,7 +312,7 @@ def _time(
     rounds: int,
 ) -> SweepTiming:
     """Time every point against the plain backbone (sets each point's `timing`)."""
-    base = AdaptiveRuntime(model, CalibratedThreshold(cal, 0.0, variant), check_inputs=False)
+    base = runtime_for(model, CalibratedThreshold(cal, 0.0, variant), check_inputs=False)
     runtimes = {str(i): base.with_policy(CalibratedThreshold(cal, b, variant)) for i, b in enumerate(betas)}
     timed = time_runtimes(base.plain, runtimes, images, rounds)
     for i, p in enumerate(points):
@@ -328,5 +334,5 @@ def _paths_agree(runtimes: Iterable[AdaptiveRuntime], images: TimingImages) -> b
     agree = True
     for rt in runtimes:
         single = torch.tensor([rt.run_single(s)[1] for s in images.singles])
-        agree &= bool(torch.equal(rt.run_batched(x).exit_index, single))
+        agree &= bool(torch.equal(rt.run_batched(x).exit_index.cpu(), single))
     return agree

@@ -3,7 +3,8 @@
 The one way every evaluation (the knob sweep, the policy comparison) measures wall-clock:
 the plain backbone (the same folded stages the runtimes run, docs/method.md §8) is timed in
 the same rounds as the runtimes, in rotated order, so speedups are same-round ratios that
-survive the drift of shared CPUs (docs/method.md §7).
+survive the drift of shared CPUs (docs/method.md §7). On a GPU the images are moved there once,
+before timing, and every clock reading waits for the GPU (`interleaved_timing`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import torch
 
 from bofexits.data import ImageDataset
+from bofexits.devices import describe_device
 from bofexits.evaluation.points import PointTiming
 from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, require
 from bofexits.evaluation.timing import Timing, interleaved_timing
@@ -45,16 +47,42 @@ class TimingImages:
     def batched_samples(self) -> int:
         return sum(int(b.shape[0]) for b in self.batches)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the images are (the CPU when there are none)."""
+        first = next(iter(self.singles or self.batches), None)
+        return first.device if first is not None else torch.device("cpu")
 
-def timing_images(data: ImageDataset, samples: int, batch_size: int, batches: int) -> TimingImages:
+    def to(self, device: torch.device | str) -> TimingImages:
+        """The same images on `device` (this object itself when they are there already)."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        return TimingImages(
+            [x.to(device) for x in self.singles], [x.to(device) for x in self.batches], self.batch_size
+        )
+
+
+def timing_images(
+    data: ImageDataset,
+    samples: int,
+    batch_size: int,
+    batches: int,
+    *,
+    device: torch.device | str | None = None,
+) -> TimingImages:
     """The first `samples` images one by one, and the first `batch_size * batches` in batches.
 
     Both sets start at the first test image, so batch-1 and batched timings see the same images.
+    `device` (None: where the data is, the CPU) is where they are put, once, so that no timed
+    call pays for a copy.
     """
     n = min(samples, len(data))
     nb = min(len(data), batch_size * batches)
     total = max(n, nb)
     x, _ = next(data.subset(torch.arange(total)).batches(total, shuffle=False))
+    if device is not None:
+        x = x.to(device)
     return TimingImages(
         [x[i : i + 1] for i in range(n)],
         [x[i : i + batch_size] for i in range(0, nb, batch_size)],
@@ -90,17 +118,23 @@ def time_runtimes(
     runtimes: Mapping[str, AdaptiveRuntime],
     images: TimingImages,
     rounds: int,
+    *,
+    device: torch.device | str | None = None,
 ) -> TimedRuns:
     """Time every runtime and the plain backbone at batch 1 (`run_single`) and batched (`run_batched`).
 
     Args:
-        plain: the plain backbone (`AdaptiveRuntime.plain_backbone()`), timed as `REFERENCE`.
+        plain: the plain backbone (`AdaptiveRuntime.plain`), timed as `REFERENCE`.
         runtimes: name -> runtime; names must differ from `REFERENCE`.
         images: what to time on (`timing_images`).
         rounds: interleaved rounds; the order of configurations rotates every round.
+        device: where the runtimes' network is (None: where `images` are); the images are
+            moved there before timing, and a CUDA device is synchronised before every clock reading.
     """
     if REFERENCE in runtimes:
         raise ValueError(f"{REFERENCE!r} is the plain backbone's name; name the runtimes otherwise")
+    if device is not None:
+        images = images.to(device)
     one = interleaved_timing(
         {REFERENCE: plain, **{k: rt.run_single for k, rt in runtimes.items()}},
         images.singles,
@@ -132,6 +166,8 @@ class TimingSummary:
         backbone_batch1_ms: the plain backbone's batch-1 ms per image (median over rounds; with
             several timing sessions, the median of theirs).
         backbone_batched_ms: the same in batches, ms per image.
+        device: what the network ran on: "cpu", or the GPU's name (`describe_device`). Results
+            written before GPUs were supported lack it, and were timed on the CPU.
     """
 
     threads: int
@@ -141,6 +177,7 @@ class TimingSummary:
     rounds: int
     backbone_batch1_ms: float
     backbone_batched_ms: float
+    device: str = "cpu"
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -154,8 +191,14 @@ class TimingSummary:
             rounds=rounds,
             backbone_batch1_ms=statistics.median(s.batch1.median(REFERENCE) for s in sessions) * 1e3,
             backbone_batched_ms=statistics.median(s.batched.median(REFERENCE) for s in sessions) * 1e3,
+            device=describe_device(images.device),
             **extra,
         )
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the timings were taken on a GPU (then CPU threads do not matter)."""
+        return self.device != "cpu"
 
     @property
     def backbone_batched_images_per_s(self) -> float:
@@ -168,9 +211,9 @@ class TimingSummary:
     @classmethod
     def _base_fields(cls, data: Mapping[str, Any], kind: str) -> dict[str, Any]:
         check_schema(data, kind)
-        names = [f.name for f in fields(TimingSummary) if f.name != "schema_version"]
+        names = [f.name for f in fields(TimingSummary) if f.name not in ("schema_version", "device")]
         require(data, kind, *names)
-        return {n: data[n] for n in names}
+        return {**{n: data[n] for n in names}, "device": data.get("device", "cpu")}  # no device: the CPU
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TimingSummary:

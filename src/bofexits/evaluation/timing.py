@@ -1,6 +1,9 @@
 """Wall-clock measurement. Timing drifts up to 2x between minutes on shared CPUs, so
 configurations are always interleaved (A B A B ...) and compared as per-round ratios
-(docs/method.md §7); every call is recorded too, for means and tail percentiles."""
+(docs/method.md §7); every call is recorded too, for means and tail percentiles.
+
+On a GPU, kernels run asynchronously: a call returns before its work is done. The clock is
+then read only after `torch.cuda.synchronize` (`synchronizer`); on the CPU it is read as is."""
 
 from __future__ import annotations
 
@@ -18,7 +21,15 @@ import torch
 
 from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, from_fields, require, to_fields
 
-__all__ = ["Platform", "Timing", "cpu_model", "interleaved_timing", "percentile", "platform_info"]
+__all__ = [
+    "Platform",
+    "Timing",
+    "cpu_model",
+    "interleaved_timing",
+    "percentile",
+    "platform_info",
+    "synchronizer",
+]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -124,6 +135,41 @@ def _inputs_per_run(
     return inputs, first
 
 
+def synchronizer(device: torch.device | str | None) -> Callable[[], None] | None:
+    """What to wait on before reading the clock: all of a CUDA device's queued work; None on the CPU.
+
+    CUDA calls return once their kernels are queued, so without the wait a timing would
+    measure the queueing, not the work.
+
+    >>> synchronizer("cpu") is None, synchronizer(None) is None, synchronizer("cuda:0") is not None
+    (True, True, True)
+    """
+    if device is None or torch.device(device).type != "cuda":
+        return None
+    where = torch.device(device)
+    return lambda: torch.cuda.synchronize(where)
+
+
+def _input_device(inputs: Mapping[str, Sequence[Any]]) -> torch.device | None:
+    """Where the configurations' first inputs are: a CUDA device if any is on one, else the first
+    tensor's device (None: no tensors, e.g. numpy arrays for onnxruntime)."""
+    found = [getattr(xs[0], "device", None) for xs in inputs.values() if len(xs)]
+    devices = [d for d in found if isinstance(d, torch.device)]
+    return next((d for d in devices if d.type == "cuda"), devices[0] if devices else None)
+
+
+def _clock(sync: Callable[[], None] | None) -> Callable[[], float]:
+    """`time.perf_counter` itself without a synchroniser (nothing added on the CPU), else one that waits first."""
+    if sync is None:
+        return time.perf_counter
+
+    def synced() -> float:
+        sync()
+        return time.perf_counter()
+
+    return synced
+
+
 @torch.inference_mode()
 def interleaved_timing(
     runs: Mapping[str, Callable[[Any], object]],
@@ -132,6 +178,7 @@ def interleaved_timing(
     reference: str,
     rounds: int = 5,
     warmup: int = 1,
+    device: torch.device | str | None = None,
 ) -> Timing:
     """Time each callable over all `batches`, interleaving configurations within each round.
 
@@ -143,6 +190,8 @@ def interleaved_timing(
         reference: the name ratios are taken against (the plain backbone).
         rounds: repetitions; the order of configurations rotates every round.
         warmup: untimed passes over the first batches per configuration.
+        device: where the work runs, for `synchronizer` (a CUDA device is waited on before
+            every clock reading); None: the device of the first tensor input.
 
     Returns:
         Seconds per image per round, and every call's seconds, per configuration.
@@ -154,6 +203,7 @@ def interleaved_timing(
     if reference not in runs:
         raise ValueError(f"reference {reference!r} is not among {list(runs)}")
     inputs, sizes = _inputs_per_run(runs, batches)
+    clock = _clock(synchronizer(device if device is not None else _input_device(inputs)))
     names = list(runs)
     for name in names:
         for b in inputs[name][: max(1, min(len(sizes), 20 * warmup))]:
@@ -164,9 +214,9 @@ def interleaved_timing(
         for name in names[r % len(names) :] + names[: r % len(names)]:
             fn, times = runs[name], []
             for b in inputs[name]:
-                t0 = time.perf_counter()
+                t0 = clock()
                 fn(b)
-                times.append(time.perf_counter() - t0)
+                times.append(clock() - t0)
             calls[name] += times
             per_round[name].append(sum(times) / sum(sizes))
     return Timing(per_round, reference, calls, sizes)

@@ -136,14 +136,16 @@ class _FrozenBoF:
             bias = (2 * c).expand(k).clone()
         self.weight_t = weight.t().contiguous()  # (C, K)
         self.bias2d = bias.view(1, k)
-        self.neg_inv_sigma2d = self.neg_inv_sigma.view(1, k) if pooling.membership == "rbf" else torch.zeros(1, k)
+        self.neg_inv_sigma2d = (
+            self.neg_inv_sigma.view(1, k) if pooling.membership == "rbf" else v.new_zeros(1, k)
+        )
         # Graph form: one 1x1 convolution over [x, x*x] gives z (and ||x||^2 / sigma_k) at once.
         if self.kind == "logistic":
             self.conv_weight = weight.reshape(k, -1, 1, 1)
         else:
             # the x*x channels: -||x||^2 / sigma_k (squared RBF) or +||x||^2 (distance, then the sqrt)
             second = (
-                self.neg_inv_sigma.view(k, 1) if self.kind == "rbf_sq" else torch.ones(k, 1, dtype=v.dtype)
+                self.neg_inv_sigma.view(k, 1) if self.kind == "rbf_sq" else v.new_ones(k, 1)
             )
             self.conv_weight = torch.cat([weight, second.expand(k, weight.shape[1])], 1).reshape(k, -1, 1, 1)
         self.conv_bias = bias.reshape(k)

@@ -40,9 +40,14 @@ def _setup(result: Sweep) -> list[str]:
         if timing
         else "not timed in this run."
     )
+    machine = (
+        f"GPU {timing.device} (host CPU {plat.processor}), torch {plat.torch}"
+        if timing is not None and timing.on_gpu
+        else f"{plat.processor}, torch {plat.torch}, {threads} threads"
+    )
     return out + [
-        f"Machine: {plat.processor}, torch {plat.torch}, {threads} threads. Speedups are ratios to the plain "
-        f"backbone (`nn.Sequential` of the stages) timed interleaved in the same run; {how}",
+        f"Machine: {machine}. Speedups are ratios to the plain backbone with the same optimisations "
+        f"(`AdaptiveRuntime.plain`) timed interleaved in the same run; {how}",
         "",
     ]
 
@@ -137,7 +142,8 @@ def _claims(comparison: Comparison) -> list[str]:
 def _knees(comparison: Comparison) -> list[str]:
     t = comparison.timing
     timed = (
-        f"batch 1 over {t.batch1_samples} images / batch {t.batched_size}, {t.threads} threads"
+        f"batch 1 over {t.batch1_samples} images / batch {t.batched_size}, "
+        + (f"on GPU {t.device}" if t.on_gpu else f"{t.threads} threads")
         if t
         else "not timed"
     )

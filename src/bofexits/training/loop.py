@@ -26,6 +26,7 @@ from bofexits._io import RunLock, clean_stale_temps, write_json
 from bofexits.config import CALIBRATION_SPLITS, MODES, OPTIMIZERS, TrainConfig, check_ranges, from_dict
 from bofexits.data import ImageDataset, Transform, compose, random_crop, random_horizontal_flip
 from bofexits.data.registry import run_splits
+from bofexits.devices import resolve_device  # re-exported: its home is bofexits.devices
 from bofexits.errors import CheckpointError, ConfigError
 from bofexits.evaluation.collect import collect_logits
 from bofexits.models.backbones import backbone_options
@@ -57,18 +58,6 @@ class TrainResult:
     calibrations: dict[str, ExitCalibration]
     history: list[dict[str, Any]]
     test: ImageDataset
-
-
-def resolve_device(name: str) -> torch.device:
-    """ "auto" picks a CUDA GPU when present; nothing needs one."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is visible; use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from exc
 
 
 def _validate(cfg: TrainConfig, num_exits: int) -> list[float]:
@@ -231,6 +220,7 @@ def train(
         on_epoch: called after each checkpoint with the completed epoch (tests interrupt here).
     """
     run_dir = Path(run_dir)
+    resolve_device(cfg.device)  # a GPU that is not there fails before the run folder is made
     with RunLock(run_dir):  # a second run on this folder would silently overwrite this one
         clean_stale_temps(run_dir)  # left by a kill inside a checkpoint write
         run = _set_up(cfg, run_dir / CHECKPOINT)

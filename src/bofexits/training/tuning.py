@@ -19,14 +19,15 @@ import torch
 from bofexits.config import TrainConfig
 from bofexits.data import ImageDataset
 from bofexits.data.registry import run_splits
+from bofexits.devices import describe_device, place_model, resolve_device
 from bofexits.errors import ConfigError, TargetUnreachableError
 from bofexits.evaluation.collect import collect_logits
 from bofexits.evaluation.cost import CostTable, measure_costs
 from bofexits.evaluation.grids import beta_grid  # re-exported: its home is evaluation.grids
 from bofexits.evaluation.metrics import accuracy, relative_compute
 from bofexits.evaluation.timing import interleaved_timing
+from bofexits.inference.gpu import runtime_for
 from bofexits.inference.offline import simulate
-from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies.calibrated import CalibratedThreshold, ExitCalibration
 from bofexits.policies.fixed import SingleExit
@@ -44,7 +45,11 @@ __all__ = [
 
 @dataclass
 class TuneResult:
-    """The chosen knob and what it achieved on the validation split."""
+    """The chosen knob and what it achieved on the validation split.
+
+    `device` is where `val_latency_ms` was measured ("cpu" or the GPU's name; None when no
+    latency was measured): a latency budget holds only on that kind of device.
+    """
 
     beta: float
     variant: str
@@ -54,6 +59,7 @@ class TuneResult:
     val_full_accuracy: float
     val_relative_macs: float
     val_latency_ms: float | None
+    device: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,9 +208,20 @@ def _within_latency(points: list[_Point], latency_ms: float) -> _Point:
     return max(ok, key=lambda p: (p.accuracy, -p.relative_macs))
 
 
-def exit_latencies_ms(model: MultiExitNetwork, images: torch.Tensor, rounds: int = 3) -> list[float]:
-    """Measured batch-1 latency (ms, median of rounds) of leaving at each exit, on `images` (N, C, H, W)."""
-    base = AdaptiveRuntime(model, SingleExit(0), check_inputs=False)
+def exit_latencies_ms(
+    model: MultiExitNetwork,
+    images: torch.Tensor,
+    rounds: int = 3,
+    *,
+    device: torch.device | str | None = None,
+) -> list[float]:
+    """Measured batch-1 latency (ms, median of rounds) of leaving at each exit, on `images` (N, C, H, W).
+
+    `device`: where to measure (the model and the images are moved there); None: where the model is.
+    """
+    device = place_model(model, device)
+    base = runtime_for(model, SingleExit(0), check_inputs=False)
+    images = images.to(device)
     out = []
     for e in range(model.num_exits):
         rt = base.with_policy(SingleExit(e))
@@ -231,12 +248,19 @@ def tune_on_validation(
     latency_ms: float | None = None,
     data_dir: str | None = None,
     latency_images: int = 200,
+    device: torch.device | str | None = None,
 ) -> TuneResult:
-    """Rebuild the run's validation split (same seed and fraction as training) and tune on it."""
+    """Rebuild the run's validation split (same seed and fraction as training) and tune on it.
+
+    `device` is where the network runs, and where a latency target is measured (None: the CPU,
+    where the checkpoint loads); a GPU that is not there is refused before anything is read.
+    """
+    where = resolve_device(device) if device is not None else None
     model, calibrations, cfg = load_model(checkpoint)
     if cfg.score not in calibrations:
         raise ConfigError(f"{checkpoint} has no calibration (training did not finish); resume training first")
     val = validation_split(cfg, data_dir)
+    where = place_model(model, where)
     logits, labels = collect_logits(model, val)
     lat = None
     if latency_ms is not None:
@@ -244,7 +268,7 @@ def tune_on_validation(
             val.subset(torch.arange(min(latency_images, len(val)))).batches(latency_images, shuffle=False)
         )[0]
         lat = exit_latencies_ms(model, x)
-    return tune_beta(
+    result = tune_beta(
         logits,
         labels,
         calibrations[cfg.score],
@@ -255,3 +279,5 @@ def tune_on_validation(
         latency_ms=latency_ms,
         exit_latency_ms=lat,
     )
+    result.device = describe_device(where) if lat is not None else None
+    return result
