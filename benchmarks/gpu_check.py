@@ -60,7 +60,7 @@ from bofexits.models.build import build_model
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies import CalibratedThreshold, ExitCalibration
 from bofexits.reporting.format import times
-from bofexits.reporting.report import read_results
+from bofexits.reporting.report import knee_beta
 from bofexits.reporting.tables import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,15 +137,11 @@ def _fit_random(
 
 
 def _knee_beta(run_dir: Path, default: float) -> tuple[float, str]:
-    """The knee's beta from the run's results.json (as benchmarks/runtimes.py reads it), else `default`."""
-    try:
-        results, _ = read_results(run_dir)
-    except Exception:  # noqa: BLE001 - an unreadable run falls back to the default, and says so
-        results = None
-    knee = results.knee() if results is not None else None
-    if knee is None or knee.value is None:
-        return default, "beta 0.5 (no results.json with a knee)"
-    return float(knee.value), f"knee beta of {run_dir / 'results.json'}"
+    """The knee's beta from the run's results.json, else `default`."""
+    beta = knee_beta(run_dir)
+    if beta is None:
+        return default, f"beta {default:g} (no results.json with a knee)"
+    return beta, f"knee beta of {run_dir / 'results.json'}"
 
 
 def demo_subject(checkpoint: Path, beta: float | None, device: torch.device) -> Subject:

@@ -10,8 +10,9 @@ Prints the markdown blocks; with --write, replaces the blocks between the
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
+
+from _readme_blocks import replace_block
 
 from bofexits.errors import BofexitsError
 from bofexits.evaluation.claims import Check
@@ -142,18 +143,6 @@ def render_policies(comp: Comparison) -> str:
     return "\n".join([intro, "", markdown_table(header, rows), "", *_claim_lines(comp)])
 
 
-def _replace(text: str, name: str, block: str) -> str:
-    new, n = re.subn(
-        rf"<!-- {name}:begin -->.*<!-- {name}:end -->",
-        lambda _: f"<!-- {name}:begin -->\n{block}\n<!-- {name}:end -->",
-        text,
-        flags=re.S,
-    )
-    if n != 1:
-        raise SystemExit(f"README.md has no <!-- {name}:begin --> ... <!-- {name}:end --> block")
-    return new
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", nargs="?", default="runs/demo", type=Path)
@@ -175,10 +164,10 @@ def main() -> None:
     print(block + "\n\n" + policies)
     if args.write:
         readme = Path("README.md")
-        text = _replace(_replace(readme.read_text(), "results", block), "policies", policies)
+        text = replace_block(replace_block(readme.read_text(), "results", block), "policies", policies)
         deploy = args.deploy_dir / "deploy_benchmark.md"
         if deploy.exists():  # written by benchmarks/deploy.py from its deploy_benchmark.json
-            text = _replace(text, "deploy", deploy.read_text().strip())
+            text = replace_block(text, "deploy", deploy.read_text().strip())
         readme.write_text(text)
 
 

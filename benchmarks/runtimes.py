@@ -33,7 +33,6 @@ import json
 import math
 import os
 import platform
-import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 import torch
+from _readme_blocks import write_block
 
 from bofexits.data.registry import load_dataset
 from bofexits.deploy.onnx import deploy_info, export_onnx
@@ -54,7 +54,7 @@ from bofexits.evaluation.timing import Timing, cpu_model, interleaved_timing
 from bofexits.inference.runtime import AdaptiveRuntime, ExitResult
 from bofexits.policies import CalibratedThreshold
 from bofexits.reporting.format import pct, times
-from bofexits.reporting.report import read_results
+from bofexits.reporting.report import knee_beta
 from bofexits.reporting.tables import markdown_table
 from bofexits.training.checkpoint import load_checkpoint
 
@@ -64,14 +64,10 @@ PLAIN = "plain"
 
 def _knee_beta(run_dir: Path, default: float) -> tuple[float, str]:
     """The knee's beta from the run's results.json (what `make demo` reports), else `default`."""
-    try:
-        results, _ = read_results(run_dir)
-    except Exception:  # noqa: BLE001 - any unreadable run falls back to the default, and says so
-        results = None
-    knee = results.knee() if results is not None else None
-    if knee is None or knee.value is None:
+    beta = knee_beta(run_dir)
+    if beta is None:
         return default, "default beta (no results.json with a knee beside the checkpoint)"
-    return float(knee.value), f"the knee of {run_dir / 'results.json'}"
+    return beta, f"the knee of {run_dir / 'results.json'}"
 
 
 def _configs(knee: float) -> dict[str, float]:
@@ -192,19 +188,6 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join([setup, "", markdown_table(header, rows), "", *[f"- {a}" for a in [plain, *achieved]]])
 
 
-def _replace_readme(block: str, readme: Path = Path("README.md")) -> None:
-    text = readme.read_text()
-    new, n = re.subn(
-        r"<!-- runtimes:begin -->.*<!-- runtimes:end -->",
-        lambda _: f"<!-- runtimes:begin -->\n{block}\n<!-- runtimes:end -->",
-        text,
-        flags=re.S,
-    )
-    if n != 1:
-        raise SystemExit("README.md has no <!-- runtimes:begin --> ... <!-- runtimes:end --> block")
-    readme.write_text(new)
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", nargs="?", type=Path, default=Path("runs/demo/checkpoint.pt"))
@@ -304,7 +287,7 @@ def main() -> None:
     (args.out / "runtimes.md").write_text(table + "\n")
     print(table)
     if args.readme:
-        _replace_readme(table)
+        write_block("runtimes", table)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _readme_blocks import write_block
 
 from bofexits.config import ModelConfig
 from bofexits.errors import BofexitsError
@@ -76,20 +76,14 @@ def _device(name: str) -> torch.device:
 def _demo(count: int, beta: float | None) -> Network | None:
     """The `make demo` checkpoint at its knee on Fashion-MNIST test images, if runs/demo has one."""
     from bofexits.data.registry import load_dataset
-    from bofexits.reporting.report import read_results
+    from bofexits.reporting.report import knee_beta
     from bofexits.training.checkpoint import load_model
 
     ckpt = Path("runs/demo/checkpoint.pt")
     if not ckpt.exists():
         return None
     model, calibrations, cfg = load_model(ckpt)
-    knee = None
-    try:
-        results, _ = read_results(ckpt.parent)
-        point = results.knee() if results is not None else None
-        knee = None if point is None else point.value
-    except BofexitsError:
-        pass
+    knee = knee_beta(ckpt.parent)
     beta = beta if beta is not None else (knee if knee is not None else 0.5)
     _, test = load_dataset(cfg.dataset, cfg.data_dir)
     x, _ = next(test.subset(torch.arange(min(count, len(test)))).batches(count, shuffle=False))
@@ -268,19 +262,6 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _replace_readme(block: str, readme: Path = Path("README.md")) -> None:
-    text = readme.read_text()
-    new, n = re.subn(
-        r"<!-- scaling:begin -->.*<!-- scaling:end -->",
-        lambda _: f"<!-- scaling:begin -->\n{block}\n<!-- scaling:end -->",
-        text,
-        flags=re.S,
-    )
-    if n != 1:
-        raise SystemExit("README.md has no <!-- scaling:begin --> ... <!-- scaling:end --> block")
-    readme.write_text(new)
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
@@ -348,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         plot(result, args.out / "scaling.png")
     print(table)
     if args.readme:
-        _replace_readme(table)
+        write_block("scaling", table)
     return result
 
 

@@ -2,54 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-import torch
 
-from bofexits.config import ModelConfig, TrainConfig
-from bofexits.data.registry import load_dataset
-from bofexits.models.build import build_model
-from bofexits.policies import ExitCalibration
-from bofexits.training.checkpoint import save_checkpoint
+from tests.helpers import load_script, write_tiny_checkpoint
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "runtimes.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("runtimes_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["runtimes_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-runtimes = _load()
+runtimes = load_script("runtimes")
 
 
 @pytest.fixture
 def checkpoint(tmp_path: Path, write_fake_data: Callable[..., Path]) -> Path:
     data = write_fake_data(tmp_path / "data", n_train=64, n_test=48)
-    cfg = TrainConfig(data_dir=str(data), model=ModelConfig(widths=[4, 8, 8, 16], codewords=8))
-    torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
-    train, _ = load_dataset("fashion-mnist", data)
-    x, _ = next(train.batches(64, shuffle=False))
-    with torch.no_grad():
-        cal = ExitCalibration.fit(model(x)[:-1], cfg.score)
-    ckpt = tmp_path / "run" / "checkpoint.pt"
-    ckpt.parent.mkdir()
-    save_checkpoint(
-        ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "calibration": {cfg.score: cal.to_dict()}}
-    )
-    return ckpt
+    return write_tiny_checkpoint(tmp_path / "run" / "checkpoint.pt", data)
 
 
 def test_runtimes_table_end_to_end(

@@ -5,52 +5,22 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-import torch
 
-from bofexits.config import ModelConfig, TrainConfig
-from bofexits.data.registry import load_dataset
-from bofexits.models.build import build_model
-from bofexits.policies import ExitCalibration
-from bofexits.training.checkpoint import save_checkpoint
+from tests.helpers import load_script, write_tiny_checkpoint
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "scaling.py"
+scaling = load_script("scaling")
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("scaling_benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scaling_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-scaling = _load()
 
 
 @pytest.fixture
 def demo_dir(tmp_path: Path, write_fake_data: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> Path:
     """tmp_path with runs/demo/checkpoint.pt: a small untrained vgg28 calibrated on fake data."""
     data = write_fake_data(tmp_path / "data", n_train=64, n_test=40)
-    cfg = TrainConfig(data_dir=str(data), model=ModelConfig(widths=[4, 8, 8, 16], codewords=8))
-    torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
-    train, _ = load_dataset("fashion-mnist", data)
-    x, _ = next(train.batches(64, shuffle=False))
-    with torch.no_grad():
-        cal = ExitCalibration.fit(model(x)[:-1], cfg.score)
-    (tmp_path / "runs" / "demo").mkdir(parents=True)
-    save_checkpoint(
-        tmp_path / "runs" / "demo" / "checkpoint.pt",
-        {"config": cfg.to_dict(), "model": model.state_dict(), "calibration": {cfg.score: cal.to_dict()}},
-    )
+    write_tiny_checkpoint(tmp_path / "runs" / "demo" / "checkpoint.pt", data)
     shutil.copy(Path(__file__).resolve().parents[1] / "README.md", tmp_path / "README.md")
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -14,9 +14,8 @@ import torch
 from torch import nn
 
 from bofexits._io import jsonable
-from bofexits.config import ModelConfig, TrainConfig
+from bofexits.config import TrainConfig
 from bofexits.data import FASHION_MNIST_CLASSES
-from bofexits.data.registry import load_dataset
 from bofexits.deploy import runner as deploy
 from bofexits.deploy.info import DEFAULT_BETA
 from bofexits.deploy.onnx import ExportError, export_onnx
@@ -25,7 +24,8 @@ from bofexits.errors import ConfigError
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies import CalibratedThreshold, ExitCalibration, calibrated_thresholds
-from bofexits.training.checkpoint import save_checkpoint, update_checkpoint
+from bofexits.training.checkpoint import update_checkpoint
+from tests.helpers import write_tiny_checkpoint
 
 SHAPE = (2, 8, 8)  # conftest's tiny network
 
@@ -219,23 +219,7 @@ def test_existing_folders_are_kept_unless_asked(
 
 def _checkpoint(tmp_path: Path, data_dir: Path) -> Path:
     """A checkpoint of a small vgg28 (untrained: export does not care) calibrated on the fake data."""
-    from bofexits.models.build import build_model
-
-    cfg = TrainConfig(data_dir=str(data_dir), model=ModelConfig(widths=[4, 8, 8, 16], codewords=8))
-    torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
-    train, _ = load_dataset("fashion-mnist", data_dir)
-    x, _ = next(train.batches(64, shuffle=False))
-    with torch.no_grad():
-        cal = ExitCalibration.fit(model(x)[:-1], "max_prob")
-    path = tmp_path / "checkpoint.pt"
-    payload = {
-        "config": cfg.to_dict(),
-        "model": model.state_dict(),
-        "calibration": {"max_prob": cal.to_dict()},
-    }
-    save_checkpoint(path, payload)
-    return path
+    return write_tiny_checkpoint(tmp_path / "checkpoint.pt", data_dir)
 
 
 def test_checkpoint_export_takes_the_tuned_beta(fake_data: Path, tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from bofexits.policies import (
 )
 from bofexits.policies.base import ExitPolicy
 from bofexits.policies.thresholds import ScoreThreshold
+from tests.helpers import by_id_policy
 
 aten = torch.ops.aten
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -93,17 +94,8 @@ def test_other_policies_match_the_cpu_runtime(tiny_net_factory, images, policy: 
     _assert_same(_singles(fast, x), _singles(ref, x))
 
 
-class ByIdPolicy(ExitPolicy):
-    """Stateful, not a threshold rule: stops sample k at exit k % 4 (3 = the final exit)."""
-
-    name = "by-id"
-
-    def begin(self, batch_size: int) -> torch.Tensor:
-        return torch.arange(batch_size)
-
-    def stop(self, index: int, logits: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        assert state.shape[0] == logits.shape[0]
-        return state % 4 == index, state
+def ByIdPolicy() -> ExitPolicy:  # noqa: N802 - reads as the class it builds
+    return by_id_policy()
 
 
 def test_stateful_policy_state_follows_the_batch(tiny_net_factory, images) -> None:  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ from bofexits.inference.runtime import AdaptiveRuntime, ExitResult
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies import CalibratedThreshold, ExitCalibration
 from bofexits.policies.base import ExitPolicy
+from tests.helpers import by_id_policy
 
 POLICIES = [
     ("mean", 0.0),
@@ -149,17 +150,8 @@ def test_none_stop_runs_everything(tiny_net_factory, images) -> None:  # type: i
     torch.testing.assert_close(r.logits, net.forward_backbone(images(10)))
 
 
-class ByIdPolicy(ExitPolicy):
-    """Stateful: carries each sample's original position and stops it at exit id % 4 (3 = final)."""
-
-    name = "by-id"
-
-    def begin(self, batch_size: int) -> torch.Tensor:
-        return torch.arange(batch_size)
-
-    def stop(self, index: int, logits: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        assert state.shape[0] == logits.shape[0]
-        return state % 4 == index, state
+def ByIdPolicy() -> ExitPolicy:  # noqa: N802 - reads as the class it builds
+    return by_id_policy()
 
 
 def test_policy_state_follows_the_shrinking_batch(tiny_net_factory, images) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bofexits._io import write_text
-from bofexits.errors import ConfigError
+from bofexits.errors import BofexitsError, ConfigError
 from bofexits.evaluation.comparison import Comparison
 from bofexits.evaluation.sweep import Sweep
 from bofexits.reporting.html import render_html
@@ -26,7 +26,7 @@ from bofexits.reporting.plots import (
     plot_policies,
 )
 
-__all__ = ["read_results", "write_report"]
+__all__ = ["knee_beta", "read_results", "write_report"]
 
 T = TypeVar("T")
 
@@ -54,6 +54,20 @@ def read_results(run_dir: str | Path) -> tuple[Sweep | None, Comparison | None]:
     return _read(run_dir / "results.json", Sweep.from_dict), _read(
         run_dir / "policies.json", Comparison.from_dict
     )
+
+
+def knee_beta(run_dir: str | Path) -> float | None:
+    """The knee's beta of the sweep in `run_dir` (what `make demo` reports), or None.
+
+    None when there is no readable results.json or it has no knee: benchmarks that time "the
+    knee" then fall back to a default and say so.
+    """
+    try:
+        results, _ = read_results(run_dir)
+    except BofexitsError:
+        return None
+    knee = results.knee() if results is not None else None
+    return None if knee is None or knee.value is None else float(knee.value)
 
 
 def _sweep_part(result: Sweep, run_dir: Path) -> str:
