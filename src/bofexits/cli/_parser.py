@@ -306,6 +306,12 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--out", type=_out_path, default=Path("runs/train"), help="run folder (default runs/train)"
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument(
+        "--dist-timeout",
+        type=_POSITIVE,
+        default=300.0,
+        help="under torchrun: seconds a rank waits for the others before the job fails (default 300)",
+    )
     _add_training_flags(p)
     _add_network_flags(p)
     p.set_defaults(func=commands.train)
