@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,7 @@ def throughput(cfg: TrainConfig, out: Path, nproc: int) -> dict[str, float]:
         "--out",
         str(out),
     ]
+    shutil.rmtree(out, ignore_errors=True)  # this benchmark's own scratch run from an earlier call
     subprocess.run(cmd, check=True, env=env, timeout=1800)
     history = load_checkpoint(out / "checkpoint.pt")["history"]
     seconds = sum(h["seconds"] for h in history)

@@ -7,16 +7,17 @@ one, every collective here is a no-op and training is the single-process code pa
 
 The data scheme is `DistributedSampler`'s without its padding: every rank draws the same
 permutation from the run's seed and the epoch, and rank r keeps rows r::world of each global
-batch (`shard`). The union of the ranks' local batches is the single-process batch, so the
-gradient (averaged over the global batch, see `all_reduce_gradients`) and the result do not
-depend on the number of processes (docs/distributed.md).
+batch (`shard`). The union of the ranks' local batches is the single-process batch; each rank
+weights its loss by its share of the batch and `DistributedDataParallel` averages the
+gradients (`data_parallel`), so the gradient and the result do not depend on the number of
+processes (docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from bofexits.errors import ConfigError
 
@@ -33,14 +35,14 @@ __all__ = [
     "ONE_PROCESS",
     "World",
     "all_gather_object",
-    "all_reduce_gradients",
     "all_reduce_sum",
-    "average_buffers",
+    "broadcast_buffers",
     "backend_for",
     "barrier",
     "broadcast_module",
     "check_batch_size",
     "check_same_config",
+    "data_parallel",
     "current_world",
     "interleave",
     "process_group",
@@ -222,53 +224,67 @@ def broadcast_module(module: nn.Module, src: int = 0) -> None:
         dist.broadcast(tensor, src)
 
 
-def all_reduce_gradients(params: Iterable[nn.Parameter]) -> None:
-    """Sum the gradients of `params` over the ranks, in one collective.
+class _Call(nn.Module):
+    """`fn(module, x)` as a module's forward, so DistributedDataParallel can wrap it.
 
-    Each rank scales its loss by its share of the global batch, so the sum is the gradient of
-    the global batch's mean loss: the single-process gradient. A rank with no sample in the
-    last batch has no gradients (None); it sends zeros, and a parameter no rank computed a
-    gradient for stays None, as the optimiser expects. This is DistributedDataParallel's
-    all-reduce done by hand: the phases call `features` and `exits` rather than `forward`,
-    and a rank may skip the forward pass, neither of which DDP's hooks allow.
+    The training phases call parts of the network (`features`, `exits`, `forward_backbone`),
+    not its `forward`; this gives DDP one forward to hook whatever the phase computes.
+    """
+
+    def __init__(self, module: nn.Module, fn: Callable[[nn.Module, torch.Tensor], Any]) -> None:
+        super().__init__()
+        self.module = module
+        self._fn = fn
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self._fn(self.module, x)
+
+
+@contextmanager
+def data_parallel(
+    module: nn.Module,
+    trainable: Iterable[nn.Parameter],
+    fn: Callable[[nn.Module, torch.Tensor], Any],
+    device: torch.device,
+) -> Iterator[Callable[[torch.Tensor], Any]]:
+    """`fn(module, x)` wrapped in `DistributedDataParallel` for the block (plain in one process).
+
+    DDP averages the gradients of every parameter that requires one, so for the block only the
+    `trainable` ones (the phase's optimiser's) do: the frozen parts would otherwise be waited
+    for and all-reduced as zeros every step. `requires_grad` is restored on exit. DDP also
+    broadcasts rank 0's buffers (BatchNorm statistics) before each forward.
+    """
+    call = _Call(module, fn)
+    if not _active():
+        yield call
+        return
+    keep = {id(p) for p in trainable}
+    saved = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        for p, _ in saved:
+            p.requires_grad_(id(p) in keep)
+        ids = None
+        if device.type == "cuda":
+            ids = [device.index if device.index is not None else torch.cuda.current_device()]
+        # Some parameters never take part (an RBF exit's logistic a, c): with unused-parameter
+        # detection DDP leaves their gradient None, as one process does, so AdamW skips them.
+        yield DistributedDataParallel(call, device_ids=ids, find_unused_parameters=True)
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Give every rank rank `src`'s buffers (BatchNorm statistics), as DDP does before each forward.
+
+    After an epoch's last step each rank's training-mode BatchNorm statistics follow its own
+    last local batch; rank 0's are the ones the checkpoint keeps, so every rank takes them
+    before validation.
     """
     if not _active():
         return
-    params = [p for p in params if p.requires_grad]
-    if not params:
-        return
-    device = params[0].device
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    has = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype, device=device)
-    flat = torch.cat([g.reshape(-1) for g in grads] + [has])  # (sum of numels + P,)
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    offset = 0
-    for p, seen in zip(params, flat[-len(params) :].tolist(), strict=True):
-        n = p.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone() if seen else None
-        offset += n
-
-
-def average_buffers(module: nn.Module) -> None:
-    """Average the float buffers of `module`'s training-mode submodules (BatchNorm statistics).
-
-    Each rank's BatchNorm running statistics follow its own local batches; averaging them keeps
-    the ranks identical, close to (not equal to) statistics of the global batches. Counters
-    (`num_batches_tracked`) are taken from rank 0, which always has data. Eval-mode modules
-    are left alone: their buffers are already equal on every rank.
-    """
-    if not _active():
-        return
-    size = dist.get_world_size()
-    for sub in module.modules():
-        if not sub.training:
-            continue
-        for buf in sub.buffers(recurse=False):
-            if buf.is_floating_point():
-                dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-                buf.div_(size)
-            else:
-                dist.broadcast(buf, 0)
+    for buf in module.buffers():
+        dist.broadcast(buf, src)
 
 
 def check_same_config(text: str, world: World) -> None:

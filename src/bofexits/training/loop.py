@@ -5,7 +5,7 @@ the resolved config); `resume=True` continues an interrupted run from it. After 
 epoch the proposed rule is calibrated and stored in the same checkpoint.
 
 Under torchrun the same loop runs data-parallel (`training.distributed`, docs/distributed.md):
-each rank trains on its rows of every global batch and gradients are summed over the ranks;
+each rank trains on its rows of every global batch through DistributedDataParallel;
 k-means runs on rank 0 and is broadcast; validation and calibration logits are computed on
 each rank's shard and gathered, so every rank holds the single-process numbers; rank 0 alone
 logs, shows progress and writes the checkpoint, and the others wait for it at a barrier.
@@ -421,8 +421,8 @@ def _train_one_epoch(
     """One pass over the training set (shuffled by a per-epoch seed); the mean loss.
 
     Under torchrun every rank draws the same global batches (same permutation, same
-    augmentation) and trains on its rows of each (`distributed.shard`); its loss is scaled by
-    its share of the batch so the summed gradients are the single-process ones.
+    augmentation) and trains on its rows of each (`distributed.shard`) through
+    `DistributedDataParallel`, whose averaged gradients are the single-process ones (`_step`).
     """
     phase = run.phases[epoch]
     world = run.world
@@ -436,50 +436,47 @@ def _train_one_epoch(
         desc=f"epoch {epoch + 1}/{len(run.phases)} {phase}",
         leave=False,
     )
-    step = _distributed_step if world.distributed else _step
-    for x, y in bar:
-        step_total, step_seen = step(run, phase, opt, x, y)
-        sched.step()
-        total += step_total
-        seen += step_seen
+    params = [p for group in opt.param_groups for p in group["params"]]
+    with distributed.data_parallel(run.model, params, partial(_forward, phase=phase), run.device) as net:
+        for x, y in bar:
+            step_total, step_seen = _step(run, net, phase, opt, x, y)
+            sched.step()
+            total += step_total
+            seen += step_seen
     if world.distributed:
         sums = distributed.all_reduce_sum(torch.tensor([total, float(seen)], dtype=torch.float64))
         total, seen = float(sums[0]), int(sums[1])
-        distributed.average_buffers(run.model)
+        distributed.broadcast_buffers(run.model)
     return total / max(1, seen)
 
 
 def _step(
-    run: _Run, phase: str, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+    run: _Run,
+    net: Callable[[torch.Tensor], list[torch.Tensor]],
+    phase: str,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
 ) -> tuple[float, int]:
-    """One optimiser step on the batch `(x, y)`; its (loss sum, samples)."""
-    x, y = x.to(run.device), y.to(run.device)
-    loss = _loss(_forward(run.model, x, phase), y, run.weights, phase)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.item() * len(y), len(y)
+    """One optimiser step on the global batch `(x, y)`; this rank's (loss sum, samples).
 
-
-def _distributed_step(
-    run: _Run, phase: str, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
-) -> tuple[float, int]:
-    """`_step` on this rank's rows of the global batch `(x, y)`, gradients summed over the ranks.
-
-    A rank with no row (a last batch smaller than the world) only joins the all-reduce.
+    Under torchrun `net` is the DistributedDataParallel wrapper and this rank trains on its
+    rows of the batch; DDP averages the ranks' gradients, so each rank's loss is weighted by
+    world x its share of the batch, and the average is the single-process gradient. A rank
+    with no row (a last batch smaller than the world) still runs one image with weight zero,
+    so every rank takes part in every all-reduce.
     """
-    batch = len(y)
-    x, y = distributed.shard(x, run.world).to(run.device), distributed.shard(y, run.world).to(run.device)
-    opt.zero_grad(set_to_none=True)
+    batch, world = len(y), run.world
+    x, y = distributed.shard(x, world), distributed.shard(y, world)
+    weight = world.size * len(y) / batch
     if not len(y):
-        distributed.all_reduce_gradients(p for group in opt.param_groups for p in group["params"])
-        opt.step()
-        return 0.0, 0
-    loss = _loss(_forward(run.model, x, phase), y, run.weights, phase)
-    (loss * (len(y) / batch)).backward()  # this rank's share of the global mean: the ranks sum to it
-    distributed.all_reduce_gradients(p for group in opt.param_groups for p in group["params"])
+        x, y = x.new_zeros((1, *x.shape[1:])), y.new_zeros((1,))
+    x, y = x.to(run.device), y.to(run.device)
+    loss = _loss(net(x), y, run.weights, phase)
+    opt.zero_grad(set_to_none=True)
+    (loss * weight).backward()  # weight 1 in one process
     opt.step()
-    return loss.item() * len(y), len(y)
+    return (loss.item() * len(y), len(y)) if weight else (0.0, 0)
 
 
 def _log_epoch(record: dict[str, Any], epochs: int) -> None:
