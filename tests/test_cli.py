@@ -240,7 +240,7 @@ def test_every_train_flag_reaches_the_config() -> None:
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     dests = {a.dest for a in sub.choices["train"]._actions}
-    assert dests - set(config_keys()) == {"help", "out", "resume", "config"}
+    assert dests - set(config_keys()) == {"help", "out", "resume", "config", "dist_timeout"}
 
 
 @pytest.mark.slow  # the whole demo on tiny data: about 5 s

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,21 +34,28 @@ def _warn_if_deprecated(args: argparse.Namespace) -> None:
         )
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise, or when RANK is garbage)."""
+    rank = os.environ.get("RANK", "0")
+    return int(rank) if rank.isdigit() else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             args = build_parser().parse_args(argv)
         except SystemExit as exc:  # --help, or a one-line usage error: its exit code, as a return value
             return exc.code if isinstance(exc.code, int) else 2
-        logging.basicConfig(
-            level=logging.WARNING if args.quiet else logging.INFO,
+        logging.basicConfig(  # under torchrun the other ranks only warn: rank 0 tells the story
+            level=logging.WARNING if args.quiet or _rank() else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             datefmt="%H:%M:%S",
         )
         _warn_if_deprecated(args)
         return int(args.func(args))
     except BofexitsError as exc:
-        print(f"bofexits: error: {exc}", file=sys.stderr)
+        where = f"rank {_rank()}: " if "WORLD_SIZE" in os.environ and not str(exc).startswith("rank ") else ""
+        print(f"bofexits: error: {where}{exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bofexits: interrupted; `--resume` continues from the last checkpoint", file=sys.stderr)

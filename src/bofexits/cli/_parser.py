@@ -173,6 +173,7 @@ def _add_device(p: argparse._ActionsContainer, default: str | None = "auto") -> 
 _THREADS = _integer(1, 1024)
 _EPOCHS = _integer(0, MAX_EPOCHS)
 _POSITIVE = _number(0, open_low=True)
+_DIST_TIMEOUT = _number(0, 86400, open_low=True)
 _COUNT = _integer(0)
 _ROUNDS = _integer(1, 1000)
 
@@ -306,6 +307,14 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--out", type=_out_path, default=Path("runs/train"), help="run folder (default runs/train)"
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument(
+        "--dist-timeout",
+        type=_DIST_TIMEOUT,
+        default=300.0,
+        metavar="SECONDS",
+        help="under torchrun: seconds a rank waits for the others before the job fails "
+        "(default 300, at most a day: a dead rank must not hang the job for longer)",
+    )
     _add_training_flags(p)
     _add_network_flags(p)
     p.set_defaults(func=commands.train)

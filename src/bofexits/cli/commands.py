@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def train(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
     from bofexits.training.loop import train
 
     cfg = config_from_args(args)
-    result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    timeout = timedelta(seconds=args.dist_timeout)
+    result = train(cfg, args.out, resume=args.resume, progress=not args.quiet, dist_timeout=timeout)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone reports
+        return 0
     last = result.history[-1] if result.history else {}
     print(f"checkpoint: {result.checkpoint}")
     if last:

@@ -2,6 +2,8 @@
 
 * `loop`: joint, frozen-backbone and two-phase training, k-means codebooks, resumable
   checkpoints under a run-folder lock, calibration at the end (docs/method.md §4).
+* `distributed`: torchrun data parallelism: process group, per-epoch shard of each global
+  batch, collectives that are no-ops in one process (docs/distributed.md).
 * `checkpoint`: one safely loaded file (no pickled code) holding weights, config and calibration.
 * `recipes`: per-dataset defaults (backbone, channels, schedule, augmentation).
 * `tuning`: beta for a target (accuracy drop, compute or latency budget) on the validation split.

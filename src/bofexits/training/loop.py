@@ -3,17 +3,25 @@
 Every epoch ends with an atomic checkpoint (model, optimiser, schedule, RNG, history and
 the resolved config); `resume=True` continues an interrupted run from it. After the last
 epoch the proposed rule is calibrated and stored in the same checkpoint.
+
+Under torchrun the same loop runs data-parallel (`training.distributed`, docs/distributed.md):
+each rank trains on its rows of every global batch through DistributedDataParallel;
+k-means runs on rank 0 and is broadcast; validation and calibration logits are computed on
+each rank's shard and gathered, so every rank holds the single-process numbers; rank 0 alone
+logs, shows progress and writes the checkpoint, and the others wait for it at a barrier.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,6 +43,7 @@ from bofexits.models.exits import ExitHeads
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies.calibrated import ExitCalibration
 from bofexits.policies.scores import SCORES
+from bofexits.training import distributed
 from bofexits.training.checkpoint import (
     load_checkpoint,
     load_model,
@@ -42,6 +51,7 @@ from bofexits.training.checkpoint import (
     save_checkpoint,
     update_checkpoint,
 )
+from bofexits.training.distributed import World
 
 __all__ = ["TrainResult", "resolve_device", "train"]
 
@@ -164,9 +174,32 @@ def kmeans_init(
     model.to(device)
 
 
-def _evaluate_exits(model: MultiExitNetwork, data: ImageDataset, device: torch.device) -> list[float]:
-    logits, labels = collect_logits(model, data, device=device)
+def _collect_logits(
+    model: MultiExitNetwork, data: ImageDataset, device: torch.device, world: World
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """`collect_logits` over all of `data`, each rank computing its shard; every rank gets all of it."""
+    if not world.distributed:
+        return collect_logits(model, data, device=device)
+    mine = collect_logits(
+        model, data.subset(distributed.shard(torch.arange(len(data)), world)), device=device
+    )
+    parts = distributed.all_gather_object(mine)
+    logits = [distributed.interleave([p[0][i] for p in parts]) for i in range(len(mine[0]))]
+    return logits, distributed.interleave([p[1] for p in parts])
+
+
+def _evaluate_exits(
+    model: MultiExitNetwork, data: ImageDataset, device: torch.device, world: World = distributed.ONE_PROCESS
+) -> list[float]:
+    logits, labels = _collect_logits(model, data, device, world)
     return [float((lg.argmax(1) == labels).float().mean()) for lg in logits]
+
+
+def _kmeans_once(run: _Run) -> None:
+    """k-means codebooks on rank 0 (the same seeded work on every rank would be wasted), then shared."""
+    if run.world.is_main:
+        kmeans_init(run.model, run.train_set, run.cfg.kmeans_images, run.cfg.seed, run.device)
+    distributed.broadcast_module(run.model.exits)
 
 
 @dataclass
@@ -183,6 +216,7 @@ class _Run:
     phases: list[str]
     transform: Transform | None
     ckpt_path: Path
+    world: World = distributed.ONE_PROCESS
 
     @property
     def steps_per_epoch(self) -> int:
@@ -206,6 +240,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[int], None] | None = None,
+    dist_timeout: timedelta = distributed.DEFAULT_TIMEOUT,
 ) -> TrainResult:
     """Train a multi-exit network as `cfg` says, checkpointing into `run_dir` every epoch.
 
@@ -218,25 +253,59 @@ def train(
         resume: continue from `run_dir/checkpoint.pt` (must have been written with the same config).
         progress: show tqdm bars.
         on_epoch: called after each checkpoint with the completed epoch (tests interrupt here).
+        dist_timeout: under torchrun, how long a collective waits for the other ranks before
+            the job fails (a dead or stuck rank must not hang the others forever).
     """
     run_dir = Path(run_dir)
-    resolve_device(cfg.device)  # a GPU that is not there fails before the run folder is made
-    with RunLock(run_dir):  # a second run on this folder would silently overwrite this one
-        clean_stale_temps(run_dir)  # left by a kill inside a checkpoint write
-        run = _set_up(cfg, run_dir / CHECKPOINT)
+    device = resolve_device(cfg.device)  # a GPU that is not there fails before the run folder is made
+    with distributed.process_group(device, dist_timeout) as world:
+        try:
+            return _train_in(cfg, run_dir, world, resume=resume, progress=progress, on_epoch=on_epoch)
+        except Exception as exc:
+            if world.distributed:  # torchrun's summary names the rank too; this names it in the log
+                log.error("rank %d of %d failed: %s: %s", world.rank, world.size, type(exc).__name__, exc)
+            raise
+
+
+def _train_in(
+    cfg: TrainConfig,
+    run_dir: Path,
+    world: World,
+    *,
+    resume: bool,
+    progress: bool,
+    on_epoch: Callable[[int], None] | None,
+) -> TrainResult:
+    """`train` inside the process group (one process: no group); rank 0 alone locks and writes."""
+    lock = RunLock(run_dir) if world.is_main else contextlib.nullcontext()
+    with lock:  # a second run on this folder would silently overwrite this one
+        if world.is_main:
+            clean_stale_temps(run_dir)  # left by a kill inside a checkpoint write
+        run = _set_up(cfg, run_dir / CHECKPOINT, world)
+        if world.distributed:
+            distributed.check_same_config(json.dumps([run.cfg.to_dict(), resume], sort_keys=True), world)
+            distributed.check_batch_size(run.cfg.batch_size, len(run.train_set), world)
         state = _resume(run) if resume else _start(run, run_dir)
         run.model.to(run.device)
-        write_json(run_dir / "config.json", run.cfg.to_dict())
-        _train_epochs(run, state, progress=progress, on_epoch=on_epoch)
+        distributed.broadcast_module(run.model)  # every rank starts from rank 0's weights, as under DDP
+        if world.is_main:
+            write_json(run_dir / "config.json", run.cfg.to_dict())
+        _train_epochs(run, state, progress=progress and world.is_main, on_epoch=on_epoch)
         calibrations = _finish(run, state)
     return TrainResult(run.ckpt_path, run.model.cpu().eval(), calibrations, state.history, run.test)
 
 
-def _set_up(cfg: TrainConfig, ckpt_path: Path) -> _Run:
-    """Threads, device, the three splits and a freshly built (seeded) network, all checked."""
+def _set_up(cfg: TrainConfig, ckpt_path: Path, world: World = distributed.ONE_PROCESS) -> _Run:
+    """Threads, device, the three splits and a freshly built (seeded) network, all checked.
+
+    Every rank builds the same network from the same seed; under torchrun each rank takes the
+    GPU of its LOCAL_RANK.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
     train_set, val_set, test = run_splits(cfg)
     cfg = _fit_network_to_data(cfg, train_set)
     torch.manual_seed(cfg.seed)
@@ -244,7 +313,9 @@ def _set_up(cfg: TrainConfig, ckpt_path: Path) -> _Run:
     weights = _validate(cfg, model.num_exits)
     _check_dataset(model, train_set)
     transform = _augmentation(train_set, cfg.crop_padding, flip=cfg.flip) if cfg.augment else None
-    return _Run(cfg, model, train_set, val_set, test, device, weights, _phases(cfg), transform, ckpt_path)
+    return _Run(
+        cfg, model, train_set, val_set, test, device, weights, _phases(cfg), transform, ckpt_path, world
+    )
 
 
 def _fit_network_to_data(cfg: TrainConfig, train_set: ImageDataset) -> TrainConfig:
@@ -273,6 +344,10 @@ def _resume(run: _Run) -> _Progress:
         )
     load_state_into(run.model, state.get("model"), f"checkpoint {run.ckpt_path}")
     torch.set_rng_state(state["rng"])
+    if not run.world.is_main:
+        return _Progress(
+            int(state["epoch"]), list(state["history"]), bool(state.get("codebooks_ready")), state
+        )
     log.info("resuming %s after epoch %d of %d", run.ckpt_path, int(state["epoch"]), len(run.phases))
     return _Progress(int(state["epoch"]), list(state["history"]), bool(state.get("codebooks_ready")), state)
 
@@ -301,7 +376,7 @@ def _train_epochs(
     for epoch in range(first, len(run.phases)):
         phase = run.phases[epoch]
         if phase != "backbone" and not state.codebooks_ready:
-            kmeans_init(run.model, run.train_set, run.cfg.kmeans_images, run.cfg.seed, run.device)
+            _kmeans_once(run)
             state.codebooks_ready = True
         if opt is None or sched is None or epoch == 0 or run.phases[epoch - 1] != phase:
             opt, sched = _phase_optimizer(run, phase, state.resumed_from if epoch == first else None)
@@ -311,13 +386,15 @@ def _train_epochs(
             "epoch": epoch + 1,
             "phase": phase,
             "loss": loss,
-            "val_acc": _evaluate_exits(run.model, run.val_set, run.device),
+            "val_acc": _evaluate_exits(run.model, run.val_set, run.device, run.world),
             "seconds": time.perf_counter() - t0,
         }
         state.epoch = epoch + 1
         state.history.append(record)
-        _log_epoch(record, len(run.phases))
-        _save_epoch(run, state, opt, sched, phase)
+        if run.world.is_main:
+            _log_epoch(record, len(run.phases))
+            _save_epoch(run, state, opt, sched, phase)
+        distributed.barrier()  # no rank runs ahead (or stops) before the checkpoint is whole
         if on_epoch is not None:
             on_epoch(epoch + 1)
 
@@ -341,8 +418,14 @@ def _train_one_epoch(
     *,
     progress: bool,
 ) -> float:
-    """One pass over the training set (shuffled by a per-epoch seed); the mean loss."""
+    """One pass over the training set (shuffled by a per-epoch seed); the mean loss.
+
+    Under torchrun every rank draws the same global batches (same permutation, same
+    augmentation) and trains on its rows of each (`distributed.shard`) through
+    `DistributedDataParallel`, whose averaged gradients are the single-process ones (`_step`).
+    """
     phase = run.phases[epoch]
+    world = run.world
     _set_train_mode(run.model, phase)
     gen = torch.Generator().manual_seed(run.cfg.seed * 1000 + epoch)
     total, seen = 0.0, 0
@@ -353,16 +436,47 @@ def _train_one_epoch(
         desc=f"epoch {epoch + 1}/{len(run.phases)} {phase}",
         leave=False,
     )
-    for x, y in bar:
-        x, y = x.to(run.device), y.to(run.device)
-        loss = _loss(_forward(run.model, x, phase), y, run.weights, phase)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        total += loss.item() * len(y)
-        seen += len(y)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    with distributed.data_parallel(run.model, params, partial(_forward, phase=phase), run.device) as net:
+        for x, y in bar:
+            step_total, step_seen = _step(run, net, phase, opt, x, y)
+            sched.step()
+            total += step_total
+            seen += step_seen
+    if world.distributed:
+        sums = distributed.all_reduce_sum(torch.tensor([total, float(seen)], dtype=torch.float64))
+        total, seen = float(sums[0]), int(sums[1])
+        distributed.broadcast_buffers(run.model)
     return total / max(1, seen)
+
+
+def _step(
+    run: _Run,
+    net: Callable[[torch.Tensor], list[torch.Tensor]],
+    phase: str,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+) -> tuple[float, int]:
+    """One optimiser step on the global batch `(x, y)`; this rank's (loss sum, samples).
+
+    Under torchrun `net` is the DistributedDataParallel wrapper and this rank trains on its
+    rows of the batch; DDP averages the ranks' gradients, so each rank's loss is weighted by
+    world x its share of the batch, and the average is the single-process gradient. A rank
+    with no row (a last batch smaller than the world) still runs one image with weight zero,
+    so every rank takes part in every all-reduce.
+    """
+    batch, world = len(y), run.world
+    x, y = distributed.shard(x, world), distributed.shard(y, world)
+    weight = world.size * len(y) / batch
+    if not len(y):
+        x, y = x.new_zeros((1, *x.shape[1:])), y.new_zeros((1,))
+    x, y = x.to(run.device), y.to(run.device)
+    loss = _loss(net(x), y, run.weights, phase)
+    opt.zero_grad(set_to_none=True)
+    (loss * weight).backward()  # weight 1 in one process
+    opt.step()
+    return (loss.item() * len(y), len(y)) if weight else (0.0, 0)
 
 
 def _log_epoch(record: dict[str, Any], epochs: int) -> None:
@@ -405,9 +519,16 @@ def _save_epoch(
 def _finish(run: _Run, state: _Progress) -> dict[str, ExitCalibration]:
     """Calibrate the proposed rule and mark the checkpoint complete, with what deployment reads."""
     if not state.codebooks_ready:  # zero epochs of exit training: still start from k-means codebooks
-        kmeans_init(run.model, run.train_set, run.cfg.kmeans_images, run.cfg.seed, run.device)
+        _kmeans_once(run)
     split = run.train_set if run.cfg.calibration_split == "train" else run.val_set
-    calibrations = calibrate(run.model, split, run.device)
+    calibrations = calibrate(run.model, split, run.device, world=run.world)
+    if run.world.is_main:
+        _write_final(run, state, calibrations)
+    distributed.barrier()
+    return calibrations
+
+
+def _write_final(run: _Run, state: _Progress, calibrations: dict[str, ExitCalibration]) -> None:
     update_checkpoint(
         run.ckpt_path,
         config=run.cfg.to_dict(),
@@ -423,18 +544,29 @@ def _finish(run: _Run, state: _Progress) -> dict[str, ExitCalibration]:
             "std": list(run.train_set.std),
         },
     )
-    return calibrations
 
 
 def calibrate(
-    model: MultiExitNetwork, data: ImageDataset, device: torch.device | None = None, max_samples: int = 20000
+    model: MultiExitNetwork,
+    data: ImageDataset,
+    device: torch.device | None = None,
+    max_samples: int = 20000,
+    *,
+    world: World = distributed.ONE_PROCESS,
 ) -> dict[str, ExitCalibration]:
-    """Fit the proposed rule's per-exit statistics on `data` (no augmentation), for every score."""
+    """Fit the proposed rule's per-exit statistics on `data` (no augmentation), for every score.
+
+    Under torchrun (`world`) each rank computes the logits of its shard and all are gathered,
+    so every rank fits the statistics on the whole split, the single-process ones.
+    """
     if len(data) > max_samples:
         data = data.subset(
             torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:max_samples]
         )
-    logits, _ = collect_logits(model, data, device=device)
+    if world.distributed:
+        logits, _ = _collect_logits(model, data, device or torch.device("cpu"), world)
+    else:
+        logits, _ = collect_logits(model, data, device=device)
     return {score: ExitCalibration.fit(logits[:-1], score) for score in SCORES}
 
 
