@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from bofexits.policies import ExitCalibration
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -32,7 +34,6 @@ def write_tiny_checkpoint(path: Path, data_dir: Path) -> Path:
     from bofexits.config import ModelConfig, TrainConfig
     from bofexits.data.registry import load_dataset
     from bofexits.models.build import build_model
-    from bofexits.policies import ExitCalibration
     from bofexits.training.checkpoint import save_checkpoint
 
     cfg = TrainConfig(data_dir=str(data_dir), model=ModelConfig(widths=[4, 8, 8, 16], codewords=8))
@@ -41,7 +42,7 @@ def write_tiny_checkpoint(path: Path, data_dir: Path) -> Path:
     train, _ = load_dataset("fashion-mnist", data_dir)
     x, _ = next(train.batches(64, shuffle=False))
     with torch.no_grad():
-        cal = ExitCalibration.fit(model(x)[:-1], cfg.score)
+        cal = fit_calibration(model(x), cfg.score)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"config": cfg.to_dict(), "model": model.state_dict(), "calibration": {cfg.score: cal.to_dict()}}
     save_checkpoint(path, payload)
@@ -63,3 +64,11 @@ def by_id_policy() -> Any:
             return state % 4 == index, state
 
     return ByIdPolicy()
+
+
+def fit_calibration(outputs: list[torch.Tensor], score: str = "max_prob") -> ExitCalibration:
+    """Calibration from all S exits' outputs, with the final exit's predictions as labels.
+
+    With labels the calibration carries every variant's table, the default `accuracy` included.
+    """
+    return ExitCalibration.fit(outputs[:-1], score, outputs[-1].argmax(1))

@@ -104,6 +104,7 @@ VALID = {
         "betas",
         "max_drop",
         "val_fraction",
+        "distill",
     },
     "huge": {
         "epochs",

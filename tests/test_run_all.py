@@ -73,7 +73,7 @@ def test_run_all_heads_outputs_reuse_and_readme(
     for r in rows:
         assert len(r["exit_accuracies"]) == 3 and set(r["claims"]) == {"a", "b", "c"}
         assert r["exit_heads_within_5pct_macs"] == (r["exit_heads_macs_pct"] <= 5.0)
-        assert set(r["at_levels"]) == {"0.25", "0.5", "0.75"}
+        assert set(r["at_levels"]) == {"0.25", "0.4", "0.5", "0.75"}
         assert r["wall"]["reused"] is False and r["wall"]["train_s"] > 0
         assert r["runtime_check"]["mismatched_exits"] == 0
         if r["knee"] is not None:

@@ -118,6 +118,11 @@ class TrainConfig:
         crop_padding: random-crop padding in pixels; 0 (default) because on short schedules the
             crops slowed convergence (Fashion-MNIST, 2 epochs: 87.9% with 2-px crops, 90.6% without).
         calibration_split: "train" (the paper) or "val" (held-out).
+        distill: weight of self-distillation in each early exit's loss, in [0, 1]: the exit
+            learns (1 - distill) x cross-entropy on the labels + distill x the KL divergence
+            from the final classifier's softened outputs (docs/decisions.md, "Better exits").
+        distill_temperature: the softening temperature T of the distillation term (scaled
+            by T^2, so its gradients keep their size as T changes).
         score / variant: the confidence score and rule variant the calibration serves.
     """
 
@@ -125,7 +130,7 @@ class TrainConfig:
     data_dir: str | None = None
     mode: Mode = "two-phase"
     epochs: int = 10
-    exit_epochs: int = 4
+    exit_epochs: int = 12
     batch_size: int = 128
     optimizer: Optimizer = "adamw"
     lr: float = 3e-3
@@ -142,8 +147,10 @@ class TrainConfig:
     threads: int | None = None
     kmeans_images: int = 512
     calibration_split: CalibrationSplit = "train"
+    distill: float = 0.0
+    distill_temperature: float = 3.0
     score: str = "max_prob"
-    variant: str = "conditional"
+    variant: str = "accuracy"
     backbone_checkpoint: str | None = None
     limit_train: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -289,6 +296,12 @@ def check_ranges(cfg: TrainConfig) -> None:
         check_device_name(cfg.device)
     except ConfigError as exc:
         raise ConfigError(f"config key 'device': {exc}") from None
+    if not (math.isfinite(cfg.distill) and 0.0 <= cfg.distill <= 1.0):
+        raise ConfigError(f"config key 'distill' must be in [0, 1], got {cfg.distill}")
+    if not (math.isfinite(cfg.distill_temperature) and 0.0 < cfg.distill_temperature <= 100.0):
+        raise ConfigError(
+            f"config key 'distill_temperature' must be in (0, 100], got {cfg.distill_temperature}"
+        )
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise ConfigError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}")
     weights = cfg.exit_weights or []

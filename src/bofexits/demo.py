@@ -25,7 +25,7 @@ __all__ = ["DEMO_CONFIG", "run_demo"]
 
 log = logging.getLogger(__name__)
 
-DEMO_CONFIG = TrainConfig(dataset="fashion-mnist", mode="two-phase", epochs=10, exit_epochs=4)
+DEMO_CONFIG = TrainConfig(dataset="fashion-mnist", mode="two-phase", epochs=10, exit_epochs=12)
 EXTRA = (("max_prob", "quantile"), ("max_prob", "mean"), ("max_logit", "quantile"), ("max_logit", "mean"))
 
 

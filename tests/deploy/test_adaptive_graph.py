@@ -26,6 +26,7 @@ from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.build import build_model
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies import CalibratedThreshold, ExitCalibration
+from tests.helpers import fit_calibration
 
 BETAS = (0.0, 0.4, 1.0)  # every sample at exit 1, near the knee, nearly all to the end
 N = 40
@@ -37,7 +38,7 @@ def _images(n: int, seed: int) -> torch.Tensor:
 
 def _calibrate(net: MultiExitNetwork, score: str) -> ExitCalibration:
     with torch.no_grad():
-        return ExitCalibration.fit(net(_images(256, 1))[:-1], score)
+        return fit_calibration(net(_images(256, 1)), score)
 
 
 @pytest.fixture(scope="module")

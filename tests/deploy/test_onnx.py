@@ -25,7 +25,7 @@ from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies import CalibratedThreshold, ExitCalibration, calibrated_thresholds
 from bofexits.training.checkpoint import update_checkpoint
-from tests.helpers import write_tiny_checkpoint
+from tests.helpers import fit_calibration, write_tiny_checkpoint
 
 SHAPE = (2, 8, 8)  # conftest's tiny network
 
@@ -57,9 +57,7 @@ class DataDependent(nn.Module):
 def _net(factory: Callable[..., MultiExitNetwork], **kwargs: Any) -> tuple[MultiExitNetwork, ExitCalibration]:
     net = factory(dtype=torch.float32, **kwargs)
     with torch.no_grad():
-        cal = ExitCalibration.fit(
-            net(torch.randn(128, *SHAPE, generator=torch.Generator().manual_seed(3)))[:-1], "max_prob"
-        )
+        cal = fit_calibration(net(torch.randn(128, *SHAPE, generator=torch.Generator().manual_seed(3))))
     return net, cal
 
 

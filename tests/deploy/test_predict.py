@@ -23,8 +23,8 @@ from bofexits.deploy.predict import Prediction, format_predictions, load_image, 
 from bofexits.errors import ConfigError
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.build import build_model
-from bofexits.policies import ExitCalibration
 from bofexits.training.checkpoint import save_checkpoint
+from tests.helpers import fit_calibration
 
 N_IMAGES = 6
 
@@ -42,7 +42,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, write_fake_data: Callable[..
     train, test = load_dataset("fashion-mnist", data)
     x, _ = next(train.batches(64, shuffle=False))
     with torch.no_grad():
-        cal = ExitCalibration.fit(model(x)[:-1], "max_prob")
+        cal = fit_calibration(model(x))
     ckpt = root / "checkpoint.pt"
     save_checkpoint(
         ckpt,

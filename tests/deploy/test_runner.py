@@ -23,6 +23,7 @@ from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.exits import BoFExits
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies import CalibratedThreshold, ExitCalibration, calibrated_thresholds, confidence
+from tests.helpers import fit_calibration
 
 SHAPE = (2, 8, 8)
 CLASSES = 5
@@ -73,7 +74,7 @@ def make_net(seed: int = 0, **exit_kwargs: Any) -> MultiExitNetwork:
 def calibrate(net: MultiExitNetwork, score: str = "max_prob") -> ExitCalibration:
     with torch.no_grad():
         x = torch.randn(128, *SHAPE, generator=torch.Generator().manual_seed(10))
-        return ExitCalibration.fit(net(x)[:-1], score)
+        return fit_calibration(net(x), score)
 
 
 def inputs(n: int, seed: int = 11) -> np.ndarray:
@@ -162,19 +163,17 @@ def test_scores_match_the_policies() -> None:
 
 def test_thresholds_equal_the_policies_bit_for_bit() -> None:
     logits = [torch.randn(200, 5, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    labels = torch.randint(0, 5, (200,), generator=torch.Generator().manual_seed(9))
     for score in ("max_prob", "max_logit"):
-        cal = ExitCalibration.fit(logits, score)
+        cal = ExitCalibration.fit(logits, score, labels)
         q, m = cal.quantiles.numpy(), cal.means.tolist()
-        cond = None if getattr(cal, "conditional", None) is None else cal.conditional.numpy()  # type: ignore[union-attr]
-        variants = [
-            "quantile",
-            *(["conditional"] if cond is not None else []),
-            *(["mean"] if score == "max_prob" else []),
-        ]
+        assert cal.conditional is not None and cal.accuracy is not None
+        cond, acc = cal.conditional.numpy(), cal.accuracy.numpy()
+        variants = ["quantile", "conditional", "accuracy", *(["mean"] if score == "max_prob" else [])]
         for variant in variants:
             for beta in (0.0, 0.123, 0.4, 0.5, 0.9995, 1.0) if variant != "mean" else (0.5, 1.0, 1.37):
                 want = calibrated_thresholds(cal, beta, variant)
-                assert deploy.calibrated_thresholds(m, q, beta, variant, cond) == want, (variant, beta)
+                assert deploy.calibrated_thresholds(m, q, beta, variant, cond, acc) == want, (variant, beta)
     with pytest.raises(deploy.DeployError, match="in \\[0, 1\\]"):
         deploy.calibrated_thresholds(m, q, 1.5, "quantile")
 

@@ -5,18 +5,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from bofexits.evaluation.claims import check_claims
+from bofexits.evaluation.claims import BASELINES, check_claims
 from bofexits.evaluation.comparison import (
     Comparison,
     ComparisonTiming,
+    Contrast,
     DecisionOverhead,
     FamilyResult,
     RuntimeCheck,
 )
 from bofexits.evaluation.cost import CostTable
 from bofexits.evaluation.points import LEVELS, Point, PointTiming, at_levels, knee_point
+from bofexits.evaluation.significance import paired_bootstrap
 from bofexits.evaluation.sweep import Sweep, SweepTiming, TrainingInfo
 from bofexits.evaluation.timing import Platform
 
@@ -84,6 +87,32 @@ def _family(
                         knee_point(pts, full), at_levels(pts, LEVELS))  # fmt: skip
 
 
+def paired_correct(acc_a: float, acc_b: float, n: int, swaps: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) per-image correctness of two policies with these accuracies: right together on most
+    images, and each right alone on a few (`swaps` of them both ways, plus the accuracy gap)."""
+    ka, kb = round(acc_a * n), round(acc_b * n)
+    common = min(ka, kb) - swaps
+    a, b = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    a[:ka] = True
+    b[:common] = True
+    b[ka : ka + kb - common] = True
+    return a, b
+
+
+def contrasts_of(comparison: Comparison) -> list[Contrast]:
+    """Contrasts as `compare_policies` builds them, from per-image results made up to match the points."""
+    prop, out = comparison.proposed, []
+    targets = [(lv, False, p) for lv, p in prop.at_levels.items()]
+    targets += [(prop.knee.relative_macs, True, prop.knee)] if prop.knee else []
+    for level, knee, p in targets:
+        best = comparison.best_baseline(level, BASELINES)
+        if p is None or best is None:
+            continue
+        a, b = paired_correct(p.accuracy, best[1].accuracy, comparison.num_test)
+        out.append(Contrast(level, knee, best[0], p.index or 0, best[1].index or 0, paired_bootstrap(a, b)))
+    return out
+
+
 def make_comparison() -> Comparison:
     full = 0.91
     fams = [
@@ -100,7 +129,7 @@ def make_comparison() -> Comparison:
         _family("rule-max_logit-mean", "beta", [(0.5, 0.8, 0.3), (1.0, 0.9, 0.6)], full, timed=False),
     ]
     comparison = Comparison(
-        num_test=100,
+        num_test=1000,
         num_val=30,
         platform=PLATFORM,
         costs=COSTS,
@@ -115,6 +144,7 @@ def make_comparison() -> Comparison:
             DecisionOverhead("max-softmax", 4.0, 0.004),
         ],
     )
+    comparison.contrasts = contrasts_of(comparison)
     comparison.claims = check_claims(comparison)
     return comparison
 

@@ -14,13 +14,14 @@ from bofexits.cli import main
 from bofexits.data import registry as datasets
 from bofexits.data.registry import load_dataset
 from bofexits.errors import ConfigError
+from bofexits.evaluation.claims import BASELINES
 from bofexits.evaluation.collect import collect_logits
-from bofexits.evaluation.compare import compare_policies, decision_overhead_us
+from bofexits.evaluation.compare import _contrasts, _simulate_family, compare_policies, decision_overhead_us
 from bofexits.evaluation.comparison import Comparison
 from bofexits.evaluation.cost import measure_costs
 from bofexits.evaluation.families import policy_families
 from bofexits.evaluation.points import Point, at_compute, cheapest_reaching
-from bofexits.evaluation.timing import interleaved_timing
+from bofexits.evaluation.timing import interleaved_timing, platform_info
 from bofexits.inference.offline import oracle, oracle_frontier, simulate
 from bofexits.models.backbones import create_backbone
 from bofexits.policies import CalibratedThreshold, ExitCalibration, calibrated_thresholds
@@ -141,6 +142,8 @@ def test_comparison_on_a_trained_network(trained_run: Path, fake_data: Path) -> 
     assert timed and all(p.timing.batch1_speedup > 0 for p in timed)  # type: ignore[union-attr]
     assert [c.claim for c in comp.claims] == ["a", "b", "c"]
     assert all(c.verdict in ("supported", "partly", "not supported") for c in comp.claims)
+    # matched compute read image by image: every contrast on the whole test set, against a baseline
+    assert all(c.rival in BASELINES and c.interval.images == comp.num_test for c in comp.contrasts)
     assert {r.policy for r in comp.decision_overhead} >= {"proposed", "max-softmax", "patience"}
 
 
@@ -225,8 +228,8 @@ def test_decision_overhead_is_under_two_percent_of_the_backbone() -> None:
 
 def test_policy_families_are_ordered_fastest_first(tiny_net_factory, images) -> None:  # type: ignore[no-untyped-def]
     net = tiny_net_factory(seed=1).float()
-    logits, _ = collect_logits(net, _dataset(images(120, seed=2)))
-    cals = {s: ExitCalibration.fit(logits[:-1], s) for s in ("max_prob", "max_logit")}
+    logits, labels = collect_logits(net, _dataset(images(120, seed=2)))
+    cals = {s: ExitCalibration.fit(logits[:-1], s, labels) for s in ("max_prob", "max_logit")}
     fams = {f.name: f for f in policy_families(cals, logits, measure_costs(net), points=11)}
     for name in ("proposed", "max-softmax", "entropy", "patience", "budgeted"):
         first = simulate(fams[name].make(fams[name].values[0]), logits).exit_index
@@ -258,3 +261,29 @@ def test_every_point_can_be_timed(trained_run: Path, fake_data: Path) -> None:
         if fam.timed:
             assert all(p.timing is not None for p in fam.points), fam.name
     assert comp.timing is not None and comp.timing.runtime_check.mismatched_exits == 0
+
+
+def test_contrasts_pair_the_matched_points_image_by_image(tiny_net_factory, images) -> None:  # type: ignore[no-untyped-def]
+    net = tiny_net_factory(seed=1).float()
+    logits, _ = collect_logits(net, _dataset(images(300, seed=2)))
+    labels = logits[-1].argmax(1)
+    labels[::4] = (labels[::4] + 1) % logits[-1].shape[1]  # a quarter never right at the end
+    costs = measure_costs(net)
+    cals = {s: ExitCalibration.fit(logits[:-1], s, labels) for s in ("max_prob", "max_logit")}
+    fams = [f for f in policy_families(cals, logits, costs, points=11) if f.proposed or f.name in BASELINES]
+    full = float((logits[-1].argmax(1) == labels).float().mean())
+    results = [_simulate_family(f, logits, labels, costs, full) for f in fams]
+    comp = Comparison(300, 300, platform_info(), costs, full, results[0].points[0], [], results)
+    contrasts = _contrasts(comp, fams, logits, labels)
+    expected = {lv for lv, p in comp.proposed.at_levels.items() if p and comp.best_baseline(lv, BASELINES)}
+    assert {c.level for c in contrasts if not c.knee} == expected and expected
+    assert [c.level for c in contrasts if c.knee] == (
+        [comp.proposed.knee.relative_macs] if comp.proposed.knee else []
+    )
+    for c in contrasts:
+        p = comp.proposed.points[c.proposed_index]
+        rival = comp.best_baseline(c.level, BASELINES)
+        assert rival is not None and (c.rival, c.rival_index) == (rival[0], rival[1].index)
+        # the per-image vectors were those of exactly these two points
+        assert c.interval.difference == pytest.approx(p.accuracy - rival[1].accuracy, abs=1e-9)
+        assert c.interval.images == 300 and c.interval.low <= c.interval.difference <= c.interval.high

@@ -16,6 +16,7 @@ from bofexits.evaluation.claims import Check, Claim
 from bofexits.evaluation.comparison import (
     Comparison,
     ComparisonTiming,
+    Contrast,
     DecisionOverhead,
     FamilyResult,
     RuntimeCheck,
@@ -23,6 +24,7 @@ from bofexits.evaluation.comparison import (
 )
 from bofexits.evaluation.cost import CostTable
 from bofexits.evaluation.points import PointTiming
+from bofexits.evaluation.significance import Interval
 from bofexits.evaluation.sweep import Sweep, SweepTiming, TrainingInfo, save_sweep
 
 
@@ -56,10 +58,32 @@ def test_comparison_round_trip(comparison_result: Comparison) -> None:
     )  # the same object, re-linked
 
 
+def test_comparison_keeps_its_paired_intervals(comparison_result: Comparison) -> None:
+    data = _json(comparison_result.to_dict())
+    assert [(c["level"], c["knee"], c["rival"]) for c in data["contrasts"]] == [
+        (0.4, False, "patience"),
+        (0.5, False, "max-softmax"),
+        (0.75, False, "max-softmax"),
+        (0.6, True, "max-softmax"),
+    ]
+    assert [c["interval"]["verdict"] for c in data["contrasts"]] == ["loss", "win", "tie", "win"]
+    again = Comparison.from_dict(data)
+    assert again.contrasts == comparison_result.contrasts
+    assert again.contrast(0.5) is again.contrasts[1] and again.contrast(0.25) is None
+
+
+def test_a_comparison_written_before_the_intervals_still_loads(comparison_result: Comparison) -> None:
+    data = _json(comparison_result.to_dict())
+    del data["contrasts"]  # policies.json as written before paired intervals existed
+    old = Comparison.from_dict(data)
+    assert old.contrasts == [] and old.contrast(0.5) is None and old.contrast(0.6, knee=True) is None
+    assert old.families == comparison_result.families and old.claims == comparison_result.claims
+
+
 def test_comparison_files_keep_their_layout(comparison_result: Comparison, tmp_path: Path) -> None:
     json_path, csv_path = save_comparison(comparison_result, tmp_path)
     data = json.loads(json_path.read_text())
-    assert set(data["families"][0]["at_levels"]) == {"0.25", "0.5", "0.75"}
+    assert set(data["families"][0]["at_levels"]) == {"0.25", "0.4", "0.5", "0.75"}
     assert data["oracle"]["frontier"][0] == [0.26, 0.8] and data["timing"]["runtime_check"]["points"] == 6
     assert data["timing"]["backbone_batched_images_per_s"] == 2000.0
     assert [c["claim"] for c in data["claims"]] == ["a", "b", "c"]
@@ -82,6 +106,8 @@ def test_comparison_files_keep_their_layout(comparison_result: Comparison, tmp_p
         ComparisonTiming(1, 2, 3, 4, 5, 1.0, 2.0, runtime_check=RuntimeCheck(1, 2, 3, 4)),
         DecisionOverhead("proposed", 1.0, 0.01),
         Claim("a", "statement", [Check("c", "m", None), Check("d", "n", True)], "partly", "why"),
+        Interval(-0.0012, -0.0025, 0.0001, 0.95, 2000, 0, 10_000, 40, 52, 0.25),
+        Contrast(0.4, False, "budgeted", 3, 7, Interval(0.01, 0.002, 0.02, 0.95, 2000, 0, 1000, 12, 2, 0.01)),
     ],
     ids=lambda v: type(v).__name__,
 )

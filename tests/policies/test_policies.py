@@ -21,6 +21,7 @@ from bofexits.policies import (
     create_policy,
     list_policies,
 )
+from bofexits.policies.calibrated import CalibrationError
 
 LOGITS = torch.tensor([[1.0, 3.0, 2.0], [0.0, 0.0, 0.0], [-1.0, -5.0, -1.0]])
 
@@ -118,6 +119,54 @@ def test_calibration_dict_round_trip() -> None:
     assert back.score == "margin" and back.num_samples == cal.num_samples
     torch.testing.assert_close(back.means, cal.means)
     torch.testing.assert_close(back.quantiles, cal.quantiles)
+
+
+def test_accuracy_variant_thresholds_rise_with_beta_and_mean_what_they_say() -> None:
+    """On the calibration samples, samples stopped at beta are right about beta of the time or more."""
+    g = torch.Generator().manual_seed(4)
+    labels = torch.randint(0, 4, (4000,), generator=g)
+    logits = []
+    for sharp in (1.0, 2.0, 4.0):  # later exits: more often right
+        lg = torch.randn(4000, 4, generator=g)
+        lg[torch.arange(4000), labels] += sharp * torch.rand(4000, generator=g) * 2
+        logits.append(lg)
+    cal = ExitCalibration.fit(logits, "max_prob", labels)
+    assert cal.accuracy is not None and cal.accuracy.shape == (3, 1001)
+    assert bool((cal.accuracy[:, 1:] >= cal.accuracy[:, :-1]).all())
+    assert calibrated_thresholds(cal, 0.0, "accuracy") == [float("-inf")] * 3
+    scores = confidence(logits[0], "max_prob")
+    right = logits[0].argmax(1) == labels
+    for beta in (0.5, 0.8, 0.9):
+        t = calibrated_thresholds(cal, beta, "accuracy")[0]
+        stopped = scores >= t
+        assert stopped.any() and float(right[stopped].float().mean()) >= beta - 0.02
+        below = (scores < t) & (scores >= t - 0.05)  # just under the threshold: less accurate than beta
+        if below.sum() > 50:
+            assert float(right[below].float().mean()) < beta + 0.02
+    # A sure exit stops everything at any beta < 1; a useless one stops nothing at beta above chance.
+    perfect = [logits[0].clone()]
+    perfect[0][torch.arange(4000), labels] = 50.0
+    sure = ExitCalibration.fit(perfect, "max_prob", labels)
+    assert calibrated_thresholds(sure, 0.99, "accuracy")[0] <= float(confidence(perfect[0], "max_prob").min())
+
+
+def test_accuracy_variant_needs_labels_and_round_trips() -> None:
+    logits = _exit_logits()
+    no_labels = ExitCalibration.fit(logits, "max_prob")
+    assert no_labels.accuracy is None
+    with pytest.raises(ConfigError, match="no statistics for the accuracy variant"):
+        calibrated_thresholds(no_labels, 0.5, "accuracy")
+    labels = torch.zeros(50, dtype=torch.long)
+    cal = ExitCalibration.fit(logits, "max_prob", labels)
+    back = ExitCalibration.from_dict(cal.to_dict())
+    assert back.accuracy is not None and cal.accuracy is not None
+    torch.testing.assert_close(back.accuracy, cal.accuracy)
+    with pytest.raises(InputError, match="labels must be a \\(50,\\) tensor"):
+        ExitCalibration.fit(logits, "max_prob", torch.zeros(49, dtype=torch.long))
+    data = cal.to_dict()
+    data["accuracy"] = [row[::-1] for row in data["accuracy"]]
+    with pytest.raises(CalibrationError, match="decrease with beta"):
+        ExitCalibration.from_dict(data)
 
 
 def _cal(means: list[float], quantiles: torch.Tensor | None = None) -> ExitCalibration:

@@ -49,11 +49,14 @@ def test_format_points(sweep_result: Sweep) -> None:
 def test_format_comparison(comparison_result: Comparison) -> None:
     text = format_comparison(comparison_result)
     assert text.splitlines()[0] == "full network 91.00%; simulated from all exits"
-    assert "<=25%" in text.splitlines()[1]
+    assert "<=25%" in text.splitlines()[1] and "<=40%" in text.splitlines()[1]
+    assert text.splitlines()[3].startswith("paper's original rule (rule-max_logit-mean lab")
     row = next(line for line in text.splitlines() if line.startswith("proposed label")).split()
     assert row[2:4] == ["90.70@60%", "0.50"]  # the knee: the cheapest point within 0.5 pp of 91%
-    assert row[4:] == ["n/a", "90.00@45%", "90.70@60%"]  # the best within 25 / 50 / 75% (exit 1 costs 26%)
+    # the best within 25 / 40 / 50 / 75% (exit 1 costs 26%)
+    assert row[4:] == ["n/a", "80.00@26%", "90.00@45%", "90.70@60%"]
     assert text.count("claim (") == 3
+    assert "At 75% of the MACs: tie with max-softmax (+0.10 pp, 95% CI" in text  # the per-level summary
 
 
 def test_markdown_tables(sweep_result: Sweep, comparison_result: Comparison) -> None:
@@ -63,5 +66,8 @@ def test_markdown_tables(sweep_result: Sweep, comparison_result: Comparison) -> 
     assert "| batch-16 speedup |" in knob_table(sweep_result).splitlines()[0]
     knees = knee_table(comparison_result)
     assert "| **proposed label** |" in knees and "| <= 75% MACs |" in knees.splitlines()[0]
+    assert "| <= 40% MACs | <= 50% MACs |" in knees.splitlines()[0]
+    # the paper's original rule, named as such, right below the default
+    assert knees.splitlines()[3].startswith("| paper's original rule (rule-max_logit-mean label) | n/a |")
     assert point_cell(None, "beta") == "n/a"
     assert claim_table(comparison_result.claims[0]).startswith("| check | measured | met |")

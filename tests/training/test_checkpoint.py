@@ -56,7 +56,7 @@ def test_load_model_round_trip(tmp_path: Path) -> None:
     cfg = _small_cfg()
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
-    cal = ExitCalibration.fit([torch.randn(20, 4) for _ in range(3)], "max_prob")
+    cal = ExitCalibration.fit([torch.randn(20, 4) for _ in range(3)], "max_prob", torch.randint(0, 4, (20,)))
     save_checkpoint(
         tmp_path / "c.pt",
         {"config": cfg.to_dict(), "model": model.state_dict(), "calibration": {"max_prob": cal.to_dict()}},

@@ -155,3 +155,42 @@ def test_a_dataset_without_test_images_is_refused(
     monkeypatch.setattr(registry, "_load_run_data", no_test)
     with pytest.raises(DataError, match="test split has no images"):
         train(tiny_config(tmp_path, epochs=1), tmp_path / "run", progress=False)
+
+
+def _outputs(seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    outs = [torch.randn(8, 5, generator=g, requires_grad=True) for _ in range(4)]
+    return outs, torch.randint(0, 5, (8,), generator=g)
+
+
+@pytest.mark.parametrize("phase", ["joint", "exits"])
+def test_self_distillation_adds_a_kl_term_to_the_early_exits_only(phase: str) -> None:
+    from torch.nn import functional as F
+
+    from bofexits.training.loop import _loss
+
+    outs, y = _outputs()
+    weights = [1.0, 1.0, 1.0, 1.0]
+    plain = _loss(outs, y, weights, phase)
+    assert torch.equal(plain, _loss(outs, y, weights, phase, distill=0.0, temperature=3.0))
+    # distill = 1: an early exit learns only the final exit's softened outputs; KL(p || p) = 0.
+    same = [outs[-1]] * 4
+    loss = _loss(same, y, weights, phase, distill=1.0, temperature=2.0)
+    want = F.cross_entropy(outs[-1], y) / 4 if phase == "joint" else torch.tensor(0.0)
+    torch.testing.assert_close(loss, want)
+    # The teacher is detached: distillation sends no gradient into the final classifier.
+    outs, y = _outputs(1)
+    _loss(outs, y, weights, "joint", distill=1.0, temperature=2.0).backward()
+    final_grad = outs[-1].grad
+    outs2 = [o.detach().clone().requires_grad_() for o in outs]
+    (F.cross_entropy(outs2[-1], y) / 4).backward()
+    torch.testing.assert_close(final_grad, outs2[-1].grad)
+
+
+def test_distillation_settings_are_checked(fake_data: Path, tiny_config: Callable[..., TrainConfig]) -> None:
+    from bofexits.config import check_ranges
+
+    for key, value in (("distill", 1.5), ("distill", float("nan")), ("distill_temperature", 0.0)):
+        cfg = tiny_config(fake_data, **{key: value})
+        with pytest.raises(ConfigError, match=key):
+            check_ranges(cfg)

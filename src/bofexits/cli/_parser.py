@@ -229,6 +229,16 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=_number(0), help=f"default {d.weight_decay}")
     g.add_argument("--exit-weights", type=_number(0), nargs="+", help="loss weight per exit, final last")
     g.add_argument(
+        "--distill",
+        type=_number(0, 1),
+        help=f"self-distillation weight of the early exits' loss, 0..1 (default {d.distill})",
+    )
+    g.add_argument(
+        "--distill-temperature",
+        type=_number(0, 100, open_low=True),
+        help=f"softening temperature of self-distillation (default {d.distill_temperature})",
+    )
+    g.add_argument(
         "--no-augment", dest="augment", action="store_false", default=None, help="no flips or crops"
     )
     g.add_argument(

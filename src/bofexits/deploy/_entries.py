@@ -182,6 +182,7 @@ class CalibrationEntry(Entry):
         means: (S-1,) mean score per early exit.
         quantiles: (S-1, 1001) score quantiles at levels 0, 0.001, ..., 1.
         conditional: (S-1, 1001) thresholds of the conditional variant, or None (older exports).
+        accuracy: (S-1, 1001) thresholds of the accuracy variant, or None (older exports).
     """
 
     score: str
@@ -189,6 +190,14 @@ class CalibrationEntry(Entry):
     quantiles: tuple[tuple[float, ...], ...]
     num_samples: int
     conditional: tuple[tuple[float, ...], ...] | None = None
+    accuracy: tuple[tuple[float, ...], ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Without `accuracy` when absent, so files written before it round-trip unchanged."""
+        out = super().to_dict()
+        if out["accuracy"] is None:
+            del out["accuracy"]
+        return out
 
     @classmethod
     def _read(cls, f: Fields, num_exits: int) -> CalibrationEntry:
@@ -203,6 +212,7 @@ class CalibrationEntry(Entry):
             quantiles=quantiles,
             num_samples=f.integer("num_samples", minimum=1),
             conditional=f.optional("conditional", lambda key: f.table(key, rows, _GRID)),
+            accuracy=f.optional("accuracy", lambda key: f.table(key, rows, _GRID)),
         )
 
 

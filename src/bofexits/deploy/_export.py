@@ -240,6 +240,7 @@ def manifest_fields(
             quantiles=_rows(cal.quantiles),
             num_samples=cal.num_samples,
             conditional=None if cal.conditional is None else _rows(cal.conditional),
+            accuracy=None if cal.accuracy is None else _rows(cal.accuracy),
         ),
         "classes": tuple(info.classes),
         "preprocessing": schema.PreprocessingEntry(

@@ -22,8 +22,10 @@ __all__ = ["DEFAULT_BETA", "DeployInfo", "deploy_info"]
 #: Knob used when neither the caller nor `bofexits tune` chose one: the demo's knee for the
 #: quantile rule (cheapest beta within 0.5 pp of the full network, README results); "more
 #: confident than this exit usually is" for the mean rule; for the conditional rule (each exit
-#: passes on a share beta of what reaches it) half, not yet measured: prefer `bofexits tune`.
-DEFAULT_BETA: dict[str, float] = {"quantile": 0.4, "mean": 1.0, "conditional": 0.5}
+#: passes on a share beta of what reaches it) half, not yet measured; for the accuracy rule (leave
+#: once the exit is right 90 % of the time at this confidence) about the demo's knee. Prefer
+#: `bofexits tune`.
+DEFAULT_BETA: dict[str, float] = {"quantile": 0.4, "mean": 1.0, "conditional": 0.5, "accuracy": 0.9}
 
 
 @dataclass
@@ -32,7 +34,7 @@ class DeployInfo:
 
     Attributes:
         calibration: per-exit statistics of the policy's score.
-        variant: "mean", "quantile" or "conditional".
+        variant: "mean", "quantile", "conditional" or "accuracy".
         beta: the knob.
         beta_source: "argument", "tuned" (stored by `bofexits tune`) or "default" (`DEFAULT_BETA`).
         classes: class names, index i names class i.

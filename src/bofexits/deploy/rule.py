@@ -18,7 +18,7 @@ __all__ = ["SCORES", "VARIANTS", "calibrated_thresholds", "confidence", "thresho
 
 # The same names as bofexits.policies (scores.SCORES, calibrated.VARIANTS); a test compares them.
 SCORES: tuple[str, ...] = ("max_logit", "max_prob", "margin", "neg_entropy")
-VARIANTS: tuple[str, ...] = ("mean", "quantile", "conditional")
+VARIANTS: tuple[str, ...] = ("mean", "quantile", "conditional", "accuracy")
 _GRID = 1001  # quantile levels 0, 0.001, ..., 1, as in bofexits.policies.calibrated
 
 
@@ -74,12 +74,14 @@ def calibrated_thresholds(
     beta: float,
     variant: str,
     conditional: np.ndarray | None = None,
+    accuracy: np.ndarray | None = None,
 ) -> list[float]:
     """Threshold per early exit for knob `beta`: `bofexits.policies.calibrated_thresholds` in numpy.
 
     "mean": beta * mean_i; "quantile": the beta-quantile of exit i's calibration scores;
     "conditional": the beta-quantile over the calibration samples that reach exit i (the
-    precomputed `conditional` table). Both tables are interpolated linearly on their 1001-level
+    precomputed `conditional` table); "accuracy": the least score at which exit i's calibrated
+    accuracy reaches beta (the precomputed `accuracy` table). The tables are interpolated linearly on their 1001-level
     grid (beta = 0: -inf, every sample stops at exit 1). Computed in float32 like the PyTorch
     version, so both give the same floats.
 
@@ -99,10 +101,10 @@ def calibrated_thresholds(
         raise DeployError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if not 0.0 <= beta <= 1.0:
         raise DeployError(f"beta must be in [0, 1] for the {variant} variant, got {beta}")
-    table = quantiles if variant == "quantile" else conditional
+    table = {"quantile": quantiles, "conditional": conditional}.get(variant, accuracy)
     if table is None:
         raise DeployError(
-            "the export has no statistics for the conditional variant; re-export with a newer bofexits"
+            f"the export has no statistics for the {variant} variant; re-export with a newer bofexits"
         )
     q = np.asarray(table, dtype=np.float32)
     if beta == 0.0:

@@ -243,6 +243,7 @@ class OnnxAdaptiveRunner:
         self._means = list(cal.means)
         self._quantiles = np.asarray(cal.quantiles, dtype=np.float32)
         self._conditional = None if cal.conditional is None else np.asarray(cal.conditional, dtype=np.float32)
+        self._accuracy = None if cal.accuracy is None else np.asarray(cal.accuracy, dtype=np.float32)
         options = session_options(ort, threads)
 
         def load(entry: GraphEntry) -> _Graph:
@@ -368,7 +369,7 @@ class OnnxAdaptiveRunner:
     def set_beta(self, beta: float) -> None:
         """Use knob `beta` from now on (thresholds from the manifest's calibration statistics)."""
         self.thresholds = calibrated_thresholds(
-            self._means, self._quantiles, beta, self.variant, self._conditional
+            self._means, self._quantiles, beta, self.variant, self._conditional, self._accuracy
         )
         self.beta = float(beta)
 

@@ -6,7 +6,10 @@ A subset of points per policy (evenly spread, plus the knee and the matched-comp
 is then run for real: timed at batch 1 and in batches against the plain backbone in the same
 run (`bofexits.evaluation.timed`), and its exits and predictions checked against the
 simulation on the same images. Knob grids and the budgeted baseline's thresholds come from
-the validation split only. The result is a `Comparison`.
+the validation split only. At each matched-compute level and at the knee, the proposed rule's
+point and the best baseline's are simulated once more to get which test images each gets right,
+and their difference in accuracy gets a paired bootstrap interval (`Contrast`). The result is a
+`Comparison`.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import torch
 
 from bofexits.data import ImageDataset
 from bofexits.devices import place_model
-from bofexits.evaluation.claims import check_claims
+from bofexits.evaluation.claims import BASELINES, check_claims
 from bofexits.evaluation.collect import collect_logits, summarize
 from bofexits.evaluation.comparison import (
     Comparison,
     ComparisonTiming,
+    Contrast,
     DecisionOverhead,
     FamilyResult,
     RuntimeCheck,
@@ -33,6 +37,7 @@ from bofexits.evaluation.cost import CostTable, measure_costs
 from bofexits.evaluation.families import Family, policy_families
 from bofexits.evaluation.metrics import accuracy
 from bofexits.evaluation.points import LEVELS, MAX_DROP, at_levels, cheapest_reaching, knee_point
+from bofexits.evaluation.significance import paired_bootstrap
 from bofexits.evaluation.timed import TimedRuns, TimingImages, time_runtimes, timing_images
 from bofexits.evaluation.timing import platform_info
 from bofexits.inference.gpu import runtime_for
@@ -55,7 +60,7 @@ def compare_policies(
     test: ImageDataset,
     *,
     score: str = "max_prob",
-    variant: str = "conditional",
+    variant: str = "accuracy",
     points: int = 101,
     timed_points: int = 9,
     timing_samples: int = 200,
@@ -104,6 +109,7 @@ def compare_policies(
         if "max_prob" in calibrations
         else None,
     )
+    comparison.contrasts = _contrasts(comparison, families, test_logits, labels)
     if timing_samples > 0:
         knee = comparison.proposed.knee
         images = timing_images(test, timing_samples, throughput_batch, throughput_batches, device=device)
@@ -153,6 +159,34 @@ def _simulate_family(
         knee_point(pts, full_accuracy, MAX_DROP),
         at_levels(pts, LEVELS),
     )
+
+
+def _contrasts(
+    comparison: Comparison, families: Sequence[Family], logits: Sequence[torch.Tensor], labels: torch.Tensor
+) -> list[Contrast]:
+    """The proposed rule against the best of `BASELINES` at each level and at the knee, with the
+    paired bootstrap interval over the test images (the chosen points simulated once more)."""
+    by_name = {f.name: f for f in families}
+    cache: dict[tuple[str, int], torch.Tensor] = {}
+
+    def correct(name: str, index: int) -> torch.Tensor:  # (N,) bool: right on that test image
+        if (name, index) not in cache:
+            fam = by_name[name]
+            cache[name, index] = simulate(fam.make(fam.values[index]), logits).predictions.cpu() == labels
+        return cache[name, index]
+
+    prop = comparison.proposed
+    targets = [(lv, False, p) for lv, p in prop.at_levels.items()]
+    if prop.knee is not None:
+        targets.append((prop.knee.relative_macs, True, prop.knee))
+    out = []
+    for level, at_knee, p in targets:
+        best = comparison.best_baseline(level, BASELINES)
+        if p is None or p.index is None or best is None or (j := best[1].index) is None:
+            continue
+        interval = paired_bootstrap(correct(prop.name, p.index).numpy(), correct(best[0], j).numpy())
+        out.append(Contrast(level, at_knee, best[0], p.index, j, interval))
+    return out
 
 
 def _picks(result: FamilyResult, knee_accuracy: float, spread: int) -> list[int]:

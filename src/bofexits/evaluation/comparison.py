@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +17,9 @@ from typing import Any
 from bofexits._io import write_json, write_text
 from bofexits.evaluation.claims import Claim
 from bofexits.evaluation.cost import CostTable
-from bofexits.evaluation.points import LEVELS, MAX_DROP, Point
+from bofexits.evaluation.points import LEVELS, MAX_DROP, Point, at_compute
 from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, from_fields, require, to_fields
+from bofexits.evaluation.significance import Interval
 from bofexits.evaluation.timed import TimingSummary
 from bofexits.evaluation.timing import Platform
 
@@ -25,6 +27,7 @@ __all__ = [
     "CSV_FIELDS",
     "Comparison",
     "ComparisonTiming",
+    "Contrast",
     "DecisionOverhead",
     "FamilyResult",
     "RuntimeCheck",
@@ -170,6 +173,46 @@ class DecisionOverhead:
 
 
 @dataclass
+class Contrast:
+    """The proposed rule against the best baseline at one matched compute, image by image.
+
+    Accuracies a few hundredths of a point apart on the same test images are a tie more often
+    than not; the paired interval over the test images says which they are.
+
+    Attributes:
+        level: the compute level (fraction of the backbone's MACs) both points stay within.
+        knee: True for the proposed rule's knee (`level` is then the knee's own MACs).
+        rival: the baseline family with the most accurate point within `level`.
+        proposed_index, rival_index: the two points' positions in their families' `points`.
+        interval: proposed minus rival in test accuracy, paired bootstrap over the test images.
+    """
+
+    level: float
+    knee: bool
+    rival: str
+    proposed_index: int
+    rival_index: int
+    interval: Interval
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**to_fields(self), "interval": self.interval.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Contrast:
+        check_schema(data, "contrast")
+        require(data, "contrast", "level", "knee", "rival", "proposed_index", "rival_index", "interval")
+        return cls(
+            level=float(data["level"]),
+            knee=bool(data["knee"]),
+            rival=data["rival"],
+            proposed_index=int(data["proposed_index"]),
+            rival_index=int(data["rival_index"]),
+            interval=Interval.from_dict(data["interval"]),
+        )
+
+
+@dataclass
 class Comparison:
     """Every policy over its knob on one network and test set.
 
@@ -188,6 +231,8 @@ class Comparison:
         decision_overhead: per-decision cost of each timed policy.
         claims: the paper's claims checked against all of the above.
         source: where the numbers come from.
+        contrasts: the proposed rule against the best baseline at each level and at the knee,
+            with paired intervals (empty in files written before they existed).
     """
 
     num_test: int
@@ -205,6 +250,7 @@ class Comparison:
     decision_overhead: list[DecisionOverhead] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
     source: str = SOURCE
+    contrasts: list[Contrast] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -217,11 +263,23 @@ class Comparison:
         return next((f for f in self.families if f.name == name), None)
 
     def best_baseline(self, level: float, names: Sequence[str]) -> tuple[str, Point] | None:
-        """Among the families `names`, the most accurate point within `level` of the MACs, and its family."""
+        """Among the families `names`, the most accurate point within `level` of the MACs, and its family.
+
+        `level` is one of `levels` or any other share (the knee's MACs, for instance).
+        """
         found = [
-            (f.name, p) for n in names if (f := self.family(n)) and (p := f.at_levels[level]) is not None
+            (f.name, p)
+            for n in names
+            if (f := self.family(n))
+            and (p := f.at_levels[level] if level in f.at_levels else at_compute(f.points, level)) is not None
         ]
         return max(found, key=lambda r: r[1].accuracy) if found else None
+
+    def contrast(self, level: float, *, knee: bool = False) -> Contrast | None:
+        """The stored contrast at `level` (or at the knee), None when there is none."""
+        return next(
+            (c for c in self.contrasts if c.knee == knee and (knee or math.isclose(c.level, level))), None
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """`policies.json`."""
@@ -242,6 +300,7 @@ class Comparison:
             out["timing"] = self.timing.to_dict()
             out["decision_overhead"] = [d.to_dict() for d in self.decision_overhead]
         out["claims"] = [c.to_dict() for c in self.claims]
+        out["contrasts"] = [c.to_dict() for c in self.contrasts]
         out["schema_version"] = self.schema_version
         return out
 
@@ -270,6 +329,7 @@ class Comparison:
             decision_overhead=[DecisionOverhead.from_dict(d) for d in data.get("decision_overhead", [])],
             claims=[Claim.from_dict(c) for c in data["claims"]],
             source=data.get("source", SOURCE),
+            contrasts=[Contrast.from_dict(c) for c in data.get("contrasts", [])],
         )
 
 

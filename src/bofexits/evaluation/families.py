@@ -105,7 +105,7 @@ def policy_families(
     costs: CostTable,
     *,
     score: str = "max_prob",
-    variant: str = "conditional",
+    variant: str = "accuracy",
     points: int = 101,
 ) -> list[Family]:
     """Every policy with its knob grid; grids come from validation outputs, never the test set.
@@ -135,7 +135,9 @@ def policy_families(
             timed=False,
         )
         for sc in ("max_prob", "max_logit")
-        for v in ("mean", "quantile", "conditional")
-        if (sc, v) != (score, variant) and sc in calibrations
+        for v in ("mean", "quantile", "conditional", "accuracy")
+        if (sc, v) != (score, variant)
+        and sc in calibrations
+        and (v != "accuracy" or calibrations[sc].accuracy is not None)  # older calibrations lack it
     ]
     return [proposed, *_baselines(val_logits, costs, points), *others]

@@ -16,16 +16,23 @@ DEFAULT_BETAS: dict[str, list[float]] = {
     "quantile": [0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
     # Denser near the knee (about 0.45-0.5 on the demo network), where the choice is made.
     "conditional": [0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.425, 0.45, 0.475, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 1.0],
+    # Calibrated accuracy: the interesting range is near the exits' own accuracies (0.8-1).
+    "accuracy": [0.0, 0.5, 0.8, 0.85, 0.875, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0],
 }
 """The knob values a sweep reports for each variant of the calibrated rule."""
 
 
 def beta_grid(variant: str, points: int = 201) -> list[float]:
-    """Knob values to search: [0, 1] for the quantile rules, [0.5, 3] for the mean rule.
+    """Knob values to search: [0, 1] for the quantile rules, [0.5, 3] for the mean rule, and
+    for the accuracy rule 0, then levels 1 - 10^-x evenly in x up to 0.999, then 1.
 
     >>> beta_grid("quantile", 3)
     [0.0, 0.5, 1.0]
+    >>> [round(b, 4) for b in beta_grid("accuracy", 6)]
+    [0.0, 0.8222, 0.9684, 0.9944, 0.999, 1.0]
     """
+    if variant == "accuracy":  # accuracy levels crowd near 1: even steps of log(1 - beta), to 0.999
+        return [0.0, *(1 - 10 ** (-3 * i / (points - 2)) for i in range(1, points - 2)), 0.999, 1.0]
     lo, hi = (0.5, 3.0) if variant == "mean" else (0.0, 1.0)
     return [lo + (hi - lo) * i / (points - 1) for i in range(points)]
 

@@ -30,8 +30,8 @@ __all__ = [
 
 MAX_DROP = 0.005
 """The knee's tolerance: the cheapest point within this much accuracy (0.5 pp) of the full network."""
-LEVELS: tuple[float, ...] = (0.25, 0.5, 0.75)
-"""Compute levels (fractions of the backbone's MACs) at which policies are compared."""
+LEVELS: tuple[float, ...] = (0.25, 0.4, 0.5, 0.75)
+"""Compute levels (fractions of the backbone's MACs) at which policies are compared (matched compute)."""
 
 _ACC_EPS = 1e-12  # accuracies are means over the same test set: equal ones may differ by rounding
 _MACS_EPS = 1e-9

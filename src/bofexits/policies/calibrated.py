@@ -23,12 +23,13 @@ __all__ = [
     "CalibrationError",
     "ExitCalibration",
     "Variant",
+    "accuracy_thresholds",
     "calibrated_thresholds",
     "conditional_quantiles",
 ]
 
-Variant = Literal["mean", "quantile", "conditional"]
-VARIANTS: tuple[str, ...] = ("mean", "quantile", "conditional")
+Variant = Literal["mean", "quantile", "conditional", "accuracy"]
+VARIANTS: tuple[str, ...] = ("mean", "quantile", "conditional", "accuracy")
 _GRID = 1001  # stored quantile levels 0, 0.001, ..., 1
 _CONDITIONAL_SAMPLES = 8192
 _CONDITIONAL_LEVELS = 201
@@ -46,6 +47,9 @@ class ExitCalibration:
         conditional: (S-1, 1001) thresholds of the conditional variant at beta = 0, 0.001, ..., 1:
             row i is the beta-quantile of exit i's scores over the calibration samples that reach
             exit i under those thresholds (None in calibrations made before this variant existed).
+        accuracy: (S-1, 1001) thresholds of the accuracy variant at beta = 0, 0.001, ..., 1: row
+            i is the least score at which exit i's calibrated accuracy reaches beta
+            (`accuracy_thresholds`); None when the calibration had no labels or predates it.
     """
 
     score: str
@@ -53,13 +57,22 @@ class ExitCalibration:
     quantiles: torch.Tensor
     num_samples: int
     conditional: torch.Tensor | None = None
+    accuracy: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _check_statistics(self)
 
     @classmethod
-    def fit(cls, exit_logits: Sequence[torch.Tensor], score: str = "max_logit") -> ExitCalibration:
-        """Collect statistics from the logits of the early exits, [(N, classes)] * (S-1)."""
+    def fit(
+        cls,
+        exit_logits: Sequence[torch.Tensor],
+        score: str = "max_logit",
+        labels: torch.Tensor | None = None,
+    ) -> ExitCalibration:
+        """Collect statistics from the logits of the early exits, [(N, classes)] * (S-1).
+
+        With the samples' `labels` (N,) the accuracy variant's table is fitted too.
+        """
         if score not in SCORES:
             raise ConfigError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
         if isinstance(exit_logits, torch.Tensor) or not isinstance(exit_logits, Sequence):
@@ -79,7 +92,16 @@ class ExitCalibration:
         # The sequential quantiles cost one pass per level: compute 201 and interpolate to the grid.
         coarse = torch.linspace(0, 1, _CONDITIONAL_LEVELS, dtype=torch.float64)
         conditional = _interpolate_levels(conditional_quantiles(scores, coarse), coarse, levels)
-        return cls(score, scores.mean(1), quantiles, int(scores.shape[1]), conditional)
+        accuracy = None
+        if labels is not None:
+            if not isinstance(labels, torch.Tensor) or labels.shape != (scores.shape[1],):
+                raise InputError(
+                    f"calibration labels must be a ({scores.shape[1]},) tensor, one per sample, got "
+                    f"{tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}"
+                )
+            correct = torch.stack([lg.argmax(1) == labels for lg in exit_logits])  # (S-1, N)
+            accuracy = accuracy_thresholds(scores, correct, levels)
+        return cls(score, scores.mean(1), quantiles, int(scores.shape[1]), conditional, accuracy)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +110,7 @@ class ExitCalibration:
             "quantiles": self.quantiles.tolist(),
             "num_samples": self.num_samples,
             "conditional": None if self.conditional is None else self.conditional.tolist(),
+            "accuracy": None if self.accuracy is None else self.accuracy.tolist(),
         }
 
     @classmethod
@@ -98,13 +121,14 @@ class ExitCalibration:
         missing = [k for k in ("score", "means", "quantiles", "num_samples") if k not in data]
         if missing:
             raise CalibrationError(f"calibration lacks {', '.join(missing)}")
-        cond = data.get("conditional")
+        cond, acc = data.get("conditional"), data.get("accuracy")
         return cls(
             data["score"],
             _table("means", data["means"]),
             _table("quantiles", data["quantiles"]),
             data["num_samples"],
             None if cond is None else _table("conditional", cond),
+            None if acc is None else _table("accuracy", acc),
         )
 
 
@@ -141,7 +165,7 @@ def _check_statistics(cal: ExitCalibration) -> None:
             f"calibration means must be a non-empty (S-1,) vector, got shape {tuple(cal.means.shape)}"
         )
     exits = cal.means.shape[0]
-    tables = {"quantiles": cal.quantiles, "conditional": cal.conditional}
+    tables = {"quantiles": cal.quantiles, "conditional": cal.conditional, "accuracy": cal.accuracy}
     for name, table in tables.items():
         if table is not None and tuple(table.shape) != (exits, _GRID):
             raise CalibrationError(
@@ -156,10 +180,11 @@ def _check_statistics(cal: ExitCalibration) -> None:
     if bool(unordered.any()):  # quantiles grow with the level; a reversed table inverts the knob
         rows = [i for i, bad in enumerate(unordered.tolist()) if bad]
         raise CalibrationError(f"calibration quantiles decrease with the level at early exits {rows}")
-    if cal.conditional is not None and bool(torch.isnan(cal.conditional).any()):
-        raise CalibrationError(
-            f"calibration conditional holds {int(torch.isnan(cal.conditional).sum())} NaN values"
-        )
+    for name, table in {"conditional": cal.conditional, "accuracy": cal.accuracy}.items():
+        if table is not None and bool(torch.isnan(table).any()):
+            raise CalibrationError(f"calibration {name} holds {int(torch.isnan(table).sum())} NaN values")
+    if cal.accuracy is not None and bool((cal.accuracy[:, 1:] < cal.accuracy[:, :-1]).any()):
+        raise CalibrationError("calibration accuracy thresholds decrease with beta; recalibrate")
 
 
 def _interpolate_levels(values: torch.Tensor, at: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
@@ -210,6 +235,76 @@ def conditional_quantiles(scores: torch.Tensor, levels: torch.Tensor) -> torch.T
     return out
 
 
+NEVER = float(np.finfo(np.float32).max)
+"""A threshold no score reaches, finite so that interpolating the table never makes NaN."""
+
+
+def isotonic_blocks(scores: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy as a non-decreasing function of the score (isotonic regression, pool adjacent violators).
+
+    Returns, per pooled block of samples in score order, its mean score and its accuracy (the
+    share of its samples the exit gets right), both strictly increasing: the most faithful
+    monotone estimate of "how often is this exit right when it is this confident".
+
+    >>> centres, acc = isotonic_blocks(np.array([0.2, 0.9, 0.5, 0.7]), np.array([0, 1, 1, 0]))
+    >>> centres.tolist(), acc.tolist()
+    ([0.2, 0.6, 0.9], [0.0, 0.5, 1.0])
+    """
+    order = np.argsort(scores, kind="stable")
+    values: list[float] = []  # per block: accuracy, size, score sum
+    sizes: list[int] = []
+    sums: list[float] = []
+    for v, x in zip(correct[order].astype(np.float64), scores[order].astype(np.float64), strict=True):
+        values.append(v)
+        sizes.append(1)
+        sums.append(x)
+        while len(values) > 1 and values[-2] >= values[-1]:  # pool violators (and equal neighbours)
+            n = sizes[-2] + sizes[-1]
+            values[-2:] = [(values[-2] * sizes[-2] + values[-1] * sizes[-1]) / n]
+            sizes[-2:] = [n]
+            sums[-2:] = [sums[-2] + sums[-1]]
+    return np.array(sums) / np.array(sizes), np.array(values)
+
+
+def accuracy_thresholds(scores: torch.Tensor, correct: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Thresholds at which each exit's calibrated accuracy reaches each level beta.
+
+    Exit i stops a sample when its score is at least the score at which the exit's isotonic
+    accuracy (`isotonic_blocks`, interpolated linearly between the blocks' mean scores) is
+    beta: beta reads as "leave once this exit is right beta of the time at this confidence".
+    Unlike a quantile, it sends nothing onwards from an exit that is already accurate enough,
+    and everything from one that is not; the interpolation keeps the knob continuous where the
+    blocks are large (an exit that is nearly always right on its training data).
+    Level 0 is -inf (every sample stops at exit 1); level 1, and a level above every block's
+    accuracy, is `NEVER` (no early exit). Below the first block's accuracy the threshold runs
+    from the least calibration score (level 0) to that block's mean score.
+
+    Args:
+        scores: (S-1, N) early exits' scores on calibration samples.
+        correct: (S-1, N) whether each exit's prediction is right.
+        levels: (G,) beta values in [0, 1], ascending.
+
+    Returns:
+        (S-1, G) float32 thresholds, non-decreasing along G.
+
+    >>> accuracy_thresholds(torch.tensor([[0.25, 0.75, 0.5, 0.625]]), torch.tensor([[0, 1, 1, 0]]),
+    ...                     torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])).tolist()
+    [[-inf, 0.40625, 0.5625, 0.65625, 3.4028234663852886e+38]]
+    """
+    rows = []
+    lv = levels.double().numpy()
+    for s, c in zip(scores.double().numpy(), correct.numpy(), strict=True):
+        centres, acc = isotonic_blocks(s, c)
+        if acc[0] > 0:  # anchor level 0 at the least score: the knob starts where everything stops
+            centres, acc = np.concatenate([[s.min()], centres]), np.concatenate([[0.0], acc])
+        row = np.interp(lv, acc, centres)
+        row[lv > acc[-1]] = NEVER
+        row[lv <= 0] = -np.inf
+        row[lv >= 1] = NEVER  # the most accurate end of the knob is the full network, by definition
+        rows.append(row)
+    return torch.tensor(np.stack(rows), dtype=torch.float32)
+
+
 def calibrated_thresholds(calibration: ExitCalibration, beta: float, variant: str = "mean") -> list[float]:
     """Threshold per early exit for knob `beta`.
 
@@ -217,6 +312,8 @@ def calibrated_thresholds(calibration: ExitCalibration, beta: float, variant: st
     "quantile": the beta-quantile of exit i's scores, beta in [0, 1]; 0 always stops at exit 1.
     "conditional": the beta-quantile of exit i's scores over the calibration samples that reach
     exit i (`conditional_quantiles`): each exit passes on a share beta of what reaches it.
+    "accuracy": the least score at which exit i is right a share beta of the time on the
+    calibration samples (`accuracy_thresholds`).
 
     >>> cal = ExitCalibration("max_logit", torch.tensor([2.0, 4.0]), torch.zeros(2, 1001), 10)
     >>> calibrated_thresholds(cal, 1.5)
@@ -237,11 +334,13 @@ def calibrated_thresholds(calibration: ExitCalibration, beta: float, variant: st
         return [float(beta * m) for m in calibration.means]
     if not 0.0 <= beta <= 1.0:
         raise ConfigError(f"beta must be in [0, 1] for the {variant} variant, got {beta}")
-    q = calibration.quantiles if variant == "quantile" else calibration.conditional
+    q = {"quantile": calibration.quantiles, "conditional": calibration.conditional}.get(
+        variant, calibration.accuracy
+    )
     if q is None:
         raise ConfigError(
-            "this calibration has no statistics for the conditional variant (made by an older bofexits); "
-            "use --variant quantile or mean, or retrain"
+            f"this calibration has no statistics for the {variant} variant (made by an older bofexits, "
+            "or without labels); use --variant quantile or mean, or retrain"
         )
     if beta == 0.0:
         return [float("-inf")] * q.shape[0]

@@ -6,6 +6,7 @@ Every sentence is written from the numbers it describes.
 
 from __future__ import annotations
 
+from bofexits.evaluation.claims import BASELINES, check_claims, matched_compute_summary
 from bofexits.evaluation.comparison import Comparison
 from bofexits.evaluation.sweep import Sweep
 from bofexits.reporting.format import met, pct, pct_value
@@ -45,6 +46,8 @@ def _setup(result: Sweep) -> list[str]:
         if timing is not None and timing.on_gpu
         else f"{plat.processor}, torch {plat.torch}, {threads} threads"
     )
+    if timing is None:
+        return out + [f"Machine: {machine}; {how}", ""]
     return out + [
         f"Machine: {machine}. Speedups are ratios to the plain backbone with the same optimisations "
         f"(`AdaptiveRuntime.plain`) timed interleaved in the same run; {how}",
@@ -110,11 +113,12 @@ def render_markdown(result: Sweep) -> str:
 
 def _comparison_intro(comparison: Comparison) -> list[str]:
     o = comparison.oracle
+    budgeted = " and the budgeted thresholds" if comparison.family("budgeted") else ""
     out = [
         "## Policies side by side",
         "",
         f"Every policy over its knob's range on {comparison.num_test} test images ({comparison.source}). Knob "
-        f"grids and the budgeted thresholds come from the {comparison.num_val}-image validation split, never the "
+        f"grids{budgeted} come from the {comparison.num_val}-image validation split, never the "
         f"test set. Full network: {pct(comparison.full_accuracy)}; oracle (earliest correct exit): "
         f"{pct(o.accuracy)} at {pct(o.relative_macs, 1)} MACs.",
         "",
@@ -130,10 +134,33 @@ def _comparison_intro(comparison: Comparison) -> list[str]:
     return out
 
 
+def _matched_compute(comparison: Comparison) -> list[str]:
+    """Per matched-compute level (and the knee): who is ahead and by how much, with its interval."""
+    lines = matched_compute_summary(comparison)
+    if not lines:
+        return []
+    ivs = [c.interval for c in comparison.contrasts]
+    how = (
+        f"Intervals: {ivs[0].confidence:.0%} paired bootstrap over the {ivs[0].images} test images, "
+        f"{ivs[0].resamples} resamples, seed {ivs[0].seed}; a difference whose interval includes 0 is a tie."
+        if ivs
+        else "This file holds no per-image results, so no intervals: re-run `bofexits compare` for them."
+    )
+    head = (
+        f"Matched compute: the proposed rule against the most accurate of {', '.join(BASELINES)} within "
+        f"the same share of the MACs. {how}"
+    )
+    return [head, "", *[f"- {line}." for line in lines], ""]
+
+
 def _claims(comparison: Comparison) -> list[str]:
+    """The claims read again from the comparison's numbers (not the stored text), so a
+    `policies.json` written by an older bofexits is explained the way this one explains it."""
     out = ["### The paper's claims on this run", ""]
-    for c in comparison.claims:
+    for c in check_claims(comparison):
         out += [f"**({c.claim}) {c.statement}: {c.verdict}.**", "", claim_table(c), ""]
+        if c.claim == "c":
+            out += _matched_compute(comparison)
         if c.why:
             out += [f"Why: {c.why}", ""]
     return out
@@ -141,19 +168,22 @@ def _claims(comparison: Comparison) -> list[str]:
 
 def _knees(comparison: Comparison) -> list[str]:
     t = comparison.timing
-    timed = (
-        f"batch 1 over {t.batch1_samples} images / batch {t.batched_size}, "
-        + (f"on GPU {t.device}" if t.on_gpu else f"{t.threads} threads")
-        if t
-        else "not timed"
-    )
+    simulated = [f.name for f in comparison.families if not f.timed]
+    if t is None:
+        timed = "Not timed in this run: every policy is simulated only."
+    else:
+        where = f"on GPU {t.device}" if t.on_gpu else f"{t.threads} threads"
+        timed = (
+            "Speedups are measured against the plain backbone timed in the same rounds "
+            f"(batch 1 over {t.batch1_samples} images / batch {t.batched_size}, {where})"
+            + (f"; simulated only (dotted in the plot): {', '.join(simulated)}." if simulated else ".")
+        )
     return [
         "### Knee and matched compute",
         "",
         f"Knee: the cheapest point within {100 * comparison.max_drop:g} pp of the full network. Matched compute: "
-        "the most accurate point using at most that share of the backbone's MACs. Cells: accuracy % @ MACs %. "
-        f"Speedups are measured against the plain backbone timed in the same rounds ({timed}); dotted policies "
-        "are simulated only.",
+        f"the most accurate point using at most that share of the backbone's MACs. Cells: accuracy % @ MACs %. "
+        + timed,
         "",
         knee_table(comparison),
         "",

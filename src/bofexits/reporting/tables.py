@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bofexits.evaluation.claims import Claim
-from bofexits.evaluation.comparison import Comparison
+from bofexits.evaluation.claims import Claim, matched_compute_summary
+from bofexits.evaluation.comparison import Comparison, FamilyResult
 from bofexits.evaluation.points import Point
 from bofexits.evaluation.sweep import Sweep
 from bofexits.reporting.format import fractions, met, pct, pct_value, times
 
 __all__ = [
+    "PAPER_RULE",
     "claim_table",
     "exits_table",
     "format_comparison",
@@ -24,7 +25,14 @@ __all__ = [
     "markdown_table",
     "overhead_table",
     "point_cell",
+    "policy_label",
+    "table_order",
 ]
+
+PAPER_RULE = "rule-max_logit-mean"
+"""The family of the paper's original rule (mean rule on max_logit), shown under that name in every
+comparison table so it can be read beside the default configuration."""
+_PAPER_LABEL = "mean rule on max_logit"  # the label `policy_families` gives that configuration
 
 _NAN = float("nan")
 
@@ -71,24 +79,44 @@ def format_points(result: Sweep) -> str:
     return "\n".join(rows)
 
 
+def policy_label(fam: FamilyResult) -> str:
+    """A family's label in tables: the paper's original rule says that it is.
+
+    >>> fam = FamilyResult(PAPER_RULE, "mean rule on max_logit", "beta", False, False, [], None, {})
+    >>> policy_label(fam)
+    "paper's original rule (mean rule on max_logit)"
+    """
+    if fam.name == PAPER_RULE:
+        return f"paper's original rule ({fam.label})"
+    if fam.proposed and fam.label == f"proposed: {_PAPER_LABEL}":  # the default is the paper's own rule
+        return f"proposed: paper's original rule ({_PAPER_LABEL})"
+    return fam.label
+
+
+def table_order(families: Sequence[FamilyResult]) -> list[FamilyResult]:
+    """The proposed rule first, the paper's original rule right after it, then the others as they come."""
+    rank = {PAPER_RULE: 1}
+    return sorted(families, key=lambda f: 0 if f.proposed else rank.get(f.name, 2))
+
+
 def _short_cell(p: Point | None) -> str:
     return "n/a" if p is None else f"{pct_value(p.accuracy)}@{pct(p.relative_macs, 0)}"
 
 
 def format_comparison(comparison: Comparison) -> str:
     """A readable summary of a policy comparison: knee and matched compute per policy, then the claims."""
-    head = f"{'policy':<34} {'knee acc@MACs':>14} {'bal':>5} " + " ".join(
+    head = f"{'policy':<46} {'knee acc@MACs':>14} {'bal':>5} " + " ".join(
         f"{'<=' + format(lv, '.0%'):>11}" for lv in comparison.levels
     )
     rows = [f"full network {pct(comparison.full_accuracy)}; simulated from all exits", head]
-    for fam in comparison.families:
+    for fam in table_order(comparison.families):
         knee = fam.knee
         rows.append(
-            f"{fam.label[:34]:<34} {_short_cell(knee):>14} {knee.balance if knee else _NAN:>5.2f} "
+            f"{policy_label(fam)[:46]:<46} {_short_cell(knee):>14} {knee.balance if knee else _NAN:>5.2f} "
             + " ".join(f"{_short_cell(fam.at_levels[lv]):>11}" for lv in comparison.levels)
         )
     rows += [f"claim ({c.claim}) {c.statement}: {c.verdict}" for c in comparison.claims]
-    return "\n".join(rows)
+    return "\n".join(rows + matched_compute_summary(comparison))
 
 
 # --- the report: a sweep ----------------------------------------------------------------------------
@@ -155,11 +183,11 @@ def claim_table(claim: Claim) -> str:
 def knee_table(comparison: Comparison) -> str:
     """Per policy: its knee, the knee's speedups, and its best point at each compute level."""
     rows = []
-    for fam in comparison.families:
+    for fam in table_order(comparison.families):
         t = fam.knee.timing if fam.knee else None
         rows.append(
             [
-                f"**{fam.label}**" if fam.proposed else fam.label,
+                f"**{policy_label(fam)}**" if fam.proposed else policy_label(fam),
                 point_cell(fam.knee, fam.knob),
                 f"{times(t.batch1_speedup)} / {times(t.batched_speedup)}" if t else "-",
                 f"{fam.knee.batch1_efficiency:.2f} / {fam.knee.batched_efficiency:.2f}"

@@ -128,12 +128,38 @@ def _make_optimizer(
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
 
-def _loss(outputs: list[torch.Tensor], y: torch.Tensor, weights: list[float], phase: str) -> torch.Tensor:
+def _loss(
+    outputs: list[torch.Tensor],
+    y: torch.Tensor,
+    weights: list[float],
+    phase: str,
+    distill: float = 0.0,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """The weighted loss of the exits a phase trains (docs/method.md §4).
+
+    With `distill` > 0 each early exit also learns the final classifier's softened outputs
+    (self-distillation): the final exit knows which wrong classes are close, and an early
+    exit that learns this ranks its confidence more like the network it stands in for.
+    The teacher is detached, so the final classifier learns from the labels alone.
+    """
     if phase == "backbone":
         return F.cross_entropy(outputs[-1], y)
+    final = outputs[-1]
     if phase == "exits":  # the final classifier is frozen with the backbone
         weights, outputs = weights[:-1], outputs[:-1]
-    losses = torch.stack([F.cross_entropy(o, y) for o in outputs])  # (S,)
+    losses = torch.stack([F.cross_entropy(o, y) for o in outputs])  # (S,) or (S-1,)
+    if distill > 0:
+        soft = F.log_softmax(final.detach() / temperature, 1)
+        early = outputs if phase == "exits" else outputs[:-1]
+        kd = torch.stack(
+            [
+                F.kl_div(F.log_softmax(o / temperature, 1), soft, log_target=True, reduction="batchmean")
+                * temperature**2
+                for o in early
+            ]
+        )
+        losses = torch.cat([(1 - distill) * losses[: len(kd)] + distill * kd, losses[len(kd) :]])
     return (losses * torch.tensor(weights, device=losses.device)).sum() / sum(weights)
 
 
@@ -472,7 +498,7 @@ def _step(
     if not len(y):
         x, y = x.new_zeros((1, *x.shape[1:])), y.new_zeros((1,))
     x, y = x.to(run.device), y.to(run.device)
-    loss = _loss(net(x), y, run.weights, phase)
+    loss = _loss(net(x), y, run.weights, phase, run.cfg.distill, run.cfg.distill_temperature)
     opt.zero_grad(set_to_none=True)
     (loss * weight).backward()  # weight 1 in one process
     opt.step()
@@ -564,10 +590,10 @@ def calibrate(
             torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:max_samples]
         )
     if world.distributed:
-        logits, _ = _collect_logits(model, data, device or torch.device("cpu"), world)
+        logits, labels = _collect_logits(model, data, device or torch.device("cpu"), world)
     else:
-        logits, _ = collect_logits(model, data, device=device)
-    return {score: ExitCalibration.fit(logits[:-1], score) for score in SCORES}
+        logits, labels = collect_logits(model, data, device=device)
+    return {score: ExitCalibration.fit(logits[:-1], score, labels.cpu()) for score in SCORES}
 
 
 def _augmentation(data: ImageDataset, padding: int, *, flip: bool = True) -> Transform | None:

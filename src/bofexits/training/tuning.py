@@ -93,7 +93,7 @@ def tune_beta(
         labels: (N,) validation labels.
         calibration: the rule's per-exit statistics.
         costs: per-exit MACs (to express compute relative to the backbone).
-        variant: "mean", "quantile" or "conditional".
+        variant: "mean", "quantile", "conditional" or "accuracy".
         max_drop: largest accuracy drop allowed, in percentage points: the cheapest beta wins.
         budget: largest mean MACs as a fraction of the backbone: the most accurate beta wins.
         latency_ms: largest mean batch-1 latency: the most accurate beta wins.
