@@ -24,15 +24,22 @@ DEFAULT_BETAS: dict[str, list[float]] = {
 
 def beta_grid(variant: str, points: int = 201) -> list[float]:
     """Knob values to search: [0, 1] for the quantile rules, [0.5, 3] for the mean rule, and
-    for the accuracy rule 0, then levels 1 - 10^-x evenly in x up to 0.999, then 1.
+    for the accuracy rule half the points even in [0, 0.9) and half even in log(1 - beta) over
+    [0.9, 0.999], then 1: the exits' accuracies put much of the knob's range near 1.
 
     >>> beta_grid("quantile", 3)
     [0.0, 0.5, 1.0]
-    >>> [round(b, 4) for b in beta_grid("accuracy", 6)]
-    [0.0, 0.8222, 0.9684, 0.9944, 0.999, 1.0]
+    >>> [round(b, 4) for b in beta_grid("accuracy", 7)]
+    [0.0, 0.3, 0.6, 0.9, 0.99, 0.999, 1.0]
     """
-    if variant == "accuracy":  # accuracy levels crowd near 1: even steps of log(1 - beta), to 0.999
-        return [0.0, *(1 - 10 ** (-3 * i / (points - 2)) for i in range(1, points - 2)), 0.999, 1.0]
+    if variant == "accuracy":  # even in beta up to 0.9, then even in log(1 - beta) up to 0.999, then 1
+        lin = (points - 1) // 2
+        log = points - 1 - lin
+        return [
+            *(0.9 * i / lin for i in range(lin)),
+            *(1 - 0.1 * 10 ** (-2 * i / (log - 1)) for i in range(log)),
+            1.0,
+        ]
     lo, hi = (0.5, 3.0) if variant == "mean" else (0.0, 1.0)
     return [lo + (hi - lo) * i / (points - 1) for i in range(points)]
 
