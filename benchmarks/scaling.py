@@ -206,8 +206,9 @@ def markdown(result: dict[str, Any]) -> str:
     """scaling.md: setup, one row per backbone x batch size, skipped models."""
     setup = (
         f"PyTorch eager on {result['device']} ({result['cpu']}, {result['cores']} cores), {result['threads']} "
-        f"threads; torch {result['torch']}; {result['rounds']} interleaved rounds. Conditional rule on max-softmax; "
-        "speedup = the plain backbone's mean time per image / adaptive (same runtime, same images, same "
+        f"threads; torch {result['torch']}; {result['rounds']} interleaved rounds. Demo rows: the checkpoint's rule "
+        "at its knee; torchvision rows: the conditional rule on max-softmax; speedup = the plain "
+        "backbone's mean time per image / adaptive (same runtime, same images, same "
         "rounds); efficiency = speedup / compute speedup. torchvision rows: random weights and inputs, "
         "timing only."
     )

@@ -23,7 +23,7 @@ __all__ = ["DEFAULT_BETA", "DeployInfo", "deploy_info"]
 #: quantile rule (cheapest beta within 0.5 pp of the full network, README results); "more
 #: confident than this exit usually is" for the mean rule; for the conditional rule (each exit
 #: passes on a share beta of what reaches it) half, not yet measured; for the accuracy rule (leave
-#: once the exit is right 90 % of the time at this confidence) about the demo's knee. Prefer
+#: once the exit is right 90 % of the time at this confidence) just above the demo's knee (0.875). Prefer
 #: `bofexits tune`.
 DEFAULT_BETA: dict[str, float] = {"quantile": 0.4, "mean": 1.0, "conditional": 0.5, "accuracy": 0.9}
 
