@@ -31,13 +31,15 @@ def beta_grid(variant: str, points: int = 201) -> list[float]:
     [0.0, 0.5, 1.0]
     >>> [round(b, 4) for b in beta_grid("accuracy", 7)]
     [0.0, 0.3, 0.6, 0.9, 0.99, 0.999, 1.0]
+    >>> beta_grid("accuracy", 2), [round(b, 4) for b in beta_grid("accuracy", 3)]
+    ([0.0, 1.0], [0.0, 0.9, 1.0])
     """
     if variant == "accuracy":  # even in beta up to 0.9, then even in log(1 - beta) up to 0.999, then 1
-        lin = (points - 1) // 2
+        lin = max(1, (points - 1) // 2)  # at least 0 itself
         log = points - 1 - lin
         return [
             *(0.9 * i / lin for i in range(lin)),
-            *(1 - 0.1 * 10 ** (-2 * i / (log - 1)) for i in range(log)),
+            *(1 - 0.1 * 10 ** (-2 * i / max(1, log - 1)) for i in range(log)),
             1.0,
         ]
     lo, hi = (0.5, 3.0) if variant == "mean" else (0.0, 1.0)
