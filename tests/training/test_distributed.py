@@ -47,6 +47,16 @@ def _worker(
     return _torchrun(str(WORKER), str(path))
 
 
+def _cli_train_on_two(cfg: TrainConfig, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`torchrun --nproc-per-node 2 -m bofexits train --config ... --out tmp_path/two`, which must succeed."""
+    write_json(tmp_path / "cfg.json", cfg.to_dict())
+    done = _torchrun(
+        "-m", "bofexits", "train", "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "two")
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def _exits_only(tiny_config: Callable[..., TrainConfig], data: Path, epochs: int) -> TrainConfig:
     """Exits trained on a frozen (random) backbone: BatchNorm in eval mode, results exact."""
     return tiny_config(data, mode="two-phase", epochs=0, exit_epochs=epochs)
@@ -81,11 +91,7 @@ def test_two_processes_train_the_same_weights_as_one(
 ) -> None:
     cfg = _exits_only(tiny_config, fake_data, 2)
     one = train(cfg, tmp_path / "one", progress=False)
-    write_json(tmp_path / "cfg.json", cfg.to_dict())
-    done = _torchrun(
-        "-m", "bofexits", "train", "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "two")
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _cli_train_on_two(cfg, tmp_path)
     assert done.stdout.count("checkpoint:") == 1  # rank 0 alone reports
     two, cals, _ = load_model(tmp_path / "two" / "checkpoint.pt")
     data = load_checkpoint(tmp_path / "two" / "checkpoint.pt")
@@ -109,11 +115,7 @@ def test_a_rank_left_without_images_in_the_last_batch_still_steps_with_the_other
     cfg = _exits_only(tiny_config, fake_data, 1)
     cfg.limit_train, cfg.batch_size = 290, 20
     one = train(cfg, tmp_path / "one", progress=False)
-    write_json(tmp_path / "cfg.json", cfg.to_dict())
-    done = _torchrun(
-        "-m", "bofexits", "train", "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "two")
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    _cli_train_on_two(cfg, tmp_path)
     two, _, _ = load_model(tmp_path / "two" / "checkpoint.pt")
     _assert_same_weights(one.model, two, atol=2e-3)
 
@@ -125,11 +127,7 @@ def test_two_processes_train_a_network_whose_batchnorm_learns(
     """Joint mode: BatchNorm trains on each rank's half batch, so the result is close, not equal."""
     cfg = tiny_config(fake_data, mode="two-phase", epochs=1, exit_epochs=1)
     one = train(cfg, tmp_path / "one", progress=False)
-    write_json(tmp_path / "cfg.json", cfg.to_dict())
-    done = _torchrun(
-        "-m", "bofexits", "train", "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "two")
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    _cli_train_on_two(cfg, tmp_path)
     data = load_checkpoint(tmp_path / "two" / "checkpoint.pt")
     assert data["complete"] and [h["phase"] for h in data["history"]] == ["backbone", "exits"]
     two_loss = [h["loss"] for h in data["history"]]

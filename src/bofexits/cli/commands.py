@@ -44,12 +44,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def train(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
+    from bofexits.training.distributed import world_from_env
     from bofexits.training.loop import train
 
     cfg = config_from_args(args)
     timeout = timedelta(seconds=args.dist_timeout)
     result = train(cfg, args.out, resume=args.resume, progress=not args.quiet, dist_timeout=timeout)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone reports
+    if not world_from_env(os.environ).is_main:  # under torchrun rank 0 alone reports
         return 0
     last = result.history[-1] if result.history else {}
     print(f"checkpoint: {result.checkpoint}")

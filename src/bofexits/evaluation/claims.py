@@ -255,9 +255,9 @@ def _level_check(comparison: Comparison, level: float, p: Point | None) -> Check
     higher; in files without per-image intervals, when not behind at all."""
     rivals = ", ".join(BASELINES)
     if p is None:
-        exit1 = comparison.costs.macs_at_exit()[0] / comparison.costs.backbone_macs
         name = f"accuracy at {level:.0%} of the compute vs the best of {rivals}"
-        return Check(name, f"unreachable: exit 1 alone costs {pct(exit1)} of the backbone", None)
+        exit1 = pct(comparison.costs.first_exit_fraction)
+        return Check(name, f"unreachable: exit 1 alone costs {exit1} of the backbone", None)
     best, contrast = _matched(comparison, level)
     if best is not None and contrast is not None:
         iv, (rival, q) = contrast.interval, best
@@ -279,8 +279,8 @@ def _level_check(comparison: Comparison, level: float, p: Point | None) -> Check
 
 
 def _behind(comparison: Comparison) -> list[str]:
-    """A clause for each level at which the proposed rule is significantly behind; in files without
-    per-image intervals, one for the largest plain shortfall."""
+    """A clause for each level at which the proposed rule is not significantly ahead (behind, or a
+    tie); in files without per-image intervals, one for the largest plain shortfall."""
     out, plain = [], []
     for level, p in comparison.proposed.at_levels.items():
         best, contrast = _matched(comparison, level)
@@ -352,8 +352,8 @@ def matched_compute_summary(comparison: Comparison) -> list[str]:
     for level, p in prop.at_levels.items():
         where = f"At {level:.0%} of the MACs"
         if p is None:
-            exit1 = comparison.costs.macs_at_exit()[0] / comparison.costs.backbone_macs
-            out.append(f"{where}: the proposed rule has no point (exit 1 alone costs {pct(exit1)})")
+            exit1 = pct(comparison.costs.first_exit_fraction)
+            out.append(f"{where}: the proposed rule has no point (exit 1 alone costs {exit1})")
         else:
             out.append(_summary_line(where, p, *_matched(comparison, level)))
     if (knee := prop.knee) is not None:

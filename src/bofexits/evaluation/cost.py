@@ -77,6 +77,11 @@ class CostTable:
         return torch.tensor(self.macs_at_exit(), dtype=torch.float64)[exit_index]
 
     @property
+    def first_exit_fraction(self) -> float:
+        """What leaving at exit 1 costs, as a fraction of the backbone's MACs: the least any rule spends."""
+        return self.macs_at_exit()[0] / self.backbone_macs
+
+    @property
     def exit_macs_fraction(self) -> float:
         """All exit heads' MACs as a fraction of the backbone's."""
         return sum(self.exit_macs) / self.backbone_macs

@@ -48,8 +48,9 @@ class ExitCalibration:
             row i is the beta-quantile of exit i's scores over the calibration samples that reach
             exit i under those thresholds (None in calibrations made before this variant existed).
         accuracy: (S-1, 1001) thresholds of the accuracy variant at beta = 0, 0.001, ..., 1: row
-            i is the least score at which exit i's calibrated accuracy reaches beta
-            (`accuracy_thresholds`); None when the calibration had no labels or predates it.
+            i is the score at which exit i's isotonic accuracy, interpolated between its blocks,
+            reaches beta (`accuracy_thresholds`); None when the calibration had no labels or
+            predates it.
     """
 
     score: str

@@ -130,7 +130,7 @@ def plot_matched_distributions(comparison: Comparison, path: str | Path) -> Path
         for i, p in enumerate(pts):
             ax.text(i, 1.02, "n/a" if p is None else f"{p.balance:.2f}", ha="center", fontsize=7)
         if all(p is None for p in pts):
-            first = costs.macs_at_exit()[0] / costs.backbone_macs
+            first = costs.first_exit_fraction
             msg = f"unreachable:\nexit 1 alone costs\n{first:.1%} of the MACs"
             ax.text((len(names) - 1) / 2, 0.5, msg, ha="center", va="center", fontsize=8)
         ax.set_title(f"<= {level:.0%} of the MACs (balance on top)", fontsize=8)

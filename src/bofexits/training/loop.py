@@ -201,7 +201,7 @@ def kmeans_init(
 
 
 def _collect_logits(
-    model: MultiExitNetwork, data: ImageDataset, device: torch.device, world: World
+    model: MultiExitNetwork, data: ImageDataset, device: torch.device | None, world: World
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """`collect_logits` over all of `data`, each rank computing its shard; every rank gets all of it."""
     if not world.distributed:
@@ -370,11 +370,8 @@ def _resume(run: _Run) -> _Progress:
         )
     load_state_into(run.model, state.get("model"), f"checkpoint {run.ckpt_path}")
     torch.set_rng_state(state["rng"])
-    if not run.world.is_main:
-        return _Progress(
-            int(state["epoch"]), list(state["history"]), bool(state.get("codebooks_ready")), state
-        )
-    log.info("resuming %s after epoch %d of %d", run.ckpt_path, int(state["epoch"]), len(run.phases))
+    if run.world.is_main:
+        log.info("resuming %s after epoch %d of %d", run.ckpt_path, int(state["epoch"]), len(run.phases))
     return _Progress(int(state["epoch"]), list(state["history"]), bool(state.get("codebooks_ready")), state)
 
 
@@ -589,10 +586,7 @@ def calibrate(
         data = data.subset(
             torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:max_samples]
         )
-    if world.distributed:
-        logits, labels = _collect_logits(model, data, device or torch.device("cpu"), world)
-    else:
-        logits, labels = collect_logits(model, data, device=device)
+    logits, labels = _collect_logits(model, data, device, world)
     return {score: ExitCalibration.fit(logits[:-1], score, labels.cpu()) for score in SCORES}
 
 
