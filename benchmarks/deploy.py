@@ -43,7 +43,7 @@ import numpy as np
 import onnxruntime
 import torch
 
-from bofexits.data.registry import load_dataset
+from bofexits.data.registry import load_run_data
 from bofexits.deploy.onnx import deploy_info, export_onnx
 from bofexits.deploy.predict import onnx_providers
 from bofexits.deploy.runner import OnnxAdaptiveRunner, _score_one
@@ -54,7 +54,7 @@ from bofexits.evaluation.timing import Timing, cpu_model, interleaved_timing
 from bofexits.inference.runtime import AdaptiveRuntime, ExitResult
 from bofexits.reporting.format import fractions, pct, times
 from bofexits.reporting.tables import markdown_table
-from bofexits.training.checkpoint import load_checkpoint
+from bofexits.training.checkpoint import load_model
 
 REFERENCE = "pytorch backbone"
 """Every speedup is against PyTorch's plain backbone, timed in the same rounds."""
@@ -274,8 +274,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bofexits-deploy-bench-") as tmp:
         engines, info = _engines(args, Path(tmp))
-        dataset = str(load_checkpoint(args.checkpoint)["config"]["dataset"])
-        _, test = load_dataset(dataset, args.data_dir)
+        cfg = load_model(args.checkpoint)[2]
+        dataset = cfg.dataset
+        _, test = load_run_data(cfg, args.data_dir)  # the run's own data, as every CLI verb reads it
         n_eval = min(len(test), max(args.samples, args.batched))
         x_all, y_all = next(test.subset(torch.arange(n_eval)).batches(n_eval, shuffle=False))
         x_dev = x_all.to(device)  # moved once: no timed call pays for a copy

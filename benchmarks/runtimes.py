@@ -43,7 +43,7 @@ import onnxruntime
 import torch
 from _readme_blocks import write_block
 
-from bofexits.data.registry import load_dataset
+from bofexits.data.registry import load_run_data
 from bofexits.deploy.onnx import deploy_info, export_onnx
 from bofexits.deploy.predict import onnx_providers
 from bofexits.deploy.runner import OnnxAdaptiveRunner
@@ -56,7 +56,7 @@ from bofexits.policies import CalibratedThreshold
 from bofexits.reporting.format import pct, times
 from bofexits.reporting.report import knee_beta
 from bofexits.reporting.tables import markdown_table
-from bofexits.training.checkpoint import load_checkpoint
+from bofexits.training.checkpoint import load_model
 
 RUNTIMES = ("pytorch eager", "onnxruntime")
 PLAIN = "plain"
@@ -223,8 +223,9 @@ def main() -> None:
     policy = CalibratedThreshold(info.calibration, knee, info.variant)
     runtime = AdaptiveRuntime(model, policy, check_inputs=False)
     costs = measure_costs(model)
-    dataset = str(load_checkpoint(args.checkpoint)["config"]["dataset"])
-    _, test = load_dataset(dataset, args.data_dir)
+    cfg = load_model(args.checkpoint)[2]
+    dataset = cfg.dataset
+    _, test = load_run_data(cfg, args.data_dir)  # the run's own data, as every CLI verb reads it
     n = min(len(test), max(args.images, args.batched_images))
     x_all, y_all = next(test.subset(torch.arange(n)).batches(n, shuffle=False))
     with tempfile.TemporaryDirectory(prefix="bofexits-runtimes-") as tmp:

@@ -1,10 +1,17 @@
-"""Shared fixtures: tiny multi-exit networks that build and run in milliseconds."""
+"""Shared fixtures: tiny multi-exit networks that build and run in milliseconds; isolation from the machine.
+
+Every test runs as on a new machine: the installed data sets, the user's cache and the network are
+hidden by the autouse fixture `_machine_hidden`, so a test that passes only where `make demo` once
+installed Fashion-MNIST fails everywhere. A test that needs the real data set says so with
+``@pytest.mark.real_data`` and is skipped, with the reason, where it is absent.
+"""
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +35,77 @@ with FlopCounterMode(display=False):
 
 TINY_SHAPE = (2, 8, 8)
 TINY_CLASSES = 5
+
+
+# The machine as the suite found it, for tests marked `real_data`.
+_MACHINE_ENV = {
+    name: os.environ.get(name)
+    for name in (_files.ENV_VAR, "XDG_CACHE_HOME", "TORCH_HOME", _files.SYSTEM_ENV_VAR, _files.OFFLINE_ENV_VAR)
+}
+_MACHINE_SYSTEM_ROOT = _files.SYSTEM_DATA_ROOT
+_MACHINE_URLOPEN = urllib.request.urlopen
+
+
+def _no_network(*args: object, **kwargs: object) -> None:
+    raise urllib.error.URLError(
+        "the network is off in the test suite (tests/conftest.py); mark a test that means to reach it"
+    )
+
+
+def _real_data_present() -> bool:
+    """Whether Fashion-MNIST is where the loaders look on this machine, without downloading."""
+    from bofexits.data.fashion_mnist import FASHION_MNIST_FILES
+    from bofexits.errors import DataError
+
+    try:
+        _files.locate(FASHION_MNIST_FILES, download=False)
+    except DataError:
+        return False
+    return True
+
+
+def _hide_machine(mp: pytest.MonkeyPatch, empty: Path) -> None:
+    """Point every place the loaders look at folders under `empty`, and refuse downloads at once.
+
+    Environment variables reach the subprocesses tests start (the CLI, torchrun, benchmarks);
+    the module attributes cover code already imported in this process. `TORCH_HOME` keeps any
+    torch.hub cache out of the user's home as well.
+    """
+    mp.delenv(_files.ENV_VAR, raising=False)
+    mp.setenv("XDG_CACHE_HOME", str(empty / "cache"))
+    mp.setenv("TORCH_HOME", str(empty / "torch"))
+    mp.setenv(_files.SYSTEM_ENV_VAR, str(empty / "system"))
+    mp.setenv(_files.OFFLINE_ENV_VAR, "1")
+    mp.setattr(_files, "SYSTEM_DATA_ROOT", empty / "system")
+    mp.setattr(urllib.request, "urlopen", _no_network)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _machine_hidden_for_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The machine hidden before any fixture of a wider scope runs (module fixtures train on data too)."""
+    with pytest.MonkeyPatch.context() as mp:
+        _hide_machine(mp, tmp_path_factory.mktemp("machine"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _machine_hidden(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test gets its own empty places (nothing one test caches reaches the next), unless it asks
+    for the real data with ``@pytest.mark.real_data``: then it sees the machine as it is, or is skipped."""
+    if request.node.get_closest_marker("real_data") is None:
+        _hide_machine(monkeypatch, tmp_path_factory.mktemp("machine"))
+        return
+    for name, value in _MACHINE_ENV.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    monkeypatch.setattr(_files, "SYSTEM_DATA_ROOT", _MACHINE_SYSTEM_ROOT)
+    monkeypatch.setattr(urllib.request, "urlopen", _MACHINE_URLOPEN)
+    if not _real_data_present():
+        pytest.skip("needs the real Fashion-MNIST, absent here (`make demo` installs dataset-fashion-mnist)")
 
 
 def tiny_stages(seed: int = 0) -> list[nn.Module]:
@@ -103,16 +181,8 @@ def write_fake_data() -> Callable[..., Path]:
 
 
 @pytest.fixture
-def fake_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A small Fashion-MNIST folder; the system copy, the cache and the network are hidden."""
-    monkeypatch.delenv("BOFEXITS_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(_files, "SYSTEM_DATA_ROOT", tmp_path / "system")
-
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise urllib.error.URLError("network disabled in tests")
-
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+def fake_data(tmp_path: Path) -> Path:
+    """A small Fashion-MNIST folder (the system copy, the cache and the network are hidden for every test)."""
     return write_fake_fashion_mnist(tmp_path / "fmnist")
 
 

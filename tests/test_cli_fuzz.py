@@ -333,6 +333,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("BOFEXITS_DATA", raising=False)
         mp.setenv("XDG_CACHE_HOME", str(root / "xdg"))
+        mp.setenv(_files.SYSTEM_ENV_VAR, str(root / "system"))
         mp.setattr(_files, "SYSTEM_DATA_ROOT", root / "system")
         mp.setattr(urllib.request, "urlopen", no_network)
         mp.chdir(root / "cwd")

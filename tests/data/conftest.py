@@ -22,9 +22,15 @@ class FakeResponse(io.BytesIO):
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Hide the real env var, user cache and system directory; any network access fails the test."""
+    """Hide the real env var, user cache and system directory; any network access fails the test.
+
+    Downloads are allowed here (the suite-wide fixture refuses them) because these tests serve
+    them from a fake upstream; the real network is still unreachable through `urlopen`.
+    """
     monkeypatch.delenv("BOFEXITS_DATA", raising=False)
+    monkeypatch.delenv(_files.OFFLINE_ENV_VAR, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv(_files.SYSTEM_ENV_VAR, str(tmp_path / "system"))
     monkeypatch.setattr(_files, "SYSTEM_DATA_ROOT", tmp_path / "system")
 
     def no_network(*args: object, **kwargs: object) -> None:

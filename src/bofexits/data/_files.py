@@ -4,6 +4,12 @@ Shared by every loader so that all datasets follow one search order and one erro
 ``root`` given by the caller, ``$BOFEXITS_DATA/<name>``, the user cache, the Debian dataset
 package directory, then (if allowed) a verified download into the cache.
 
+Two environment variables make the machine's state explicit, for air-gapped hosts and for test
+suites that must behave the same on a new machine and on one where the data sets are installed:
+``BOFEXITS_OFFLINE=1`` refuses every download at once with a :class:`DataError` (instead of waiting
+on DNS or a connection timeout), and ``BOFEXITS_SYSTEM_DATA`` replaces ``/usr/share/datasets`` as
+the system directory (for other distributions' layouts, or an empty folder to hide the system copy).
+
 A file may be a ``.tar.gz`` archive (CIFAR): a local copy is then either the archive or the folder
 it unpacks to, and :func:`read_members` reads the same members from both. A downloaded archive is
 unpacked once into the cache (safely: no paths or links leading outside the target; atomically: into a temp
@@ -31,13 +37,17 @@ from bofexits.errors import DataError
 __all__ = [
     "DOWNLOAD_TIMEOUT_S",
     "ENV_VAR",
+    "OFFLINE_ENV_VAR",
     "SYSTEM_DATA_ROOT",
+    "SYSTEM_ENV_VAR",
     "DatasetFiles",
     "RemoteFile",
     "cache_root",
     "candidate_dirs",
+    "downloads_disabled",
     "locate",
     "read_members",
+    "system_root",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,6 +56,10 @@ logger = logging.getLogger(__name__)
 ENV_VAR = "BOFEXITS_DATA"
 #: Where Debian's ``dataset-*`` packages install their files (module-level so tests can redirect it).
 SYSTEM_DATA_ROOT = Path("/usr/share/datasets")
+#: Environment variable that replaces :data:`SYSTEM_DATA_ROOT` (an empty folder hides the system copy).
+SYSTEM_ENV_VAR = "BOFEXITS_SYSTEM_DATA"
+#: Environment variable that, set to anything but ``""``/``0``, refuses downloads at once.
+OFFLINE_ENV_VAR = "BOFEXITS_OFFLINE"
 #: Seconds to wait on a stalled connection before giving up; a hang is worse than a clear error.
 DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK = 1 << 20
@@ -97,6 +111,17 @@ def cache_root() -> Path:
     return Path(base) / "bofexits"
 
 
+def system_root() -> Path:
+    """The system data directory: ``$BOFEXITS_SYSTEM_DATA`` when set, else :data:`SYSTEM_DATA_ROOT`."""
+    env = os.environ.get(SYSTEM_ENV_VAR)
+    return Path(env).expanduser() if env else SYSTEM_DATA_ROOT
+
+
+def downloads_disabled() -> bool:
+    """Whether ``$BOFEXITS_OFFLINE`` forbids downloads (any value but empty or ``0``)."""
+    return os.environ.get(OFFLINE_ENV_VAR, "").strip() not in ("", "0")
+
+
 def candidate_dirs(spec: DatasetFiles, root: str | Path | None) -> list[Path]:
     """Directories searched, in order; ``root/<name>`` is accepted too for a shared data dir."""
     dirs: list[Path] = []
@@ -107,7 +132,7 @@ def candidate_dirs(spec: DatasetFiles, root: str | Path | None) -> list[Path]:
     if env:
         dirs.append(Path(env).expanduser() / spec.name)
     dirs.append(cache_root() / spec.name)
-    dirs.append(SYSTEM_DATA_ROOT / spec.name)
+    dirs.append(system_root() / spec.name)
     unique: list[Path] = []
     for d in dirs:
         if d not in unique:
@@ -328,6 +353,12 @@ def locate(spec: DatasetFiles, root: str | Path | None = None, *, download: bool
     if root is not None:
         missing = _missing(searched, spec)
         raise DataError(f"--data-dir {root} lacks the {spec.title} files ({missing}); {_help(spec, root)}")
+    if download and downloads_disabled():
+        looked = ", ".join(str(d) for d in searched)
+        raise DataError(
+            f"{spec.title} files not found (looked in {looked}) and downloads are off "
+            f"(${OFFLINE_ENV_VAR} is set); unset {OFFLINE_ENV_VAR} to download, or {_help(spec)}"
+        )
     if download:
         return _download(spec, cache_root() / spec.name)
     looked = ", ".join(str(d) for d in searched)
