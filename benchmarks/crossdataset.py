@@ -27,6 +27,7 @@ from bofexits.evaluation.claims import BASELINES  # noqa: E402
 from bofexits.evaluation.comparison import Comparison, RuntimeCheck  # noqa: E402
 from bofexits.evaluation.points import LEVELS, MAX_DROP, Point  # noqa: E402
 from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, from_fields, require, to_fields  # noqa: E402
+from bofexits.evaluation.speedup import MAX_EFFICIENCY  # noqa: E402
 from bofexits.evaluation.timing import cpu_model  # noqa: E402
 from bofexits.reporting.format import met, pct, pct_value, pp, times  # noqa: E402
 from bofexits.reporting.tables import markdown_table  # noqa: E402
@@ -328,8 +329,9 @@ class Settings:
     throughput_batches: int
     throughput_batch: int = THROUGHPUT_BATCH
     points: int = POINTS
+    max_efficiency: float = MAX_EFFICIENCY
 
-    def compare_kwargs(self) -> dict[str, int]:
+    def compare_kwargs(self) -> dict[str, float]:
         """The keyword arguments of `compare_policies`."""
         return to_fields(self)
 

@@ -27,10 +27,7 @@ Writes deploy_benchmark.json and deploy_benchmark.md into --out and prints the t
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -42,15 +39,17 @@ from typing import Any
 import numpy as np
 import onnxruntime
 import torch
+from _common import efficiency_cell, machine, versions, write_result
 
 from bofexits.data.registry import load_run_data
 from bofexits.deploy.onnx import deploy_info, export_onnx
 from bofexits.deploy.predict import onnx_providers
-from bofexits.deploy.runner import OnnxAdaptiveRunner, _score_one
+from bofexits.deploy.rule import score_one
+from bofexits.deploy.runner import OnnxAdaptiveRunner
 from bofexits.devices import DEVICE_HELP, describe_device, device_argument, resolve_device
 from bofexits.evaluation.cost import measure_costs
 from bofexits.evaluation.points import runtime_efficiency
-from bofexits.evaluation.timing import Timing, cpu_model, interleaved_timing
+from bofexits.evaluation.timing import Timing, interleaved_timing
 from bofexits.inference.runtime import AdaptiveRuntime, ExitResult
 from bofexits.reporting.format import fractions, pct, times
 from bofexits.reporting.tables import markdown_table
@@ -90,7 +89,7 @@ def graph_times(runner: OnnxAdaptiveRunner, x: np.ndarray, reps: int) -> list[di
         logits, t = out["logits"], runner.thresholds[0]
         add(
             "decision (numpy)",
-            lambda: bool(np.isfinite(logits).all()) and _score_one(logits, runner.score) >= t,
+            lambda: bool(np.isfinite(logits).all()) and score_one(logits, runner.score) >= t,
             1,
         )
     return rows
@@ -259,11 +258,7 @@ def _where(e: Engines, x: np.ndarray, args: argparse.Namespace) -> list[dict[str
 
 
 def _write(result: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "deploy_benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    (out / "deploy_benchmark.md").write_text(table + "\n")
-    print(table)
+    write_result(out, "deploy_benchmark", result, markdown(result))
     print(f"\nwritten: {out / 'deploy_benchmark.json'}, {out / 'deploy_benchmark.md'}")
 
 
@@ -297,12 +292,8 @@ def main() -> None:
                 "beta": info.beta,
                 "source": info.beta_source,
             },
-            "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine()},
-            "software": {
-                "torch": torch.__version__,
-                "onnxruntime": onnxruntime.__version__,
-                "numpy": np.__version__,
-            },
+            "hardware": machine(),
+            "software": versions(torch, onnxruntime, np),
             "device": describe_device(device),
             "ort_providers": engines.runner.backbone.session.get_providers(),
             "threads": args.threads,
@@ -318,10 +309,6 @@ def main() -> None:
             "graph_times": _where(engines, x_all.numpy(), args),
         }
     _write(result, args.out)
-
-
-def _eff(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -347,11 +334,11 @@ def markdown(r: dict[str, Any]) -> str:
             ],
             f"{times(row['batch1_speedup_vs_pytorch_backbone'])} / "
             f"{times(row.get('batch1_speedup_vs_same_runtime_backbone', math.nan))}",
-            _eff(row.get("batch1_efficiency")),
+            efficiency_cell(row.get("batch1_efficiency")),
             f"{row['batched_images_per_s']:.0f}",
             f"{times(row['batched_speedup_vs_pytorch_backbone'])} / "
             f"{times(row.get('batched_speedup_vs_same_runtime_backbone', math.nan))}",
-            _eff(row.get("batched_efficiency")),
+            efficiency_cell(row.get("batched_efficiency")),
         ]
         for row in r["rows"]
     ]

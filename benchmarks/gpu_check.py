@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import fit_on_random, knee_beta_or, random_inputs, speed_cells, speed_header
 
 from bofexits.config import ModelConfig
 from bofexits.evaluation import timing as timing_module
@@ -58,9 +59,7 @@ from bofexits.inference.gpu import CudaAdaptiveRuntime, near_threshold, threshol
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.build import build_model
 from bofexits.models.multiexit import MultiExitNetwork
-from bofexits.policies import CalibratedThreshold, ExitCalibration
-from bofexits.reporting.format import times
-from bofexits.reporting.report import knee_beta
+from bofexits.policies import CalibratedThreshold
 from bofexits.reporting.tables import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,38 +116,14 @@ def run_gpu_tests(timeout_s: float) -> dict[str, Any]:
 
 
 def _random_inputs(shape: tuple[int, ...]) -> Callable[[int, int], torch.Tensor]:
-    def make(n: int, seed: int) -> torch.Tensor:
-        return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
-
-    return make
-
-
-@torch.inference_mode()
-def _fit_random(
-    model: MultiExitNetwork, samples: int, device: torch.device, chunk: int = 128
-) -> ExitCalibration:
-    """The max_prob calibration of `model` on random inputs (run on `device`): for timing only."""
-    net = copy.deepcopy(model).to(device)
-    make = _random_inputs(model.input_shape)
-    outs = [net(make(min(chunk, samples - i), 100 + i).to(device))[:-1] for i in range(0, samples, chunk)]
-    return ExitCalibration.fit(
-        [torch.cat([o[e] for o in outs]).cpu() for e in range(len(outs[0]))], "max_prob"
-    )
-
-
-def _knee_beta(run_dir: Path, default: float) -> tuple[float, str]:
-    """The knee's beta from the run's results.json, else `default`."""
-    beta = knee_beta(run_dir)
-    if beta is None:
-        return default, f"beta {default:g} (no results.json with a knee)"
-    return beta, f"knee beta of {run_dir / 'results.json'}"
+    return lambda n, seed: random_inputs(shape, n, seed)
 
 
 def demo_subject(checkpoint: Path, beta: float | None, device: torch.device) -> Subject:
     """The demo network from its checkpoint (test images when on disk), else an untrained vgg28."""
     if not checkpoint.is_file():
         model = build_model(ModelConfig()).eval()
-        cal = _fit_random(model, 512, device)
+        cal = fit_on_random(model, 512, device)
         b = 0.5 if beta is None else beta
         note = (
             f"untrained vgg28 ({checkpoint} not found), conditional rule fitted on random inputs: timing only"
@@ -161,7 +136,7 @@ def demo_subject(checkpoint: Path, beta: float | None, device: torch.device) -> 
     model, calibrations, cfg = load_model(checkpoint)
     tuned = load_checkpoint(checkpoint).get("tuned") or {}
     score, variant = tuned.get("score") or cfg.score, tuned.get("variant") or cfg.variant
-    b, source = (beta, "--beta") if beta is not None else _knee_beta(checkpoint.parent, 0.5)
+    b, source = (beta, "--beta") if beta is not None else knee_beta_or(checkpoint.parent, 0.5)
     inputs, what = _random_inputs(model.input_shape), "random inputs"
     try:
         from bofexits.data.registry import load_dataset
@@ -185,7 +160,7 @@ def resnet_subject(device: torch.device) -> Subject:
     model = build_model(
         ModelConfig(backbone="tv:resnet50", num_classes=1000, in_channels=3, image_size=224)
     ).eval()
-    cal = _fit_random(model, 384, device, chunk=64)
+    cal = fit_on_random(model, 384, device, chunk=64)
     note = "torchvision resnet50 at 224x224, random weights, conditional rule fitted on random inputs: timing only"
     return Subject(
         "resnet50", model, CalibratedThreshold(cal, 0.5, "conditional"), note, _random_inputs((3, 224, 224))
@@ -196,7 +171,7 @@ def tiny_subject() -> Subject:
     """A small untrained vgg28 for the dry run (seconds on two CPU cores)."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(widths=[4, 8, 8, 16], codewords=8)).eval()
-    cal = _fit_random(model, 256, torch.device("cpu"))
+    cal = fit_on_random(model, 256, torch.device("cpu"))
     note = "tiny untrained vgg28 on random inputs: dry run, timing only"
     return Subject(
         "tiny", model, CalibratedThreshold(cal, 0.5, "conditional"), note, _random_inputs(model.input_shape)
@@ -329,8 +304,7 @@ def markdown(result: dict[str, Any]) -> str:
         verdict = "passed" if tests["returncode"] == 0 else f"FAILED (exit {tests['returncode']})"
         last = tests["tail"].strip().splitlines()[-1:] or [""]
         lines += [f"GPU tests {verdict} in {tests['seconds']:.0f} s: {last[0]}", ""]
-    header = ["subject", "batch", "configuration", "mean ms", "p50 / p95 ms", "images/s", "speedup"]
-    header += ["compute speedup", "efficiency"]
+    header = ["subject", "batch", "configuration", *speed_header((50, 95))]
     rows = []
     for s in result["subjects"]:
         if "error" in s:
@@ -343,20 +317,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"within {a['near_tolerance']:g} of a threshold, {a['unexplained_differences']} differences not "
             "explained by that."
         )
-        for r in s["rows"]:
-            rows.append(
-                [
-                    s["name"],
-                    str(r["batch"]),
-                    r["config"],
-                    f"{r['mean_ms']:.4f}",
-                    f"{r['p50_ms']:.3f} / {r['p95_ms']:.3f}",
-                    f"{r['images_per_s']:.0f}",
-                    times(r["speedup"]),
-                    times(r["compute_speedup"]),
-                    "-" if math.isnan(r["efficiency"]) else f"{r['efficiency']:.2f}",
-                ]
-            )
+        rows += [[s["name"], str(r["batch"]), r["config"], *speed_cells(r, (50, 95))] for r in s["rows"]]
     return "\n".join([*lines, "", markdown_table(header, rows), ""])
 
 

@@ -50,6 +50,7 @@ from bofexits.devices import DEVICE_HELP, device_argument, resolve_device
 from bofexits.errors import BofexitsError, ConfigError, DataError
 from bofexits.evaluation.compare import compare_policies
 from bofexits.evaluation.comparison import Comparison, save_comparison
+from bofexits.evaluation.speedup import MAX_EFFICIENCY
 from bofexits.reporting.format import pct
 from bofexits.reporting.report import write_report
 from bofexits.training.checkpoint import load_checkpoint, load_model
@@ -267,6 +268,13 @@ def _parser() -> argparse.ArgumentParser:
         adv.add_argument(flag, type=int)
     adv.add_argument("--widths", type=int, nargs="+")
     adv.add_argument("--points", type=int, default=POINTS, help="knob values per threshold policy")
+    adv.add_argument(
+        "--max-efficiency",
+        type=float,
+        default=MAX_EFFICIENCY,
+        help="a speedup above this many times the compute speedup is measured again, then refused "
+        "(toy networks, whose time is per-operation overhead: inf)",
+    )
     for flag in ("--timed-points", "--timing-rounds", "--throughput-batches"):
         adv.add_argument(flag, type=int)
     return ap
@@ -293,7 +301,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     """--quick or the full timing settings, each overridden by its flag."""
     chosen = {k: (QUICK if args.quick else FULL)[k] for k in FULL}
     chosen.update({k: getattr(args, k) for k in FULL if getattr(args, k) is not None})
-    return Settings(**chosen, points=args.points)
+    return Settings(**chosen, points=args.points, max_efficiency=args.max_efficiency)
 
 
 def _compare_run(

@@ -29,10 +29,7 @@ Writes runtimes.json and runtimes.md into --out; --readme replaces the README bl
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +38,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 import torch
-from _readme_blocks import write_block
+from _common import knee_beta_or, machine, speed_cells, speed_header, versions, write_result
 
 from bofexits.data.registry import load_run_data
 from bofexits.deploy.onnx import deploy_info, export_onnx
@@ -50,24 +47,17 @@ from bofexits.deploy.runner import OnnxAdaptiveRunner
 from bofexits.devices import DEVICE_HELP, describe_device, device_argument, device_of, resolve_device
 from bofexits.evaluation.cost import CostTable, measure_costs
 from bofexits.evaluation.points import runtime_efficiency
-from bofexits.evaluation.timing import Timing, cpu_model, interleaved_timing
+from bofexits.evaluation.speedup import MAX_EFFICIENCY, plausible, ratio_interval
+from bofexits.evaluation.timed import MEASURE_RETRIES
+from bofexits.evaluation.timing import Timing, interleaved_timing
 from bofexits.inference.runtime import AdaptiveRuntime, ExitResult
 from bofexits.policies import CalibratedThreshold
-from bofexits.reporting.format import pct, times
-from bofexits.reporting.report import knee_beta
+from bofexits.reporting.format import pct
 from bofexits.reporting.tables import markdown_table
 from bofexits.training.checkpoint import load_model
 
 RUNTIMES = ("pytorch eager", "onnxruntime")
 PLAIN = "plain"
-
-
-def _knee_beta(run_dir: Path, default: float) -> tuple[float, str]:
-    """The knee's beta from the run's results.json (what `make demo` reports), else `default`."""
-    beta = knee_beta(run_dir)
-    if beta is None:
-        return default, "default beta (no results.json with a knee beside the checkpoint)"
-    return beta, f"the knee of {run_dir / 'results.json'}"
 
 
 def _configs(knee: float) -> dict[str, float]:
@@ -99,6 +89,7 @@ def _rows(timing: Timing, batch: int, relative: dict[str, float]) -> list[dict[s
         mean = timing.mean(key)
         rel = relative.get(config, 1.0)
         speedup = plain / mean
+        interval = ratio_interval(timing, f"{runtime}/{PLAIN}", key)
         rows.append(
             {
                 "runtime": runtime,
@@ -110,6 +101,8 @@ def _rows(timing: Timing, batch: int, relative: dict[str, float]) -> list[dict[s
                 "p99_ms": timing.percentile(key, 99) * 1e3,
                 "images_per_s": 1.0 / mean,
                 "speedup": speedup,
+                "speedup_low": interval.low,
+                "speedup_high": interval.high,
                 "relative_macs": rel,
                 "compute_speedup": 1.0 / rel,
                 "efficiency": runtime_efficiency(speedup, rel) if config != PLAIN else math.nan,
@@ -149,6 +142,38 @@ def _achieved(
     return out
 
 
+def _measured_rows(
+    runs: dict[str, Callable[[Any], object]],
+    inputs: dict[str, Any],
+    batch: int,
+    relative: dict[str, float],
+    rounds: int,
+    max_efficiency: float,
+) -> list[dict[str, Any]]:
+    """One batch size's rows, measured again (up to `MEASURE_RETRIES` times) while a speedup is
+    implausible for its compute; rows still implausible then carry `refused` and no figures."""
+    for attempt in range(MEASURE_RETRIES + 1):
+        rows = _rows(
+            interleaved_timing(runs, inputs, reference=f"pytorch eager/{PLAIN}", rounds=rounds),
+            batch,
+            relative,
+        )
+        faults = [r for r in rows if not plausible(r["speedup"], r["relative_macs"], max_efficiency)]
+        if not faults:
+            return rows
+        print(
+            f"batch {batch}: implausible efficiency ({len(faults)} rows), measuring again ({attempt + 1})",
+            flush=True,
+        )
+    for r in faults:
+        r["refused"] = (
+            f"efficiency {r['efficiency']:.2f} > {max_efficiency:g} after {MEASURE_RETRIES} re-measurements"
+        )
+        for key in ("mean_ms", "p50_ms", "p95_ms", "p99_ms", "images_per_s", "speedup", "efficiency"):
+            r[key] = math.nan
+    return rows
+
+
 def markdown(r: dict[str, Any]) -> str:
     """runtimes.md: the setup, one row per runtime x batch x configuration, what each configuration achieved."""
     hw, sw = r["hardware"], r["software"]
@@ -161,22 +186,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"onnxruntime {sw['onnxruntime']}. Speedup = the same runtime's plain backbone's mean time per image "
         "/ this row's; efficiency = speedup / compute speedup."
     )
-    header = ["runtime", "batch", "configuration", "mean ms", "p50 / p95 / p99 ms", "images/s"]
-    header += ["speedup", "compute speedup", "efficiency"]
-    rows = [
-        [
-            row["runtime"],
-            str(row["batch"]),
-            row["config"],
-            f"{row['mean_ms']:.4f}",
-            f"{row['p50_ms']:.3f} / {row['p95_ms']:.3f} / {row['p99_ms']:.3f}",
-            f"{row['images_per_s']:.0f}",
-            times(row["speedup"]),
-            times(row["compute_speedup"]),
-            "-" if math.isnan(row["efficiency"]) else f"{row['efficiency']:.2f}",
-        ]
-        for row in r["rows"]
-    ]
+    header = ["runtime", "batch", "configuration", *speed_header()]
+    rows = [[row["runtime"], str(row["batch"]), row["config"], *speed_cells(row)] for row in r["rows"]]
     achieved = [
         f"{name} (beta {a['beta']:g}): {pct(a['relative_macs'], 1)} of the MACs, accuracy {pct(a['accuracy'])}, "
         f"exits {', '.join(f'{f:.3f}' for f in a['exit_fractions'])}; onnxruntime took the same exit on "
@@ -203,6 +214,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--data-dir")
     ap.add_argument("--device", type=device_argument, default="auto", help=f"{DEVICE_HELP} (default auto)")
     ap.add_argument("--readme", action="store_true", help="replace the README's runtimes block")
+    ap.add_argument(
+        "--max-efficiency",
+        type=float,
+        default=MAX_EFFICIENCY,
+        help="a speedup above this many times the compute speedup is measured again, then refused",
+    )
     ap.add_argument("--quick", action="store_true", help="100 / 512 images, 3 rounds: a smoke run")
     return ap
 
@@ -218,7 +235,7 @@ def main() -> None:
     model, info = deploy_info(args.checkpoint, data_dir=args.data_dir)
     model.to(device)
     knee, source = (
-        (args.beta, "--beta") if args.beta is not None else _knee_beta(args.checkpoint.parent, info.beta)
+        (args.beta, "--beta") if args.beta is not None else knee_beta_or(args.checkpoint.parent, info.beta)
     )
     policy = CalibratedThreshold(info.calibration, knee, info.variant)
     runtime = AdaptiveRuntime(model, policy, check_inputs=False)
@@ -256,8 +273,7 @@ def main() -> None:
             runs = _callables(runtime, runners, batch)
             on_device, arrays = [x.to(device) for x in xs], [x.numpy() for x in xs]
             inputs = {k: (on_device if k.startswith("pytorch") else arrays) for k in runs}
-            timing = interleaved_timing(runs, inputs, reference=f"pytorch eager/{PLAIN}", rounds=args.rounds)
-            rows += _rows(timing, batch, relative)
+            rows += _measured_rows(runs, inputs, batch, relative, args.rounds, args.max_efficiency)
             print(f"batch {batch}: done", flush=True)
     result = {
         "checkpoint": str(args.checkpoint),
@@ -265,12 +281,8 @@ def main() -> None:
         "rule": f"{info.variant} rule on {info.calibration.score}",
         "knee_beta": knee,
         "knee_source": source,
-        "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine()},
-        "software": {
-            "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "numpy": np.__version__,
-        },
+        "hardware": machine(),
+        "software": versions(torch, onnxruntime, np),
         "device": describe_device(device),
         "ort_providers": ort_providers,
         "threads": args.threads,
@@ -282,13 +294,7 @@ def main() -> None:
         "achieved": achieved,
         "rows": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "runtimes.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    (args.out / "runtimes.md").write_text(table + "\n")
-    print(table)
-    if args.readme:
-        write_block("runtimes", table)
+    write_result(args.out, "runtimes", result, markdown(result), "runtimes" if args.readme else None)
 
 
 if __name__ == "__main__":

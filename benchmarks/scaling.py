@@ -26,10 +26,6 @@ Default sizes finish in well under 20 minutes on a 2-core CPU; --quick in under 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,17 +33,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _readme_blocks import write_block
+from _common import fit_on_random, machine, runtime_parts, time_parts, write_result
 
 from bofexits.config import ModelConfig
 from bofexits.errors import BofexitsError
 from bofexits.evaluation.cost import CostTable, measure_costs
 from bofexits.evaluation.points import runtime_efficiency
-from bofexits.evaluation.timing import cpu_model, interleaved_timing
+from bofexits.evaluation.timing import interleaved_timing
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.build import build_model
 from bofexits.models.multiexit import MultiExitNetwork
-from bofexits.policies import CalibratedThreshold, ExitCalibration
+from bofexits.policies import CalibratedThreshold
 from bofexits.reporting.format import times
 from bofexits.reporting.tables import markdown_table
 
@@ -96,50 +92,24 @@ def _torchvision(name: str, count: int, beta: float, size: int, calibrate: int) 
     cfg = ModelConfig(backbone=name, num_classes=1000, in_channels=3, image_size=size)
     model = build_model(cfg).eval()
     gen = torch.Generator().manual_seed(0)
-    calib = torch.randn(calibrate, 3, size, size, generator=gen)
-    with torch.inference_mode():
-        logits = [torch.cat(parts) for parts in zip(*(model(b) for b in calib.split(32)), strict=True)]
-    calibration = ExitCalibration.fit(logits[:-1], "max_prob")
+    calibration = fit_on_random(model, calibrate, chunk=32)
     policy = CalibratedThreshold(calibration, beta, "conditional")
     x = torch.randn(count, 3, size, size, generator=gen)
     return Network(f"{name} ({size}x{size}, timing only)", model, policy, x, "random weights and inputs")
 
 
 def _head_shares(
-    runtime: AdaptiveRuntime, x: torch.Tensor, reps: int, sync: Callable[[], None]
+    runtime: AdaptiveRuntime, costs: CostTable, x: torch.Tensor, reps: int, rounds: int
 ) -> list[float]:
-    """Each exit head's batch-1 time over the batch-1 time of the stage it follows (medians)."""
-    stages, exits = runtime.stages, runtime.exits
-    shares = []
+    """Each exit head's batch-1 time over the batch-1 time of the stage it follows.
+
+    From the interleaved part timer of where_time_goes.py: every stage and head on the input it
+    sees in the runtime, all timed in the same rounds (medians over rounds).
+    """
     with torch.inference_mode():
-        h, state = x, None
-        for i in range(exits.num_exits):
-            inp = h
-            h = stages[i](inp)
-
-            def stage(inp: torch.Tensor = inp, i: int = i) -> object:
-                return stages[i](inp)
-
-            def head(h: torch.Tensor = h, i: int = i, state: Any = state) -> object:
-                return exits.step(i, h, state)
-
-            t_stage, t_head = _median_time(stage, reps, sync), _median_time(head, reps, sync)
-            shares.append(t_head / t_stage)
-            _, state = exits.step(i, h, state)
-    return shares
-
-
-def _median_time(fn: Callable[[], object], reps: int, sync: Callable[[], None]) -> float:
-    for _ in range(3):
-        fn()
-    sync()
-    times_ = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times_.append(time.perf_counter() - t0)
-    return statistics.median(times_)
+        rows = time_parts(runtime_parts(runtime, runtime.policy, costs, x), 1, reps, rounds)
+    us = {r["part"]: r["us_per_image"] for r in rows}
+    return [us[f"exit {i + 1} head"] / us[f"stage {i + 1}"] for i in range(runtime.exits.num_exits)]
 
 
 def _rows(
@@ -156,7 +126,7 @@ def _rows(
     fractions = (
         torch.bincount(exit_index, minlength=len(costs.stage_macs)).float() / len(exit_index)
     ).tolist()
-    shares = _head_shares(runtime, x_all[:1], reps, sync)
+    shares = _head_shares(runtime, costs, x_all[:1], reps, rounds)
     rows = []
     for batch in batches:
         xs = [x_all[i : i + batch] for i in range(0, len(x_all) - batch + 1, batch)] or [x_all[:batch]]
@@ -312,9 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{name}: {time.time() - started:.0f} s", flush=True)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "machine": platform.machine(),
+        **machine(),
         "threads": args.threads,
         "torch": torch.__version__,
         "rounds": args.rounds,
@@ -322,15 +290,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
         "skipped": skipped,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scaling.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    (args.out / "scaling.md").write_text(table + "\n")
+    write_result(args.out, "scaling", result, markdown(result), "scaling" if args.readme else None)
     if rows:
         plot(result, args.out / "scaling.png")
-    print(table)
-    if args.readme:
-        write_block("scaling", table)
     return result
 
 

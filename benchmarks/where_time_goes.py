@@ -14,80 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
+from _common import runtime_parts, time_parts
 
 from bofexits import AdaptiveRuntime, FullNetwork, ModelConfig, build_model, load_model, measure_costs
 from bofexits.devices import DEVICE_HELP, describe_device, device_argument, resolve_device
-from bofexits.evaluation.cost import CostTable
-from bofexits.evaluation.timing import interleaved_timing
 from bofexits.policies import CalibratedThreshold, ExitPolicy, GlobalThreshold
 from bofexits.reporting.format import pct
-
-PLAIN = "plain backbone"
-
-
-@dataclass
-class Part:
-    """One piece of adaptive inference, called on the input it sees in the runtime."""
-
-    name: str
-    macs: int
-    fn: Callable[[Any], object]
-    x: Any
-
-
-def _parts(runtime: AdaptiveRuntime, policy: ExitPolicy, costs: CostTable, x: torch.Tensor) -> list[Part]:
-    """Every stage, exit head and decision on the features the runtime would feed it, and the backbone."""
-    exits = runtime.exits
-    if x.shape[0] == 1:
-        stages, h = runtime.stages, x
-    else:  # batches run the channels-last stages, as `run_batched` does
-        stages, h = runtime.batch_stages, x.contiguous(memory_format=runtime.memory_format)
-    parts, maps = [], []
-    for i, stage in enumerate(stages):
-        parts.append(Part(f"stage {i + 1}", costs.stage_macs[i], stage, h))
-        h = stage(h)
-        maps.append(h)
-    state = None
-    for i in range(exits.num_exits):
-        logits, new_state = exits.step(i, maps[i], state)
-        parts.append(
-            Part(
-                f"exit {i + 1} head", costs.exit_macs[i], lambda m, i=i, s=state: exits.step(i, m, s), maps[i]
-            )
-        )
-        decide = (
-            (lambda lg, i=i: policy.stop_one(i, lg, None))
-            if x.shape[0] == 1
-            else (lambda lg, i=i: policy.stop(i, lg, None))
-        )
-        parts.append(Part(f"exit {i + 1} decision ({policy.name} policy)", 0, decide, logits))
-        state = new_state
-    return [*parts, Part(PLAIN, costs.backbone_macs, runtime.plain, x)]
-
-
-def _time_parts(parts: list[Part], batch: int, reps: int, rounds: int) -> list[dict[str, Any]]:
-    """Median µs per image of each part, all parts interleaved in the same rounds."""
-    timing = interleaved_timing(
-        {p.name: p.fn for p in parts}, {p.name: [p.x] * reps for p in parts}, reference=PLAIN, rounds=rounds
-    )
-    plain = timing.median(PLAIN)
-    return [
-        {
-            "part": p.name,
-            "batch": batch,
-            "macs": p.macs,
-            "us_per_image": timing.median(p.name) * 1e6,
-            "mean_us_per_image": timing.mean(p.name) * 1e6,
-            "share_of_backbone_time": timing.median(p.name) / plain,
-        }
-        for p in parts
-    ]
 
 
 def _network(checkpoint: str) -> tuple[torch.nn.Module, ExitPolicy, str]:
@@ -115,7 +50,7 @@ def main() -> None:
     rows = []
     for batch, reps in ((1, 400), (32, 30), (256, 4)):
         x = torch.randn(batch, *model.input_shape, device=device)
-        rows += _time_parts(_parts(runtime, policy, costs, x), batch, reps, args.rounds)
+        rows += time_parts(runtime_parts(runtime, policy, costs, x), batch, reps, args.rounds)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "source": source,

@@ -40,7 +40,13 @@ TINY_CLASSES = 5
 # The machine as the suite found it, for tests marked `real_data`.
 _MACHINE_ENV = {
     name: os.environ.get(name)
-    for name in (_files.ENV_VAR, "XDG_CACHE_HOME", "TORCH_HOME", _files.SYSTEM_ENV_VAR, _files.OFFLINE_ENV_VAR)
+    for name in (
+        _files.ENV_VAR,
+        "XDG_CACHE_HOME",
+        "TORCH_HOME",
+        _files.SYSTEM_ENV_VAR,
+        _files.OFFLINE_ENV_VAR,
+    )
 }
 _MACHINE_SYSTEM_ROOT = _files.SYSTEM_DATA_ROOT
 _MACHINE_URLOPEN = urllib.request.urlopen

@@ -157,7 +157,7 @@ def test_scores_match_the_policies() -> None:
         want = confidence(logits, score).numpy()
         got = deploy.confidence(logits.numpy(), score)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-        ones = [deploy._score_one(logits[i : i + 1].numpy(), score) for i in range(64)]  # the batch-1 path
+        ones = [deploy.score_one(logits[i : i + 1].numpy(), score) for i in range(64)]  # the batch-1 path
         np.testing.assert_array_equal(np.array(ones, np.float32), got)
 
 

@@ -6,10 +6,17 @@ from __future__ import annotations
 import numpy as np
 
 from bofexits.evaluation.claims import Check, check_claims, matched_compute_summary
-from bofexits.evaluation.comparison import Comparison, Contrast, DecisionOverhead, FamilyResult
+from bofexits.evaluation.comparison import (
+    Comparison,
+    ComparisonTiming,
+    Contrast,
+    DecisionOverhead,
+    FamilyResult,
+)
 from bofexits.evaluation.cost import CostTable
 from bofexits.evaluation.points import Point
 from bofexits.evaluation.significance import Interval, paired_bootstrap
+from bofexits.evaluation.speedup import SpeedInterval
 from bofexits.evaluation.timing import Platform
 
 
@@ -191,3 +198,44 @@ def test_explanations_appear_only_when_the_numbers_show_them(comparison_result: 
     assert "the oracle (earliest correct exit) reaches the knee's accuracy with 35.00% of the MACs" in (
         {c.claim: c for c in check_claims(comp)}["c"].why
     )
+
+
+def _timed_comparison(contrasts: dict[str, SpeedInterval]) -> Comparison:
+    from tests.evaluation.conftest import timing
+
+    comp = _comparison(0.89, 0.8)
+    prop, soft = comp.families
+    assert prop.knee is not None
+    prop.knee.timing = timing(1.61)
+    soft.points[2].timing = timing(1.97)  # the cheapest max-softmax point reaching the knee's accuracy
+    comp.timing = ComparisonTiming(1, 500, 16, 32, 3, 1.0, 0.5, speed_contrasts=contrasts)
+    return comp
+
+
+def _speed_check(comp: Comparison) -> Check:
+    claim = next(c for c in check_claims(comp) if c.claim == "c")
+    return next(c for c in claim.checks if "max-softmax" in c.check and "batch-1" in c.check)
+
+
+def test_a_speed_difference_inside_the_noise_is_a_tie_not_a_win_or_a_loss() -> None:
+    # Issue 20: 1.13x against 1.97x at nearly the same MACs was read as "slower"; paired, it is noise.
+    check = _speed_check(_timed_comparison({"max-softmax": SpeedInterval(0.97, 0.88, 1.07)}))
+    assert check.met is False and check.measured.endswith("tie") and "0.88..1.07" in check.measured
+    why = next(c for c in check_claims(_timed_comparison({"max-softmax": SpeedInterval(0.97, 0.88, 1.07)}))
+               if c.claim == "c").why  # fmt: skip
+    assert "max-softmax runs at" not in why  # a tie is not named as the faster rule
+
+
+def test_a_speed_difference_outside_the_noise_decides() -> None:
+    faster = _speed_check(_timed_comparison({"max-softmax": SpeedInterval(1.2, 1.1, 1.3)}))
+    assert faster.met is True and faster.measured.endswith("faster")
+    comp = _timed_comparison({"max-softmax": SpeedInterval(0.8, 0.7, 0.9)})
+    slower = _speed_check(comp)
+    assert slower.met is False and slower.measured.endswith("slower")
+    why = next(c for c in check_claims(comp) if c.claim == "c").why
+    assert "max-softmax runs at 1.97x the backbone's speed" in why
+
+
+def test_old_files_without_speed_intervals_compare_the_speedups() -> None:
+    check = _speed_check(_timed_comparison({}))
+    assert check.met is False and "1.61x vs 1.97x" in check.measured

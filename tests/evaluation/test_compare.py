@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,10 @@ def trained_run(fake_data: Path, tiny_config: Any, tmp_path: Path) -> Path:
 def _compare(run: Path, fake_data: Path, **kw: Any) -> Comparison:
     model, cals, cfg = load_model(run / "checkpoint.pt")
     _, test = load_dataset(cfg.dataset, fake_data)
-    args: dict[str, Any] = dict(points=21, timed_points=3, timing_samples=6, timing_rounds=1)
+    # A toy network's time is per-operation overhead and a few images are noise: no efficiency bound.
+    args: dict[str, Any] = dict(
+        points=21, timed_points=3, timing_samples=6, timing_rounds=1, max_efficiency=math.inf
+    )
     args.update(throughput_batch=16, throughput_batches=2)
     args.update(kw)
     return compare_policies(model, cals, validation_split(cfg, str(fake_data)), test, **args)
@@ -132,10 +136,13 @@ def test_comparison_on_a_trained_network(trained_run: Path, fake_data: Path) -> 
     assert comp.timing is not None
     check = comp.timing.runtime_check
     assert check.points > 10 and check.mismatched_exits == 0 and check.mismatched_predictions == 0
-    # every knob is monotone on this network's real outputs: compute never falls towards "accurate"
+    # every knob is monotone on this network's real outputs: compute never falls towards "accurate".
+    # Budgeted fits its thresholds to each budget on the validation split, so on 100 test images its
+    # compute follows the budget only up to a few images moving exit (0.0076 seen on one CPU).
     for name in ("proposed", "max-softmax", "entropy", "patience", "budgeted", "single-exit"):
         macs = [p.relative_macs for p in fams[name].points]
-        assert all(b >= a - 1e-12 for a, b in zip(macs, macs[1:], strict=False)), name
+        slack = 0.02 if name == "budgeted" else 1e-12
+        assert all(b >= a - slack for a, b in zip(macs, macs[1:], strict=False)), name
     prop = fams["proposed"].points
     assert prop[0].exit_fractions[0] == 1.0  # beta = 0: everything at exit 1
     timed = [p for p in prop if p.timing is not None]

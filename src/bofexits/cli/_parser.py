@@ -391,7 +391,7 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="points per policy run for real and timed, plus knee and matched ones (0: every point)",
     )
     p.add_argument(
-        "--timing-samples", type=_COUNT, default=200, help="images timed at batch 1 (0: no timing)"
+        "--timing-samples", type=_COUNT, default=500, help="images timed at batch 1 (0: no timing)"
     )
     p.add_argument("--timing-rounds", type=_ROUNDS, default=3)
     p.add_argument("--threads", type=_THREADS, help="torch CPU threads")

@@ -30,7 +30,7 @@ def score_nodes(logits: str, score: str, prefix: str) -> tuple[list[NodeProto], 
     """Nodes computing each sample's score from (B, classes) `logits`, as `rule.confidence` does.
 
     The arithmetic is rule.py's, so both agree to float rounding: max_prob is
-    1 / sum(exp(l - max l)) (what `rule._score_one` computes), margin the top-1 minus the top-2
+    1 / sum(exp(l - max l)) (what `rule.score_one` computes), margin the top-1 minus the top-2
     softmax probability, neg_entropy sum(p * log p) from the log-softmax. ``sum(l - l)`` is
     added to the score: 0 when every logit is finite, NaN otherwise, so that non-finite logits
     stop at their exit (`goes_on_nodes`) and the runner refuses them, as the staged path does,

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import DeployError, RunnerInputError
 
-__all__ = ["SCORES", "VARIANTS", "calibrated_thresholds", "confidence", "threshold_vector"]
+__all__ = ["SCORES", "VARIANTS", "calibrated_thresholds", "confidence", "score_one", "threshold_vector"]
 
 # The same names as bofexits.policies (scores.SCORES, calibrated.VARIANTS); a test compares them.
 SCORES: tuple[str, ...] = ("max_logit", "max_prob", "margin", "neg_entropy")
@@ -55,7 +55,7 @@ def confidence(logits: np.ndarray, score: str) -> np.ndarray:
     raise DeployError(f"unknown score {score!r}; choose one of {', '.join(SCORES)}")
 
 
-def _score_one(logits: np.ndarray, score: str) -> float:
+def score_one(logits: np.ndarray, score: str) -> float:
     """`confidence` of a (1, classes) row as a float, in fewer numpy calls for the common scores.
 
     The top softmax probability is exp(0) / sum = 1 / sum(exp(x - max)), the same float32 value.
@@ -81,9 +81,9 @@ def calibrated_thresholds(
     "mean": beta * mean_i; "quantile": the beta-quantile of exit i's calibration scores;
     "conditional": the beta-quantile over the calibration samples that reach exit i (the
     precomputed `conditional` table); "accuracy": the least score at which exit i's calibrated
-    accuracy reaches beta (the precomputed `accuracy` table). The tables are interpolated linearly on their 1001-level
-    grid (beta = 0: -inf, every sample stops at exit 1). Computed in float32 like the PyTorch
-    version, so both give the same floats.
+    accuracy reaches beta (the precomputed `accuracy` table). The tables are interpolated linearly on
+    their 1001-level grid (beta = 0: -inf, every sample stops at exit 1; beta = 1: +inf, the full
+    network). Computed in float32 like the PyTorch version, so both give the same floats.
 
     >>> calibrated_thresholds([2.0, 4.0], np.zeros((2, 1001), np.float32), 1.5, "mean")
     [3.0, 6.0]
@@ -109,6 +109,8 @@ def calibrated_thresholds(
     q = np.asarray(table, dtype=np.float32)
     if beta == 0.0:
         return [float("-inf")] * q.shape[0]
+    if beta == 1.0:  # the full network by definition, whatever a score rounds to
+        return [float("inf")] * q.shape[0]
     pos = beta * (_GRID - 1)
     lo = int(pos)
     hi = min(lo + 1, _GRID - 1)

@@ -63,7 +63,7 @@ from .manifest import (
     read_manifest,
     sha256_file,
 )
-from .rule import SCORES, VARIANTS, _score_one, calibrated_thresholds, confidence, threshold_vector
+from .rule import SCORES, VARIANTS, calibrated_thresholds, confidence, score_one, threshold_vector
 
 __all__ = [
     "BATCHED_GRAPH_FROM",
@@ -100,6 +100,7 @@ __all__ = [
     "manifest_digest",
     "preprocess",
     "read_manifest",
+    "score_one",
     "sha256_file",
     "threshold_vector",
 ]
@@ -456,7 +457,7 @@ class OnnxAdaptiveRunner:
         for i, step in enumerate(self._steps):
             x, logits, state = step(x, state)
             _finite(logits)
-            if _score_one(logits, self.score) >= self._thresholds[i]:
+            if score_one(logits, self.score) >= self._thresholds[i]:
                 return logits, i
         return _finite(self.final(x=x)["logits"]), len(self._steps)
 

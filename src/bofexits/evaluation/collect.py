@@ -12,7 +12,10 @@ from bofexits.evaluation.points import Point
 from bofexits.inference.runtime import AdaptiveRuntime, ExitResult
 from bofexits.models.multiexit import MultiExitNetwork
 
-__all__ = ["collect_logits", "run_adaptive", "summarize"]
+__all__ = ["RUNTIME_BATCH", "collect_logits", "collect_runtime_logits", "run_adaptive", "summarize"]
+
+RUNTIME_BATCH = 256
+"""The batches evaluation runs the runtime in: real early exit and the logits simulations replay."""
 
 
 @torch.no_grad()
@@ -47,8 +50,43 @@ def collect_logits(
     return [torch.cat(o) for o in outs], torch.cat(labels)
 
 
+@torch.inference_mode()
+def collect_runtime_logits(
+    runtime: AdaptiveRuntime, data: ImageDataset, *, batch_size: int = RUNTIME_BATCH
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Logits of all S exits for every sample, computed as `runtime.run_batched` computes them.
+
+    The runtime's inference forms (folded BatchNorm, channels-last batches, frozen exits) round
+    differently from the training forms `collect_logits` runs: a few ulps. A score that sits on
+    a threshold (Fashion-MNIST has near-duplicates across its splits, so a test score can equal
+    a calibration score, and a threshold with it) then exits in one and not in the other. The
+    simulation of a rule (`bofexits.inference.offline.simulate`) replays the runtime's decisions
+    exactly only on the runtime's own arithmetic, so evaluation simulates on these logits, in the
+    runtime's batches (the first exit sees the very batches `run_adaptive` feeds it).
+
+    Returns:
+        ([(N, classes)] * S on CPU, labels (N,)).
+    """
+    where = device_of(*runtime.stages)
+    stages, last = runtime.batch_stages, len(runtime.batch_stages) - 1
+    outs: list[list[torch.Tensor]] = [[] for _ in range(last + 1)]
+    labels = []
+    for x, y in data.batches(batch_size, shuffle=False):
+        h = x.to(where).contiguous(memory_format=runtime.memory_format)
+        state: torch.Tensor | None = None
+        for i, stage in enumerate(stages):
+            h = stage(h)
+            if i == last:
+                outs[i].append(h.float().cpu())
+            else:
+                logits, state = runtime.exits.step(i, h, state)
+                outs[i].append(logits.float().cpu())
+        labels.append(y)
+    return [torch.cat(o) for o in outs], torch.cat(labels)
+
+
 def run_adaptive(
-    runtime: AdaptiveRuntime, data: ImageDataset, *, batch_size: int = 256
+    runtime: AdaptiveRuntime, data: ImageDataset, *, batch_size: int = RUNTIME_BATCH
 ) -> tuple[ExitResult, torch.Tensor]:
     """Real early exit over a dataset in batches; returns the joined result (on the CPU) and the labels.
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
 from bofexits.data import ImageDataset
 from bofexits.devices import place_model
 from bofexits.evaluation.claims import BASELINES, check_claims
-from bofexits.evaluation.collect import collect_logits, summarize
+from bofexits.evaluation.collect import RUNTIME_BATCH, collect_runtime_logits, summarize
 from bofexits.evaluation.comparison import (
     Comparison,
     ComparisonTiming,
@@ -36,13 +36,14 @@ from bofexits.evaluation.comparison import (
 from bofexits.evaluation.cost import CostTable, measure_costs
 from bofexits.evaluation.families import Family, policy_families
 from bofexits.evaluation.metrics import accuracy
-from bofexits.evaluation.points import LEVELS, MAX_DROP, at_levels, cheapest_reaching, knee_point
+from bofexits.evaluation.points import LEVELS, MAX_DROP, Point, at_levels, cheapest_reaching, knee_point
 from bofexits.evaluation.significance import paired_bootstrap
-from bofexits.evaluation.timed import TimedRuns, TimingImages, time_runtimes, timing_images
+from bofexits.evaluation.speedup import MAX_EFFICIENCY, SpeedInterval
+from bofexits.evaluation.timed import TimedRuns, TimingImages, time_checked, timing_images
 from bofexits.evaluation.timing import platform_info
 from bofexits.inference.gpu import runtime_for
 from bofexits.inference.offline import oracle, oracle_frontier, simulate
-from bofexits.inference.runtime import AdaptiveRuntime
+from bofexits.inference.runtime import AdaptiveRuntime, ExitResult
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies import ExitCalibration, ExitPolicy, SingleExit
 
@@ -63,8 +64,9 @@ def compare_policies(
     variant: str = "accuracy",
     points: int = 101,
     timed_points: int = 9,
-    timing_samples: int = 200,
+    timing_samples: int = 500,
     timing_rounds: int = 3,
+    max_efficiency: float = MAX_EFFICIENCY,
     throughput_batch: int = 256,
     throughput_batches: int = 4,
     device: torch.device | str | None = None,
@@ -82,6 +84,8 @@ def compare_policies(
             ones); 0 runs and times every point.
         timing_samples: images timed one by one (0: no timing and no real-runtime check).
         timing_rounds: interleaved rounds.
+        max_efficiency: a timing whose efficiency exceeds this is measured again, then refused
+            (`bofexits.evaluation.timed.time_checked`).
         throughput_batch, throughput_batches: batched timing over this many batches of this size.
         device: where the network runs and is timed (`bofexits.devices.resolve_device` names; the
             model is moved there); None: where the model is. Results are kept on the CPU.
@@ -89,8 +93,10 @@ def compare_policies(
     device = place_model(model, device)
     model.eval()
     costs = measure_costs(model)
-    val_logits, _ = collect_logits(model, val)
-    test_logits, labels = collect_logits(model, test)
+    # The runtime's own arithmetic, so that the simulated points replay its decisions exactly.
+    runtime = runtime_for(model, SingleExit(0), check_inputs=False)
+    val_logits, _ = collect_runtime_logits(runtime, val)
+    test_logits, labels = collect_runtime_logits(runtime, test)
     full_acc = accuracy(test_logits[-1].argmax(1), labels)
     families = policy_families(calibrations, val_logits, costs, score=score, variant=variant, points=points)
     results = [_simulate_family(fam, test_logits, labels, costs, full_acc) for fam in families]
@@ -122,6 +128,7 @@ def compare_policies(
             timed_points,
             images,
             timing_rounds,
+            max_efficiency,
         )
         comparison.decision_overhead = _overheads(
             families, results, test_logits, comparison.timing.backbone_batch1_ms
@@ -206,7 +213,9 @@ def _check_runtimes(
 ) -> None:
     """Run each runtime for real on `x` and count where it differs from the simulation (into `check`)."""
     for rt in runtimes:
-        real = rt.run_batched(x)
+        # In the batches the simulated logits were computed in, so both round alike.
+        parts = [rt.run_batched(chunk) for chunk in x.split(RUNTIME_BATCH)]
+        real = ExitResult(torch.cat([r.logits for r in parts]), torch.cat([r.exit_index for r in parts]))
         sim = simulate(rt.policy, logits)
         check.points += 1
         check.mismatched_exits += int((real.exit_index.cpu() != sim.exit_index).sum())
@@ -222,27 +231,59 @@ def _time_families(
     spread: int,
     images: TimingImages,
     rounds: int,
+    max_efficiency: float,
 ) -> ComparisonTiming:
-    """Run chosen points for real, each policy timed against the plain backbone in its own rounds,
-    and check their exits against the simulation (sets the chosen points' `timing`)."""
+    """Run chosen points for real and check their exits against the simulation; time every policy's
+    points against the plain backbone in the same interleaved rounds on the same images, so that two
+    rules' speeds are a paired contrast (sets the chosen points' `timing`)."""
     x_big = torch.cat(images.batches)
     sim_logits = [lg[: x_big.shape[0]] for lg in test_logits]
     base = runtime_for(model, SingleExit(0), check_inputs=False)
-    plain = base.plain
     check = RuntimeCheck(images_per_point=int(x_big.shape[0]))
-    sessions: list[TimedRuns] = []
+    runtimes: dict[str, AdaptiveRuntime] = {}
+    where: dict[str, Point] = {}
     for fam, result in zip(families, results, strict=True):
         if not fam.timed:
             continue
-        picks = _picks(result, knee_accuracy, spread)
-        runtimes = {str(i): base.with_policy(fam.make(fam.values[i])) for i in picks}
-        _check_runtimes(runtimes.values(), x_big, sim_logits, check)
-        timed = time_runtimes(plain, runtimes, images, rounds)
-        for i in picks:
-            result.points[i].timing = timed.point(str(i))
-        sessions.append(timed)
-        log.info("timed %s at %d points", fam.name, len(picks))
-    return ComparisonTiming.of(sessions, images, rounds, runtime_check=check)
+        for i in _picks(result, knee_accuracy, spread):
+            runtimes[f"{fam.name}/{i}"] = base.with_policy(fam.make(fam.values[i]))
+            where[f"{fam.name}/{i}"] = result.points[i]
+    _check_runtimes(runtimes.values(), x_big, sim_logits, check)
+    relative = {name: p.relative_macs for name, p in where.items()}
+    timed, refused = time_checked(
+        base.plain, runtimes, images, rounds, relative, max_efficiency=max_efficiency
+    )
+    for name, point in where.items():
+        point.timing = None if name in refused else timed.point(name)
+    log.info("timed %d points of every timed policy in the same rounds", len(runtimes))
+    return ComparisonTiming.of(
+        [timed],
+        images,
+        rounds,
+        runtime_check=check,
+        refused=refused,
+        speed_contrasts=_speed_contrasts(results, timed, refused, knee_accuracy),
+    )
+
+
+def _speed_contrasts(
+    results: Sequence[FamilyResult], timed: TimedRuns, refused: Mapping[str, str], knee_accuracy: float
+) -> dict[str, SpeedInterval]:
+    """Baseline name -> how many times faster the proposed knee ran at batch 1 than that baseline's
+    cheapest point reaching the knee's accuracy (both timed in the same rounds; a ratio of times)."""
+    proposed = next((r for r in results if r.proposed), None)
+    if proposed is None or (knee := proposed.knee) is None:
+        return {}
+    mine = f"{proposed.name}/{knee.index}"
+    out = {}
+    for result in results:
+        other = cheapest_reaching(result.points, knee_accuracy) if not result.proposed else None
+        theirs = f"{result.name}/{other.index}" if other is not None else ""
+        if other is None or other.timing is None or mine in refused or theirs in refused:
+            continue
+        if mine in timed.batch1.rounds and theirs in timed.batch1.rounds:
+            out[result.name] = timed.faster(theirs, mine)
+    return out
 
 
 def decision_overhead_us(

@@ -20,6 +20,7 @@ from bofexits.evaluation.cost import CostTable
 from bofexits.evaluation.points import LEVELS, MAX_DROP, Point, at_compute
 from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, from_fields, require, to_fields
 from bofexits.evaluation.significance import Interval
+from bofexits.evaluation.speedup import SpeedInterval
 from bofexits.evaluation.timed import TimingSummary
 from bofexits.evaluation.timing import Platform
 
@@ -135,18 +136,35 @@ class RuntimeCheck:
 
 @dataclass
 class ComparisonTiming(TimingSummary):
-    """`TimingSummary` of a comparison (each policy timed in its own rounds), with its runtime check."""
+    """`TimingSummary` of a comparison (every policy's points timed in the same rounds), with its
+    runtime check and the proposed knee's speed against each baseline.
+
+    Attributes:
+        runtime_check: the timed points' real exits against the simulated ones.
+        speed_contrasts: baseline -> how many times faster the proposed knee ran at batch 1 than
+            the baseline's cheapest point reaching the knee's accuracy, with its paired interval
+            (empty in comparisons written before policies shared their rounds).
+    """
 
     runtime_check: RuntimeCheck = field(default_factory=RuntimeCheck)
+    speed_contrasts: dict[str, SpeedInterval] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "runtime_check": self.runtime_check.to_dict()}
+        contrasts = {k: v.to_dict() for k, v in self.speed_contrasts.items()}
+        return {
+            **super().to_dict(),
+            "runtime_check": self.runtime_check.to_dict(),
+            "speed_contrasts": contrasts,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ComparisonTiming:
         base = cls._base_fields(data, "comparison timing")
         require(data, "comparison timing", "runtime_check")
-        return cls(**base, runtime_check=RuntimeCheck.from_dict(data["runtime_check"]))
+        contrasts = {k: SpeedInterval.from_dict(v) for k, v in (data.get("speed_contrasts") or {}).items()}
+        return cls(
+            **base, runtime_check=RuntimeCheck.from_dict(data["runtime_check"]), speed_contrasts=contrasts
+        )
 
 
 @dataclass

@@ -126,6 +126,10 @@ class PointTiming:
         batch1_p95_ms: 95th percentile of the batch-1 call times (ms).
         batch1_p99_ms: 99th percentile of the batch-1 call times (ms).
         batched_mean_ms: mean ms per image over every batched call of every round.
+        batch1_speedup_low, batch1_speedup_high: the 95% bootstrap interval of `batch1_speedup`
+            over rounds and images (`bofexits.evaluation.speedup.ratio_interval`); None in
+            results written before intervals were kept.
+        batched_speedup_low, batched_speedup_high: the same for `batched_speedup`.
     """
 
     batch1_ms: float
@@ -137,6 +141,10 @@ class PointTiming:
     batch1_p95_ms: float
     batch1_p99_ms: float
     batched_mean_ms: float
+    batch1_speedup_low: float | None = None
+    batch1_speedup_high: float | None = None
+    batched_speedup_low: float | None = None
+    batched_speedup_high: float | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property

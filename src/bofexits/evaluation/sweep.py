@@ -19,13 +19,15 @@ import torch
 from bofexits._io import write_json
 from bofexits.data import ImageDataset
 from bofexits.devices import place_model
-from bofexits.evaluation.collect import collect_logits, run_adaptive, summarize
+from bofexits.evaluation.agreement import Mismatch, mismatch
+from bofexits.evaluation.collect import collect_runtime_logits, run_adaptive, summarize
 from bofexits.evaluation.cost import CostTable, measure_costs
 from bofexits.evaluation.grids import DEFAULT_BETAS
 from bofexits.evaluation.metrics import accuracy
 from bofexits.evaluation.points import MAX_DROP, Point, PointTiming, knee_point
 from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, from_fields, require, to_fields
-from bofexits.evaluation.timed import TimingImages, TimingSummary, time_runtimes, timing_images
+from bofexits.evaluation.speedup import MAX_EFFICIENCY
+from bofexits.evaluation.timed import TimingImages, TimingSummary, time_checked, timing_images
 from bofexits.evaluation.timing import Platform, platform_info
 from bofexits.inference.gpu import runtime_for
 from bofexits.inference.offline import oracle, simulate
@@ -105,6 +107,8 @@ class Sweep:
         comparisons: "score/variant" -> points of other configurations, simulated.
         simulation_matches_runtime: the simulation took the runtime's exit for every test
             image at every beta of `points`.
+        simulation_mismatches: where it did not: per beta, the images and how close to its
+            threshold the deciding score was (`bofexits.evaluation.agreement.Mismatch`).
         timing: how the points were timed (None: not timed).
         dataset: dataset name, when known.
         training: how the network was trained, when known.
@@ -121,6 +125,7 @@ class Sweep:
     points: list[Point]
     comparisons: dict[str, list[Point]]
     simulation_matches_runtime: bool
+    simulation_mismatches: list[Mismatch] = field(default_factory=list)
     timing: SweepTiming | None = None
     dataset: str | None = None
     training: TrainingInfo | None = None
@@ -151,6 +156,7 @@ class Sweep:
             "comparisons": {k: [p.to_dict() for p in pts] for k, pts in self.comparisons.items()},
             "comparisons_source": self.comparisons_source,
             "simulation_matches_runtime": self.simulation_matches_runtime,
+            "simulation_mismatches": [m.to_dict() for m in self.simulation_mismatches],
         }
         if self.timing is not None:
             per_beta = [
@@ -189,6 +195,7 @@ class Sweep:
             points=points,
             comparisons={k: [Point.from_dict(p) for p in v] for k, v in data["comparisons"].items()},
             simulation_matches_runtime=data["simulation_matches_runtime"],
+            simulation_mismatches=[Mismatch.from_dict(m) for m in data.get("simulation_mismatches", [])],
             timing=None if timing is None else SweepTiming.from_dict(timing),
             dataset=data.get("dataset"),
             training=None if training is None else TrainingInfo.from_dict(training),
@@ -217,6 +224,7 @@ def sweep(
     throughput_batch: int = 256,
     throughput_batches: int = 8,
     device: torch.device | str | None = None,
+    max_efficiency: float = MAX_EFFICIENCY,
 ) -> Sweep:
     """Evaluate the calibrated rule at every beta with real early exit, and time it.
 
@@ -232,19 +240,26 @@ def sweep(
         throughput_batch, throughput_batches: batched timing over this many batches of this size.
         device: where the network runs and is timed (`bofexits.devices.resolve_device` names; the
             model is moved there); None: where the model is. Results are kept on the CPU.
+        max_efficiency: a timing whose efficiency exceeds this is measured again, then refused
+            (`bofexits.evaluation.timed.time_checked`).
     """
     device = place_model(model, device)
     model.eval()
     costs = measure_costs(model)
     betas = list(betas) if betas is not None else DEFAULT_BETAS[variant]
-    all_logits, labels = collect_logits(model, test)
+    runtime = runtime_for(model, CalibratedThreshold(calibrations[score], betas[0], variant))
+    # Every exit's outputs as the runtime computes them: the simulation then replays its arithmetic.
+    all_logits, labels = collect_runtime_logits(runtime, test)
     best = oracle(all_logits, labels)
-    points, real_exits = _points(model, calibrations[score], test, costs, variant, betas)
+    points, real_exits = _points(runtime, calibrations[score], test, costs, variant, betas)
     # The headline points come from real early exit; the comparisons are simulated from all
     # exits' outputs, which is exact when the simulation agrees with the runtime (checked here).
-    simulated = [
-        simulate(CalibratedThreshold(calibrations[score], b, variant), all_logits).exit_index for b in betas
+    policies = [CalibratedThreshold(calibrations[score], b, variant) for b in betas]
+    found = [
+        mismatch(pol, real, simulate(pol, all_logits).exit_index, all_logits)
+        for pol, real in zip(policies, real_exits, strict=True)
     ]
+    mismatches = [m for m in found if m is not None]
     result = Sweep(
         score=score,
         variant=variant,
@@ -258,16 +273,19 @@ def sweep(
             f"{s}/{v}": _simulated_points(all_logits, labels, calibrations[s], costs, v, DEFAULT_BETAS[v])
             for s, v in extra
         },
-        simulation_matches_runtime=all(torch.equal(a, b) for a, b in zip(real_exits, simulated, strict=True)),
+        simulation_matches_runtime=not mismatches,
+        simulation_mismatches=mismatches,
     )
     if timing_samples > 0:
         images = timing_images(test, timing_samples, throughput_batch, throughput_batches, device=device)
-        result.timing = _time(model, calibrations[score], variant, betas, points, images, timing_rounds)
+        result.timing = _time(
+            model, calibrations[score], variant, betas, points, images, timing_rounds, max_efficiency
+        )
     return result
 
 
 def _points(
-    model: MultiExitNetwork,
+    runtime: AdaptiveRuntime,
     cal: ExitCalibration,
     test: ImageDataset,
     costs: CostTable,
@@ -276,7 +294,6 @@ def _points(
 ) -> tuple[list[Point], list[torch.Tensor]]:
     """Real early exit at each beta: summaries and the exit each test sample took."""
     out, exits = [], []
-    runtime = runtime_for(model, CalibratedThreshold(cal, betas[0], variant))
     for beta in betas:
         policy = CalibratedThreshold(cal, beta, variant)
         result, labels = run_adaptive(runtime.with_policy(policy), test)
@@ -310,20 +327,26 @@ def _time(
     points: list[Point],
     images: TimingImages,
     rounds: int,
+    max_efficiency: float,
 ) -> SweepTiming:
     """Time every point against the plain backbone (sets each point's `timing`)."""
     base = runtime_for(model, CalibratedThreshold(cal, 0.0, variant), check_inputs=False)
     runtimes = {str(i): base.with_policy(CalibratedThreshold(cal, b, variant)) for i, b in enumerate(betas)}
-    timed = time_runtimes(base.plain, runtimes, images, rounds)
+    relative = {str(i): p.relative_macs for i, p in enumerate(points)}
+    timed, refused = time_checked(
+        base.plain, runtimes, images, rounds, relative, max_efficiency=max_efficiency
+    )
     for i, p in enumerate(points):
-        p.timing = timed.point(str(i))
+        p.timing = None if str(i) in refused else timed.point(str(i))
     log.info(
         "timed %d single images and %d batched images, %d rounds",
         len(images.singles),
         images.batched_samples,
         rounds,
     )
-    return SweepTiming.of([timed], images, rounds, batch1_paths_agree=_paths_agree(runtimes.values(), images))
+    refused = {f"beta {points[int(k)].value:g}": why for k, why in refused.items()}
+    agree = _paths_agree(runtimes.values(), images)
+    return SweepTiming.of([timed], images, rounds, batch1_paths_agree=agree, refused=refused)
 
 
 def _paths_agree(runtimes: Iterable[AdaptiveRuntime], images: TimingImages) -> bool:

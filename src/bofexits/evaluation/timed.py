@@ -9,9 +9,11 @@ before timing, and every clock reading waits for the GPU (`interleaved_timing`).
 
 from __future__ import annotations
 
+import logging
+import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 import torch
@@ -20,13 +22,27 @@ from bofexits.data import ImageDataset
 from bofexits.devices import describe_device
 from bofexits.evaluation.points import PointTiming
 from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, require
+from bofexits.evaluation.speedup import MAX_EFFICIENCY, SpeedInterval, plausible, ratio_interval
 from bofexits.evaluation.timing import Timing, interleaved_timing
 from bofexits.inference.runtime import AdaptiveRuntime
 
-__all__ = ["REFERENCE", "TimedRuns", "TimingImages", "TimingSummary", "time_runtimes", "timing_images"]
+__all__ = [
+    "MEASURE_RETRIES",
+    "REFERENCE",
+    "TimedRuns",
+    "TimingImages",
+    "TimingSummary",
+    "time_checked",
+    "time_runtimes",
+    "timing_images",
+]
+
+log = logging.getLogger(__name__)
 
 REFERENCE = "backbone"
 """The name the plain backbone is timed under; every speedup is relative to it."""
+MEASURE_RETRIES = 2
+"""Re-measurements of a timing in which some runtime's efficiency is implausible, before refusing it."""
 
 
 @dataclass
@@ -100,6 +116,7 @@ class TimedRuns:
     def point(self, name: str) -> PointTiming:
         """What a point's tables need from the timings of runtime `name`."""
         one, many = self.batch1, self.batched
+        iv1, ivb = ratio_interval(one, one.reference, name), ratio_interval(many, many.reference, name)
         return PointTiming(
             batch1_ms=one.median(name) * 1e3,
             batch1_speedup=one.mean_speedup(name),
@@ -110,7 +127,32 @@ class TimedRuns:
             batch1_p95_ms=one.percentile(name, 95) * 1e3,
             batch1_p99_ms=one.percentile(name, 99) * 1e3,
             batched_mean_ms=many.mean(name) * 1e3,
+            batch1_speedup_low=iv1.low,
+            batch1_speedup_high=iv1.high,
+            batched_speedup_low=ivb.low,
+            batched_speedup_high=ivb.high,
         )
+
+    def implausible(
+        self, relative_macs: Mapping[str, float], max_efficiency: float = MAX_EFFICIENCY
+    ) -> dict[str, str]:
+        """name -> why, for each runtime whose speedup exceeds what its compute allows (`plausible`)."""
+        out = {}
+        for name, rel in relative_macs.items():
+            for what, timing in (("batch-1", self.batch1), ("batched", self.batched)):
+                speedup = timing.mean_speedup(name) if name in timing.rounds else math.nan
+                if name in timing.rounds and not plausible(speedup, rel, max_efficiency):
+                    out[name] = (
+                        f"{what} speedup {speedup:.2f}x at {100 * rel:.1f}% of the MACs is an efficiency of "
+                        f"{speedup * rel:.2f} (> {max_efficiency:g}): a stalled round of the plain backbone, "
+                        "not a result"
+                    )
+                    break
+        return out
+
+    def faster(self, slow: str, fast: str) -> SpeedInterval:
+        """How many times faster runtime `fast` ran than `slow` at batch 1 (both timed in these rounds)."""
+        return ratio_interval(self.batch1, slow, fast)
 
 
 def time_runtimes(
@@ -150,6 +192,35 @@ def time_runtimes(
     return TimedRuns(one, many)
 
 
+def time_checked(
+    plain: Callable[[torch.Tensor], object],
+    runtimes: Mapping[str, AdaptiveRuntime],
+    images: TimingImages,
+    rounds: int,
+    relative_macs: Mapping[str, float],
+    *,
+    retries: int = MEASURE_RETRIES,
+    max_efficiency: float = MAX_EFFICIENCY,
+) -> tuple[TimedRuns, dict[str, str]]:
+    """`time_runtimes`, measured again while a runtime's efficiency is implausible.
+
+    Every runtime is re-timed together (the rounds stay shared, so contrasts between rules keep
+    their pairing). Whatever is still implausible after `retries` re-measurements is returned as
+    refused (name -> why): its figures must not be printed as results.
+    """
+    timed = time_runtimes(plain, runtimes, images, rounds)
+    for attempt in range(retries):
+        faults = timed.implausible(relative_macs, max_efficiency)
+        if not faults:
+            return timed, {}
+        log.warning("measuring again (%d of %d): %s", attempt + 1, retries, "; ".join(faults.values()))
+        timed = time_runtimes(plain, runtimes, images, rounds)
+    faults = timed.implausible(relative_macs, max_efficiency)
+    for name, why in faults.items():
+        log.warning("timing of %s refused: %s", name, why)
+    return timed, faults
+
+
 S = TypeVar("S", bound="TimingSummary")
 
 
@@ -168,6 +239,8 @@ class TimingSummary:
         backbone_batched_ms: the same in batches, ms per image.
         device: what the network ran on: "cpu", or the GPU's name (`describe_device`). Results
             written before GPUs were supported lack it, and were timed on the CPU.
+        refused: point -> why its timing was refused as a measurement fault (`time_checked`);
+            such a point keeps no timing.
     """
 
     threads: int
@@ -178,6 +251,7 @@ class TimingSummary:
     backbone_batch1_ms: float
     backbone_batched_ms: float
     device: str = "cpu"
+    refused: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -211,9 +285,15 @@ class TimingSummary:
     @classmethod
     def _base_fields(cls, data: Mapping[str, Any], kind: str) -> dict[str, Any]:
         check_schema(data, kind)
-        names = [f.name for f in fields(TimingSummary) if f.name not in ("schema_version", "device")]
+        optional = ("schema_version", "device", "refused")
+        names = [f.name for f in fields(TimingSummary) if f.name not in optional]
         require(data, kind, *names)
-        return {**{n: data[n] for n in names}, "device": data.get("device", "cpu")}  # no device: the CPU
+        # Older results: no device (timed on the CPU), nothing refused.
+        return {
+            **{n: data[n] for n in names},
+            "device": data.get("device", "cpu"),
+            "refused": data.get("refused", {}),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TimingSummary:

@@ -315,6 +315,8 @@ def calibrated_thresholds(calibration: ExitCalibration, beta: float, variant: st
     exit i (`conditional_quantiles`): each exit passes on a share beta of what reaches it.
     "accuracy": the least score at which exit i is right a share beta of the time on the
     calibration samples (`accuracy_thresholds`).
+    For the last three the knob runs from 0 (everyone stops at exit 1: -inf) to 1 (the full
+    network: +inf, which no score reaches, not even a max-softmax rounded to 1.0).
 
     >>> cal = ExitCalibration("max_logit", torch.tensor([2.0, 4.0]), torch.zeros(2, 1001), 10)
     >>> calibrated_thresholds(cal, 1.5)
@@ -345,6 +347,8 @@ def calibrated_thresholds(calibration: ExitCalibration, beta: float, variant: st
         )
     if beta == 0.0:
         return [float("-inf")] * q.shape[0]
+    if beta == 1.0:  # the full network by definition, whatever a score rounds to (+inf: never stop)
+        return [float("inf")] * q.shape[0]
     pos = beta * (_GRID - 1)
     lo = int(pos)
     hi = min(lo + 1, _GRID - 1)

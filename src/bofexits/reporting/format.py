@@ -47,6 +47,17 @@ def times(ratio: float, digits: int = 2) -> str:
     return f"{ratio:.{digits}f}x"
 
 
+def times_interval(ratio: float, low: float | None, high: float | None, digits: int = 2) -> str:
+    """A measured speedup with its interval, when it has one.
+
+    >>> times_interval(1.612, 1.52, 1.7), times_interval(1.5, None, None)
+    ('1.61x (1.52-1.70)', '1.50x')
+    """
+    if low is None or high is None or low != low or high != high:
+        return times(ratio, digits)
+    return f"{times(ratio, digits)} ({low:.{digits}f}-{high:.{digits}f})"
+
+
 def fractions(values: Sequence[float], digits: int = 2, sep: str = " / ") -> str:
     """Exit fractions (or any shares) side by side.
 

@@ -71,7 +71,31 @@ def _timing_sentence(result: Sweep) -> list[str]:
         "",
         f"Plain backbone: {t.backbone_batch1_ms:.3f} ms per image at batch 1, {t.backbone_batched_ms:.4f} ms per "
         f"image batched. Batch-1 and batched paths agree on every timed image: {met(t.batch1_paths_agree)}.",
+        "",
+        *_timing_notes(t.refused, "Every beta ran in the same interleaved rounds"),
     ]
+
+
+def agreement_sentence(result: Sweep) -> str:
+    """Whether the simulation took the runtime's exit everywhere; where not, how many images, at which
+    betas, and the cause the numbers show (float rounding at a threshold, or a defect)."""
+    found = result.simulation_mismatches
+    if result.simulation_matches_runtime or not found:
+        return f"{met(result.simulation_matches_runtime)} ({len(result.points)} betas x {result.num_test} images)."
+    images = sum(m.images for m in found)
+    where = ", ".join(f"{m.images} at beta {m.beta:g}" for m in found)
+    gap = max(m.largest_gap for m in found)
+    if all(m.rounding for m in found):
+        cause = (
+            f"every such image's score lies within {gap:.1e} (relative) of its threshold, where the runtime's "
+            "float32 arithmetic and the simulation's round differently: a tie, not a defect"
+        )
+    else:
+        cause = (
+            f"a score {gap:.1e} (relative) from its threshold took another exit, which rounding cannot explain: "
+            "a defect to report"
+        )
+    return f"{met(False)}: {images} image(s) differ ({where}); {cause}."
 
 
 def _other_rules(result: Sweep) -> list[str]:
@@ -83,7 +107,7 @@ def _other_rules(result: Sweep) -> list[str]:
         "",
         f"{result.comparisons_source[:1].upper()}{result.comparisons_source[1:]} (computed once); the simulation "
         "reproduces the real runtime's exit for every test sample at the headline points: "
-        f"{met(result.simulation_matches_runtime)}.",
+        f"{agreement_sentence(result)}",
         "",
     ]
     for name, pts in result.comparisons.items():
@@ -130,7 +154,23 @@ def _comparison_intro(comparison: Comparison) -> list[str]:
             f"images: {check.mismatched_exits} exits and {check.mismatched_predictions} predictions differ from "
             "the simulation.",
             "",
+            *_timing_notes(comparison.timing.refused, "Every timed point ran in the same interleaved rounds"),
         ]
+    return out
+
+
+def _timing_notes(refused: dict[str, str], how: str) -> list[str]:
+    """How the points were timed, the intervals, and any timing refused as a measurement fault."""
+    out = [
+        f"{how}, on the same images, against the plain backbone; each batch-1 speedup has a 95% paired "
+        "bootstrap interval over rounds and images, and a speedup whose efficiency exceeds 1.1 was measured "
+        "again, then refused.",
+        "",
+    ]
+    if refused:
+        out += [f"Timings refused as measurement faults ({len(refused)}):", ""]
+        out += [f"- `{name}`: {why}" for name, why in sorted(refused.items())]
+        out.append("")
     return out
 
 

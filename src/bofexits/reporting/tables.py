@@ -12,7 +12,7 @@ from bofexits.evaluation.claims import Claim, matched_compute_summary
 from bofexits.evaluation.comparison import Comparison, FamilyResult
 from bofexits.evaluation.points import Point
 from bofexits.evaluation.sweep import Sweep
-from bofexits.reporting.format import fractions, met, pct, pct_value, times
+from bofexits.reporting.format import fractions, met, pct, pct_value, times, times_interval
 
 __all__ = [
     "PAPER_RULE",
@@ -151,7 +151,9 @@ def knob_table(result: Sweep) -> str:
                 f"{t.batch1_p50_ms if t else _NAN:.3f} / {t.batch1_p95_ms if t else _NAN:.3f} / "
                 f"{t.batch1_p99_ms if t else _NAN:.3f}",
                 times(p.compute_speedup),
-                times(t.batch1_speedup if t else _NAN),
+                times_interval(t.batch1_speedup, t.batch1_speedup_low, t.batch1_speedup_high)
+                if t
+                else times(_NAN),
                 f"{p.batch1_efficiency:.2f}",
                 times(t.batched_speedup if t else _NAN),
                 f"{p.batched_efficiency:.2f}",
@@ -159,7 +161,7 @@ def knob_table(result: Sweep) -> str:
         )
     size = result.timing.batched_size if result.timing else 0
     header = ["beta", "acc %", "MACs %", "exit fractions", "balance", "batch-1 mean ms", "p50 / p95 / p99 ms"]
-    header += ["compute speedup", "batch-1 speedup", "efficiency"]
+    header += ["compute speedup", "batch-1 speedup (95% CI)", "efficiency"]
     return markdown_table([*header, f"batch-{size} speedup", "efficiency"], rows)
 
 
@@ -189,14 +191,17 @@ def knee_table(comparison: Comparison) -> str:
             [
                 f"**{policy_label(fam)}**" if fam.proposed else policy_label(fam),
                 point_cell(fam.knee, fam.knob),
-                f"{times(t.batch1_speedup)} / {times(t.batched_speedup)}" if t else "-",
+                f"{times_interval(t.batch1_speedup, t.batch1_speedup_low, t.batch1_speedup_high)} / "
+                f"{times(t.batched_speedup)}"
+                if t
+                else "-",
                 f"{fam.knee.batch1_efficiency:.2f} / {fam.knee.batched_efficiency:.2f}"
                 if t and fam.knee
                 else "-",
                 *[point_cell(fam.at_levels[lv], fam.knob) for lv in comparison.levels],
             ]
         )
-    header = ["policy", "knee", "knee speedup b1 / batched", "efficiency b1 / batched"]
+    header = ["policy", "knee", "knee speedup b1 (95% CI) / batched", "efficiency b1 / batched"]
     header += [_level_header(lv) for lv in comparison.levels]
     return markdown_table(header, rows)
 
