@@ -15,8 +15,7 @@ from pathlib import Path
 from _readme_blocks import replace_block
 
 from bofexits.errors import BofexitsError
-from bofexits.evaluation.claims import Check
-from bofexits.evaluation.comparison import Comparison, FamilyResult
+from bofexits.evaluation.comparison import Check, Comparison, FamilyResult
 from bofexits.evaluation.points import MAX_DROP, Point
 from bofexits.evaluation.sweep import Sweep
 from bofexits.reporting.format import fractions, met, pct, pct_value, pp, times

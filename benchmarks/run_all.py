@@ -50,7 +50,19 @@ from bofexits.devices import DEVICE_HELP, device_argument, resolve_device
 from bofexits.errors import BofexitsError, ConfigError, DataError
 from bofexits.evaluation.compare import compare_policies
 from bofexits.evaluation.comparison import Comparison, save_comparison
+from bofexits.evaluation.crossdataset import (
+    POINTS,
+    BenchmarkResults,
+    Machine,
+    RunInfo,
+    Settings,
+    Skipped,
+    SummaryRow,
+    Wall,
+    summary_row,
+)
 from bofexits.evaluation.speedup import MAX_EFFICIENCY
+from bofexits.reporting.claims import check_claims
 from bofexits.reporting.format import pct
 from bofexits.reporting.report import write_report
 from bofexits.training.checkpoint import load_checkpoint, load_model
@@ -64,20 +76,11 @@ sys.path.insert(
 from crossdataset import (  # noqa: E402
     BEGIN,
     END,
-    POINTS,
-    BenchmarkResults,
-    Machine,
-    RunInfo,
-    Settings,
-    Skipped,
-    SummaryRow,
-    Wall,
     plot_heads,
     render_markdown,
     render_readme_block,
     render_table,
     replace_block,
-    summary_row,
 )
 
 __all__ = [
@@ -322,6 +325,7 @@ def _compare_run(
         device=device,
         **settings.compare_kwargs(),
     )
+    comparison.claims = check_claims(comparison)
     save_comparison(comparison, run_dir)
     write_report(run_dir)
     return comparison, time.perf_counter() - t0

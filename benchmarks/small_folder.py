@@ -43,13 +43,13 @@ from bofexits._io import write_json, write_text
 from bofexits.config import TrainConfig, resolve_config
 from bofexits.data import ImageDataset
 from bofexits.data.registry import run_splits
-from bofexits.evaluation.claims import BASELINES
 from bofexits.evaluation.collect import collect_logits
 from bofexits.evaluation.compare import compare_policies
-from bofexits.evaluation.comparison import Comparison, FamilyResult
+from bofexits.evaluation.comparison import BASELINES, Comparison, FamilyResult
 from bofexits.evaluation.points import MAX_DROP, Point, at_compute
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies import ExitCalibration
+from bofexits.reporting.claims import check_claims
 from bofexits.reporting.format import pct, pct_value, pp
 from bofexits.reporting.tables import markdown_table
 from bofexits.training.checkpoint import load_checkpoint, load_model
@@ -444,6 +444,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
             timing_samples=0,
             device=args.device,
         )
+        comparison.claims = check_claims(comparison)
         images = len(train_set) if split == "train" else len(val)
         result_splits[split] = split_result(comparison, split, images)
     test_logits, labels = collect_logits(model, test)

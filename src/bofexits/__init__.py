@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
         InputError,
         TargetUnreachableError,
     )
-    from .evaluation.claims import check_claims
     from .evaluation.compare import compare_policies
     from .evaluation.comparison import Comparison
     from .evaluation.cost import CostTable, count_macs, measure_costs
@@ -62,6 +61,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
         fit_budgeted_thresholds,
         list_policies,
     )
+    from .reporting.claims import check_claims
     from .training.checkpoint import load_checkpoint, load_model, save_checkpoint
     from .training.loop import TrainResult, train
     from .training.recipes import RECIPES, recipe_for
@@ -73,7 +73,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "models.bof": ("BoFPooling", "bof_histogram", "logistic_membership", "rbf_membership", "squared_distances"),
     "models.build": ("build_model",),
     "training.checkpoint": ("load_checkpoint", "load_model", "save_checkpoint"),
-    "evaluation.claims": ("check_claims",),
+    "reporting.claims": ("check_claims",),
     "evaluation.compare": ("compare_policies",),
     "evaluation.comparison": ("Comparison",),
     "evaluation.points": ("Point",),

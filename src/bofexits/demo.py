@@ -16,6 +16,7 @@ from bofexits.data.registry import load_run_data
 from bofexits.evaluation.compare import compare_policies
 from bofexits.evaluation.comparison import save_comparison
 from bofexits.evaluation.sweep import TrainingInfo, save_sweep, sweep
+from bofexits.reporting.claims import check_claims
 from bofexits.reporting.report import write_report
 from bofexits.training.checkpoint import load_checkpoint, load_model
 from bofexits.training.loop import CHECKPOINT, train
@@ -66,6 +67,7 @@ def run_demo(
         variant=cfg.variant,
         timing_samples=timing_samples,
     )
+    comparison.claims = check_claims(comparison)
     save_comparison(comparison, out)
     return write_report(out)
 

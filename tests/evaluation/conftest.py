@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bofexits.evaluation.claims import BASELINES, check_claims
 from bofexits.evaluation.comparison import (
+    BASELINES,
     Comparison,
     ComparisonTiming,
     Contrast,
@@ -22,6 +22,7 @@ from bofexits.evaluation.points import LEVELS, Point, PointTiming, at_levels, kn
 from bofexits.evaluation.significance import paired_bootstrap
 from bofexits.evaluation.sweep import Sweep, SweepTiming, TrainingInfo
 from bofexits.evaluation.timing import Platform
+from bofexits.reporting.claims import check_claims
 
 COSTS = CostTable(
     stage_macs=[25, 25, 25, 25], exit_macs=[1, 1, 1], stage_params=[10, 10, 10, 10], exit_params=2

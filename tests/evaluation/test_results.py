@@ -12,8 +12,9 @@ import pytest
 
 from bofexits._io import jsonable
 from bofexits.errors import ConfigError
-from bofexits.evaluation.claims import Check, Claim
 from bofexits.evaluation.comparison import (
+    Check,
+    Claim,
     Comparison,
     ComparisonTiming,
     Contrast,

@@ -120,6 +120,7 @@ def sweep(args: argparse.Namespace) -> int:
 def compare(args: argparse.Namespace) -> int:
     from bofexits.evaluation.compare import compare_policies
     from bofexits.evaluation.comparison import save_comparison
+    from bofexits.reporting.claims import check_claims
     from bofexits.reporting.report import write_report
     from bofexits.reporting.tables import format_comparison
     from bofexits.training.tuning import validation_split
@@ -138,6 +139,7 @@ def compare(args: argparse.Namespace) -> int:
         timing_rounds=args.timing_rounds,
         device=device,
     )
+    comparison.claims = check_claims(comparison)
     out = _out_dir(args)
     paths = save_comparison(comparison, out)
     report = write_report(out)

@@ -7,15 +7,14 @@
 * `points`: one operating point, the knee (cheapest within `MAX_DROP`), matched compute levels;
   `grids`: knob grids.
 * `sweep`: the proposed rule's knob with real early exit (`Sweep`); `families` + `compare`:
-  every policy side by side (`Comparison`, in `comparison`); `claims`: the paper's three claims
-  checked against a comparison. `schema`: the versioned `to_dict` / `from_dict` of these results.
+  every policy side by side (`Comparison`, in `comparison`, with the `Check` and `Claim` types
+  that `bofexits.reporting.claims` fills in from it). `schema`: the versioned `to_dict` / `from_dict` of these results.
 """
 
 from __future__ import annotations
 
-from bofexits.evaluation.claims import Claim, check_claims
 from bofexits.evaluation.compare import compare_policies
-from bofexits.evaluation.comparison import Comparison, FamilyResult
+from bofexits.evaluation.comparison import Check, Claim, Comparison, FamilyResult
 from bofexits.evaluation.cost import CostTable, count_macs, measure_costs
 from bofexits.evaluation.metrics import accuracy, balance, exit_distribution, relative_compute
 from bofexits.evaluation.points import (
@@ -33,6 +32,7 @@ from bofexits.evaluation.timing import Timing, interleaved_timing
 __all__ = [
     "LEVELS",
     "MAX_DROP",
+    "Check",
     "Claim",
     "Comparison",
     "CostTable",
@@ -44,7 +44,6 @@ __all__ = [
     "at_compute",
     "balance",
     "cheapest_reaching",
-    "check_claims",
     "compare_policies",
     "count_macs",
     "exit_distribution",

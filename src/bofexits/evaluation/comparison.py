@@ -1,5 +1,6 @@
 """The result of a policy comparison (`compare_policies`): every policy's points, its knee and
-matched-compute points, how the chosen points were timed and checked, and the paper's claims.
+matched-compute points, how the chosen points were timed and checked, and the paper's claims
+(`Check`, `Claim`: filled in by `bofexits.reporting.claims.check_claims`, which reads a comparison).
 
 Written as `policies.json` (everything) and `policies.csv` (one row per policy and knob value).
 """
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from bofexits._io import write_json, write_text
-from bofexits.evaluation.claims import Claim
 from bofexits.evaluation.cost import CostTable
 from bofexits.evaluation.points import LEVELS, MAX_DROP, Point, at_compute
 from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, from_fields, require, to_fields
@@ -25,7 +25,10 @@ from bofexits.evaluation.timed import TimingSummary
 from bofexits.evaluation.timing import Platform
 
 __all__ = [
+    "BASELINES",
     "CSV_FIELDS",
+    "Check",
+    "Claim",
     "Comparison",
     "ComparisonTiming",
     "Contrast",
@@ -38,6 +41,64 @@ __all__ = [
 
 _RERUN = "re-run `bofexits compare` (or `bofexits demo`) to write it again"
 SOURCE = "simulated from all exits' outputs; points with timing were also run for real"
+
+
+BASELINES: tuple[str, ...] = ("max-softmax", "entropy", "patience", "budgeted")
+"""The existing rules the proposed one is held against (matched compute, claim c)."""
+
+
+@dataclass
+class Check:
+    """One numeric target of a claim: what is checked, what was measured, whether it is met (None: n/a)."""
+
+    check: str
+    measured: str
+    met: bool | None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_fields(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Check:
+        return from_fields(cls, data, "claim check")
+
+
+@dataclass
+class Claim:
+    """One of the paper's claims with its checks.
+
+    Attributes:
+        claim: "a", "b" or "c".
+        statement: the claim in the paper's words.
+        checks: its numeric targets.
+        verdict: "supported" (every measurable check met), "not supported" (none met) or "partly".
+        why: where not supported, a reading of the numbers ("" otherwise).
+    """
+
+    claim: str
+    statement: str
+    checks: list[Check] = field(default_factory=list)
+    verdict: str = ""
+    why: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "claim": self.claim,
+            "statement": self.statement,
+            "checks": [c.to_dict() for c in self.checks],
+            "verdict": self.verdict,
+            "why": self.why,
+            "schema_version": self.schema_version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Claim:
+        check_schema(data, "claim")
+        require(data, "claim", "claim", "statement", "checks", "verdict", "why")
+        checks = [Check.from_dict(c) for c in data["checks"]]
+        return cls(data["claim"], data["statement"], checks, data["verdict"], data["why"])
 
 
 def _level_key(level: float) -> str:

@@ -6,9 +6,9 @@ Every sentence is written from the numbers it describes.
 
 from __future__ import annotations
 
-from bofexits.evaluation.claims import BASELINES, check_claims, matched_compute_summary
-from bofexits.evaluation.comparison import Comparison
+from bofexits.evaluation.comparison import BASELINES, Comparison
 from bofexits.evaluation.sweep import Sweep
+from bofexits.reporting.claims import check_claims, matched_compute_summary
 from bofexits.reporting.format import met, pct, pct_value
 from bofexits.reporting.tables import (
     claim_table,

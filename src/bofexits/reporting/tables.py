@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bofexits.evaluation.claims import Claim, matched_compute_summary
-from bofexits.evaluation.comparison import Comparison, FamilyResult
+from bofexits.evaluation.comparison import Claim, Comparison, FamilyResult
 from bofexits.evaluation.points import Point
 from bofexits.evaluation.sweep import Sweep
+from bofexits.reporting.claims import matched_compute_summary
 from bofexits.reporting.format import fractions, met, pct, pct_value, times, times_interval
 
 __all__ = [

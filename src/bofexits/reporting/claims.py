@@ -1,4 +1,9 @@
-"""The paper's three claims, checked against a policy comparison (`bofexits.evaluation.compare`).
+"""The paper's three claims, checked against a policy comparison and said in words.
+
+The comparison (`bofexits.evaluation.compare`) measures; this module reads it: which numeric
+targets are met, and a sentence built from the run's numbers where they are not. It lives in
+reporting because its output is English; the result types it fills (`Check`, `Claim`) live
+beside the comparison they describe (`bofexits.evaluation.comparison`).
 
 (a) a more balanced distribution of samples over the exits, (b) one interpretable knob from
 fastest to most accurate, (c) higher accuracy and less inference time than existing rules;
@@ -11,33 +16,21 @@ tie, not a win or a loss.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
+from bofexits.evaluation.comparison import BASELINES, Check, Claim, Comparison, Contrast, FamilyResult
 from bofexits.evaluation.points import Point, cheapest_reaching
-from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, from_fields, require, to_fields
 from bofexits.evaluation.significance import Interval
 from bofexits.reporting.format import fractions, pct, pp, times
 
-if TYPE_CHECKING:
-    from bofexits.evaluation.comparison import Comparison, Contrast, FamilyResult
-
 __all__ = [
     "BALANCE_TARGET",
-    "BASELINES",
     "CONFIDENCE_GAP",
     "OVERHEAD_LIMIT",
     "ORACLE_RATIO_LIMIT",
     "PILED",
-    "Check",
-    "Claim",
     "check_claims",
     "matched_compute_summary",
 ]
 
-BASELINES: tuple[str, ...] = ("max-softmax", "entropy", "patience", "budgeted")
-"""The existing rules the proposed one is held against (claim c)."""
 BALANCE_TARGET = 0.75
 """Claim (a): the smallest balance at the knee that counts as balanced."""
 ORACLE_RATIO_LIMIT = 1.3
@@ -52,60 +45,6 @@ CONFIDENCE_GAP = 0.1
 max-softmax on the calibration data is lower by at least this much."""
 _FASTEST = 0.999  # share at exit 1 that counts as "everything leaves at exit 1"
 _SPAN_TOLERANCE = 0.001  # the knob's last point may miss the full network by this much
-
-
-@dataclass
-class Check:
-    """One numeric target of a claim: what is checked, what was measured, whether it is met (None: n/a)."""
-
-    check: str
-    measured: str
-    met: bool | None
-    schema_version: int = SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_fields(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Check:
-        return from_fields(cls, data, "claim check")
-
-
-@dataclass
-class Claim:
-    """One of the paper's claims with its checks.
-
-    Attributes:
-        claim: "a", "b" or "c".
-        statement: the claim in the paper's words.
-        checks: its numeric targets.
-        verdict: "supported" (every measurable check met), "not supported" (none met) or "partly".
-        why: where not supported, a reading of the numbers ("" otherwise).
-    """
-
-    claim: str
-    statement: str
-    checks: list[Check] = field(default_factory=list)
-    verdict: str = ""
-    why: str = ""
-    schema_version: int = SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "claim": self.claim,
-            "statement": self.statement,
-            "checks": [c.to_dict() for c in self.checks],
-            "verdict": self.verdict,
-            "why": self.why,
-            "schema_version": self.schema_version,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Claim:
-        check_schema(data, "claim")
-        require(data, "claim", "claim", "statement", "checks", "verdict", "why")
-        checks = [Check.from_dict(c) for c in data["checks"]]
-        return cls(data["claim"], data["statement"], checks, data["verdict"], data["why"])
 
 
 def _sentence(parts: list[str]) -> str:

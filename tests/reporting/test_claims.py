@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bofexits.evaluation.claims import Check, check_claims, matched_compute_summary
 from bofexits.evaluation.comparison import (
+    Check,
     Comparison,
     ComparisonTiming,
     Contrast,
@@ -18,6 +18,7 @@ from bofexits.evaluation.points import Point
 from bofexits.evaluation.significance import Interval, paired_bootstrap
 from bofexits.evaluation.speedup import SpeedInterval
 from bofexits.evaluation.timing import Platform
+from bofexits.reporting.claims import check_claims, matched_compute_summary
 
 
 def _point(index: int, acc: float, macs: float, bal: float, fractions: list[float]) -> Point:
