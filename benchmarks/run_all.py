@@ -50,11 +50,11 @@ from bofexits.devices import DEVICE_HELP, device_argument, resolve_device
 from bofexits.errors import BofexitsError, ConfigError, DataError
 from bofexits.evaluation.compare import compare_policies
 from bofexits.evaluation.comparison import Comparison, save_comparison
+from bofexits.recipes import apply_recipe, recipe_for
 from bofexits.reporting.format import pct
 from bofexits.reporting.report import write_report
 from bofexits.training.checkpoint import load_checkpoint, load_model
 from bofexits.training.loop import CHECKPOINT, train
-from bofexits.training.recipes import apply_recipe, recipe_for
 from bofexits.training.tuning import validation_split
 
 sys.path.insert(

@@ -57,7 +57,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bofexits.data.dataset import ImageDataset
-from bofexits.data.registry import run_splits
 from bofexits.errors import TargetUnreachableError
 from bofexits.evaluation.collect import collect_logits
 from bofexits.evaluation.cost import CostTable, count_macs, measure_costs
@@ -68,6 +67,7 @@ from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies import CalibratedThreshold
 from bofexits.reporting.tables import markdown_table
 from bofexits.training.checkpoint import load_model
+from bofexits.training.splits import run_splits
 from bofexits.training.tuning import tune_beta
 
 # Run as a script, this file's folder is sys.path[0] and this file would shadow the earlyon package.

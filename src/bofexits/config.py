@@ -4,7 +4,7 @@ Stored verbatim in every checkpoint and dumped to the run folder, so a run can b
 and resumed from its files alone.
 
 `resolve_config` is the one place where the layers meet: defaults < the dataset's recipe
-(`bofexits.training.recipes`) < a config file < explicit overrides (the command line's
+(`bofexits.recipes`) < a config file < explicit overrides (the command line's
 flags). Every key, the section it lives in and its type are read from the dataclass fields
 below (`dataclasses.fields`, `typing.get_type_hints`), so a new field is resolved and
 type-checked, and a flag named after it reaches it, without touching the resolver.
@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from bofexits.devices import check_device_name
 from bofexits.errors import ConfigError
-from bofexits.training.recipes import apply_recipe, recipe_for
+from bofexits.recipes import apply_recipe, recipe_for
 
 __all__ = [
     "CALIBRATION_SPLITS",
@@ -37,6 +37,7 @@ __all__ = [
     "MAX_EPOCHS",
     "MAX_IMAGE_SIZE",
     "TrainConfig",
+    "check_config",
     "check_ranges",
     "config_keys",
     "from_dict",
@@ -248,9 +249,20 @@ def resolve_config(
             section = section[name]
         section[key] = value
     cfg = from_dict(data, cls)
-    if isinstance(cfg, TrainConfig):
-        check_ranges(cfg)
+    check_ranges(cfg)
     return cfg
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Everything `resolve_config` checks, for a `TrainConfig` built in Python.
+
+    The types of every field (a `TrainConfig(mode="bogus")` is refused as a config file
+    holding it would be), the ranges (`check_ranges`), and what one field asks of another.
+    """
+    from_dict(cfg.to_dict(), type(cfg))  # the types, each named like a config file's key
+    check_ranges(cfg)
+    if cfg.mode == "frozen" and not cfg.backbone_checkpoint:
+        raise ConfigError("frozen mode trains exits on a trained backbone: pass --backbone-checkpoint PATH")
 
 
 #: Largest `image_size` accepted: 4096x4096 inputs are already far beyond any classifier's training size.

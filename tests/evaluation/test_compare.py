@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from bofexits.cli import main
-from bofexits.data import registry as datasets
 from bofexits.data.registry import load_dataset
 from bofexits.errors import ConfigError
 from bofexits.evaluation.claims import BASELINES
@@ -27,6 +26,7 @@ from bofexits.models.backbones import create_backbone
 from bofexits.policies import CalibratedThreshold, ExitCalibration, calibrated_thresholds
 from bofexits.policies.calibrated import conditional_quantiles
 from bofexits.reporting.report import write_report
+from bofexits.training import splits as datasets
 from bofexits.training import tuning
 from bofexits.training.checkpoint import load_model
 from bofexits.training.loop import train

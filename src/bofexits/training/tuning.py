@@ -18,7 +18,6 @@ import torch
 
 from bofexits.config import TrainConfig
 from bofexits.data import ImageDataset
-from bofexits.data.registry import run_splits
 from bofexits.devices import describe_device, place_model, resolve_device
 from bofexits.errors import ConfigError, TargetUnreachableError
 from bofexits.evaluation.collect import collect_logits
@@ -32,6 +31,7 @@ from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies.calibrated import CalibratedThreshold, ExitCalibration
 from bofexits.policies.fixed import SingleExit
 from bofexits.training.checkpoint import load_model
+from bofexits.training.splits import run_splits
 
 __all__ = [
     "TuneResult",
