@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
     from .models.kmeans import kmeans
     from .models.multiexit import MultiExitNetwork, check_input
     from .models.vision import attach
+    from .options import DEFAULT_SCORE, DEFAULT_VARIANT
     from .policies import (
         BudgetedThreshold,
         CalibratedThreshold,
@@ -113,6 +114,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "list_policies",
     ),
     "recipes": ("RECIPES", "recipe_for"),
+    "options": ("DEFAULT_SCORE", "DEFAULT_VARIANT"),
     "inference.runtime": ("AdaptiveRuntime", "ExitResult"),
     "inference.gpu": ("CudaAdaptiveRuntime",),
     "deploy.torchscript": ("export_torchscript",),

@@ -157,7 +157,7 @@ def tune(args: argparse.Namespace) -> int:
         result = tune_on_validation(
             args.checkpoint,
             variant=args.variant,
-            max_drop=args.max_drop,
+            max_drop_pp=args.max_drop,
             budget=args.budget,
             latency_ms=args.latency_ms,
             data_dir=args.data_dir,

@@ -11,11 +11,12 @@ original rule). The statistics are fitted in `policies.calibration`.
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Any
 
 import torch
 
 from bofexits.errors import ConfigError
+from bofexits.options import DEFAULT_SCORE, DEFAULT_VARIANT, VARIANTS, Variant
 from bofexits.policies.base import ExitPolicy
 from bofexits.policies.calibration import (  # re-exported: fitted here before the split
     GRID,
@@ -26,7 +27,7 @@ from bofexits.policies.calibration import (  # re-exported: fitted here before t
     conditional_quantiles,
     isotonic_blocks,
 )
-from bofexits.policies.scores import DEFAULT_SCORE, confidence, scalar_confidence
+from bofexits.policies.scores import confidence, scalar_confidence
 
 __all__ = [
     "DEFAULT_SCORE",
@@ -43,10 +44,6 @@ __all__ = [
     "isotonic_blocks",
 ]
 
-Variant = Literal["mean", "quantile", "conditional", "accuracy"]
-VARIANTS: tuple[str, ...] = ("mean", "quantile", "conditional", "accuracy")
-DEFAULT_VARIANT: Final = "accuracy"
-"""The variant every entry point uses unless told otherwise (decisions.md: the rule)."""
 _GRID = GRID
 
 

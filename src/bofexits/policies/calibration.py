@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from bofexits.errors import ConfigError, InputError
-from bofexits.policies.scores import DEFAULT_SCORE, SCORES, confidence
+from bofexits.options import DEFAULT_SCORE, SCORES
+from bofexits.policies.scores import confidence
 
 __all__ = [
     "GRID",
