@@ -8,6 +8,9 @@ and resumed from its files alone.
 flags). Every key, the section it lives in and its type are read from the dataclass fields
 below (`dataclasses.fields`, `typing.get_type_hints`), so a new field is resolved and
 type-checked, and a flag named after it reaches it, without touching the resolver.
+The names a string option may take are `Literal` types from `bofexits.options`; the range of
+every numeric key is one table, `BOUNDS`, which the command line's flags, `check_ranges` and
+training (`check_config`) all read.
 """
 
 from __future__ import annotations
