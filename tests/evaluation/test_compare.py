@@ -182,9 +182,9 @@ def test_tune_picks_the_reports_knee_on_the_same_split(trained_run: Path, fake_d
     """`bofexits tune --max-drop 0.5` and the report's knee: one grid, one rule, one beta."""
     model, cals, cfg = load_model(trained_run / "checkpoint.pt")
     val = validation_split(cfg, str(fake_data))
-    comp = compare_policies(model, cals, val, val, timing_samples=0)  # the report's path, on validation
+    comp = compare_policies(model, cals, val, val, points=41, timing_samples=0)  # the report's path
     tuned = tuning.tune_on_validation(
-        trained_run / "checkpoint.pt", max_drop_pp=100 * MAX_DROP, data_dir=str(fake_data)
+        trained_run / "checkpoint.pt", max_drop_pp=100 * MAX_DROP, data_dir=str(fake_data), points=41
     )
     knee = comp.proposed.knee
     assert knee is not None and (tuned.variant, tuned.score) == (cfg.variant, cfg.score)

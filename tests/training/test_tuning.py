@@ -66,24 +66,37 @@ def test_exactly_one_target() -> None:
 
 
 @pytest.mark.parametrize("variant", ["accuracy", "conditional", "quantile", "mean"])
-@pytest.mark.parametrize("max_drop_pp", [0.0, 0.5, 2.0, 10.0])
-def test_tune_and_the_comparison_pick_the_same_knee(variant: str, max_drop_pp: float) -> None:
-    """`tune --max-drop` is the report's knee on the same split: same points, same choice."""
+def test_tune_and_the_comparison_pick_the_same_knee(variant: str) -> None:
+    """`tune --max-drop` is the report's knee on the same split and grid: same points, same choice."""
     from bofexits.evaluation.compare import _simulate_family
     from bofexits.evaluation.families import policy_families
     from bofexits.evaluation.metrics import accuracy
 
-    logits, labels, _, costs = _setup()
+    logits, labels, _, costs = _setup(n=200)
     cal = ExitCalibration.fit(logits[:-1], "max_prob", labels)
     full = accuracy(logits[-1].argmax(1), labels)
-    (proposed, *_) = policy_families({"max_prob": cal}, logits, costs, score="max_prob", variant=variant)
-    knee = _simulate_family(proposed, logits, labels, costs, full).knee
-    found = tune_beta(logits, labels, cal, costs, variant=variant, max_drop_pp=max_drop_pp)
-    if max_drop_pp == 0.5:  # the report's tolerance
-        assert knee is not None and found.beta == knee.value
-        assert (found.val_accuracy, found.val_relative_macs) == (knee.accuracy, knee.relative_macs)
-    knee_at = knee_point(beta_points(logits, labels, cal, costs, variant), full, max_drop_pp / 100)
-    assert knee_at is not None and found.beta == knee_at.value
+    fams = policy_families({"max_prob": cal}, logits, costs, score="max_prob", variant=variant, points=41)
+    knee = _simulate_family(fams[0], logits, labels, costs, full).knee  # what the report shows
+    found = tune_beta(logits, labels, cal, costs, variant=variant, max_drop_pp=0.5, points=41)
+    assert knee is not None and found.beta == knee.value
+    assert (found.val_accuracy, found.val_relative_macs) == (knee.accuracy, knee.relative_macs)
+    candidates = beta_points(logits, labels, cal, costs, variant, points=41)
+    for drop_pp in (0.0, 2.0, 10.0):  # any tolerance: `knee_point`, the unit converted once
+        knee_at = knee_point(candidates, full, drop_pp / 100)
+        tuned = tune_beta(logits, labels, cal, costs, variant=variant, max_drop_pp=drop_pp, points=41)
+        assert knee_at is not None and tuned.beta == knee_at.value
+
+
+def test_tune_and_the_comparison_share_one_grid() -> None:
+    import inspect
+
+    from bofexits.evaluation.compare import compare_policies
+    from bofexits.evaluation.families import policy_families
+    from bofexits.options import GRID_POINTS
+    from bofexits.training.tuning import tune_on_validation
+
+    for fn in (compare_policies, policy_families, tune_beta, tune_on_validation):
+        assert inspect.signature(fn).parameters["points"].default == GRID_POINTS, fn
 
 
 def test_max_drop_is_named_in_percentage_points() -> None:
