@@ -32,8 +32,8 @@ import torch
 from bofexits._io import write_json
 from bofexits.config import ModelConfig, TrainConfig
 from bofexits.data import write_idx
-from bofexits.data.registry import run_splits
 from bofexits.training.checkpoint import load_checkpoint
+from bofexits.training.splits import run_splits
 
 
 def fake_fashion_mnist(root: Path, n_train: int, n_test: int = 200, seed: int = 0) -> Path:

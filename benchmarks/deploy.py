@@ -41,7 +41,6 @@ import onnxruntime
 import torch
 from _common import efficiency_cell, machine, versions, write_result
 
-from bofexits.data.registry import load_run_data
 from bofexits.deploy.onnx import deploy_info, export_onnx
 from bofexits.deploy.predict import onnx_providers
 from bofexits.deploy.rule import score_one
@@ -54,6 +53,7 @@ from bofexits.inference.runtime import AdaptiveRuntime, ExitResult
 from bofexits.reporting.format import fractions, pct, times
 from bofexits.reporting.tables import markdown_table
 from bofexits.training.checkpoint import load_model
+from bofexits.training.splits import load_run_data
 
 REFERENCE = "pytorch backbone"
 """Every speedup is against PyTorch's plain backbone, timed in the same rounds."""

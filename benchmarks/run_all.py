@@ -62,12 +62,12 @@ from bofexits.evaluation.crossdataset import (
     summary_row,
 )
 from bofexits.evaluation.speedup import MAX_EFFICIENCY
+from bofexits.recipes import apply_recipe, recipe_for
 from bofexits.reporting.claims import check_claims
 from bofexits.reporting.format import pct
 from bofexits.reporting.report import write_report
 from bofexits.training.checkpoint import load_checkpoint, load_model
 from bofexits.training.loop import CHECKPOINT, train
-from bofexits.training.recipes import apply_recipe, recipe_for
 from bofexits.training.tuning import validation_split
 
 sys.path.insert(

@@ -40,7 +40,6 @@ import onnxruntime
 import torch
 from _common import knee_beta_or, machine, speed_cells, speed_header, versions, write_result
 
-from bofexits.data.registry import load_run_data
 from bofexits.deploy.onnx import deploy_info, export_onnx
 from bofexits.deploy.predict import onnx_providers
 from bofexits.deploy.runner import OnnxAdaptiveRunner
@@ -55,6 +54,7 @@ from bofexits.policies import CalibratedThreshold
 from bofexits.reporting.format import pct
 from bofexits.reporting.tables import markdown_table
 from bofexits.training.checkpoint import load_model
+from bofexits.training.splits import load_run_data
 
 RUNTIMES = ("pytorch eager", "onnxruntime")
 PLAIN = "plain"

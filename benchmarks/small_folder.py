@@ -42,7 +42,6 @@ from PIL import Image
 from bofexits._io import write_json, write_text
 from bofexits.config import TrainConfig, resolve_config
 from bofexits.data import ImageDataset
-from bofexits.data.registry import run_splits
 from bofexits.evaluation.collect import collect_logits
 from bofexits.evaluation.compare import compare_policies
 from bofexits.evaluation.comparison import BASELINES, Comparison, FamilyResult
@@ -54,6 +53,7 @@ from bofexits.reporting.format import pct, pct_value, pp
 from bofexits.reporting.tables import markdown_table
 from bofexits.training.checkpoint import load_checkpoint, load_model
 from bofexits.training.loop import CHECKPOINT, calibrate, train
+from bofexits.training.splits import run_splits
 
 IMAGE_SIZE = 28  # vgg28's input; the loader would resize anyway, the files are stored at it
 TEST_FRACTION = 0.2

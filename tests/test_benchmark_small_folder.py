@@ -101,9 +101,9 @@ def test_val_calibration_equals_training_with_calibration_split_val(
 ) -> None:
     import dataclasses
 
-    from bofexits.data.registry import run_splits
     from bofexits.training.checkpoint import load_model
     from bofexits.training.loop import train
+    from bofexits.training.splits import run_splits
 
     out, result = quick
     model, stored, cfg = load_model(Path(result["run_dir"]) / "checkpoint.pt")

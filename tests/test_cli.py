@@ -291,3 +291,15 @@ def test_bad_option_values_are_one_line_errors(
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("bofexits: error:") and re.search(match, err), err
+
+
+def test_too_few_kmeans_images_in_a_config_file_is_refused_before_training(
+    fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"kmeans_images": 1, "epochs": 1, "exit_epochs": 1}))
+    argv = ["-q", "train", "--config", str(path), "--data-dir", str(fake_data), "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"bofexits: error: {path}: config key 'kmeans_images'"), err
+    assert not (tmp_path / "r").exists()

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from bofexits.config import ModelConfig, TrainConfig, config_keys, from_dict, resolve_config
+from bofexits.config import (
+    BOUNDS,
+    Bound,
+    ModelConfig,
+    TrainConfig,
+    check_config,
+    check_ranges,
+    config_keys,
+    from_dict,
+    resolve_config,
+)
 from bofexits.errors import ConfigError
 
 
@@ -174,9 +185,13 @@ def test_resolve_precedence_without_a_command_line(tmp_path: Path) -> None:
         ({"limit_train": 0}, "'limit_train' must be an integer >= 1"),
         ({"lr": float("nan")}, "'lr' must be a finite number > 0"),
         ({"epochs": 10**9}, r"'epochs' must be an integer in \[0, 10000\]"),
-        ({"exit_weights": [1.0, float("nan"), 1.0, 1.0]}, "'exit_weights' needs finite values"),
-        ({"threads": -1}, "'threads' must be >= 1"),
-        ({"widths": [0, 8, 8, 16]}, "'model.widths' needs channel counts >= 1"),
+        ({"exit_weights": [1.0, float("nan"), 1.0, 1.0]}, "'exit_weights' must be a finite number >= 0 each"),
+        ({"exit_weights": [0.0, 0.0, 0.0, 0.0]}, "'exit_weights' needs finite values >= 0, not all zero"),
+        ({"threads": -1}, r"'threads' must be an integer in \[1, 1024\] \(or unset for torch's default\)"),
+        ({"widths": [0, 8, 8, 16]}, r"'model.widths' must be an integer in \[1, 65536\] each"),
+        ({"spatial_level": 2}, r"'model.spatial_level' must be an integer in \[0, 1\]"),
+        ({"val_fraction": 1.0}, r"'val_fraction' must be a finite number in \[0, 1\)"),
+        ({"kmeans_images": 1}, "'kmeans_images' \\(1\\) must be at least 'codewords' \\(32\\)"),
     ],
 )
 def test_values_that_mean_nothing_are_refused_by_key(overrides: dict[str, object], match: str) -> None:
@@ -184,3 +199,82 @@ def test_values_that_mean_nothing_are_refused_by_key(overrides: dict[str, object
 
     with pytest.raises(ConfigError, match=match):
         resolve_config(overrides)
+
+
+# --- one table of bounds, read by the command line, config files and training ------------------
+
+
+def _outside(bound: Bound) -> float:
+    """A value just outside `bound`'s lower end."""
+    if bound.open_low:
+        return int(bound.low) if bound.integer else bound.low
+    return bound.low - (1 if bound.integer else 0.5)
+
+
+def _with(key: str, value: object) -> TrainConfig:
+    cfg = TrainConfig()
+    section = cfg.model if key in {f.name for f in dataclasses.fields(ModelConfig)} else cfg
+    setattr(section, key, [value] if key in ("exit_weights", "widths", "exit_pools") else value)
+    return cfg
+
+
+@pytest.mark.parametrize("key", sorted(BOUNDS))
+def test_every_bound_is_checked_for_python_configs_and_config_files(key: str) -> None:
+    bound = BOUNDS[key]
+    cfg = _with(key, _outside(bound))
+    with pytest.raises(ConfigError, match=re.escape(bound.describe())):
+        check_config(cfg)  # what training runs first (`training.run.set_up`)
+    with pytest.raises(ConfigError, match=re.escape(bound.describe())):
+        check_ranges(from_dict(cfg.to_dict()))  # a --config file's path (`resolve_config`)
+
+
+@pytest.mark.parametrize("key", sorted(BOUNDS))
+def test_every_bounded_flag_reads_the_same_table(key: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from bofexits.cli import build_parser, main
+
+    flag = "--" + key.replace("_", "-")
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    if flag not in sub.choices["train"]._option_string_actions:
+        pytest.skip(f"{key} has no flag")
+    bound = BOUNDS[key]
+    assert main(["train", flag, f"{_outside(bound)}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"argument {flag}: must be {bound.describe(with_unset=False)}" in err, err
+
+
+def test_bounds_name_config_keys_only() -> None:
+    assert set(BOUNDS) <= set(config_keys())
+
+
+def test_a_python_config_with_a_wrong_literal_is_refused_like_a_file() -> None:
+    with pytest.raises(ConfigError, match="config key 'mode' expects one of 'joint', 'frozen', 'two-phase'"):
+        check_config(TrainConfig(mode="sideways"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="config key 'model.membership' expects one of 'rbf', 'logistic'"):
+        check_config(TrainConfig(model=ModelConfig(membership="gauss")))  # type: ignore[arg-type]
+
+
+# --- one pair of defaults for every entry point ----------------------------------------------------
+
+
+def test_every_entry_point_defaults_to_the_one_rule() -> None:
+    import inspect
+
+    import bofexits
+    from bofexits.cli import build_parser, config_from_args
+    from bofexits.evaluation.compare import compare_policies
+    from bofexits.evaluation.families import policy_families
+    from bofexits.options import DEFAULT_SCORE, DEFAULT_VARIANT
+    from bofexits.policies.calibration import ExitCalibration
+    from bofexits.training.tuning import tune_beta
+
+    assert (DEFAULT_SCORE, DEFAULT_VARIANT) == ("max_prob", "accuracy")
+    assert (bofexits.DEFAULT_SCORE, bofexits.DEFAULT_VARIANT) == (DEFAULT_SCORE, DEFAULT_VARIANT)
+    for fn in (bofexits.sweep, compare_policies, policy_families):
+        params = inspect.signature(fn).parameters
+        assert (params["score"].default, params["variant"].default) == (DEFAULT_SCORE, DEFAULT_VARIANT), fn
+    assert inspect.signature(tune_beta).parameters["variant"].default == DEFAULT_VARIANT
+    assert inspect.signature(ExitCalibration.fit).parameters["score"].default == DEFAULT_SCORE
+    for cfg in (TrainConfig(), resolve_config(), config_from_args(build_parser().parse_args(["train"]))):
+        assert (cfg.score, cfg.variant) == (DEFAULT_SCORE, DEFAULT_VARIANT)

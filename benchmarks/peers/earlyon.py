@@ -57,7 +57,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bofexits.data.dataset import ImageDataset
-from bofexits.data.registry import run_splits
 from bofexits.errors import TargetUnreachableError
 from bofexits.evaluation.collect import collect_logits
 from bofexits.evaluation.cost import CostTable, count_macs, measure_costs
@@ -68,6 +67,7 @@ from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies import CalibratedThreshold
 from bofexits.reporting.tables import markdown_table
 from bofexits.training.checkpoint import load_model
+from bofexits.training.splits import run_splits
 from bofexits.training.tuning import tune_beta
 
 # Run as a script, this file's folder is sys.path[0] and this file would shadow the earlyon package.
@@ -87,7 +87,7 @@ except Exception as exc:  # recorded, not hidden: the report says why earlyon di
     EARLYON_ERROR = f"{type(exc).__name__}: {exc}"
 
 log = logging.getLogger("peers.earlyon")
-TARGETS = {"accuracy drop <= 0.5 pp": {"max_drop": 0.5}, "compute budget 50 %": {"budget": 0.5}}
+TARGETS = {"accuracy drop <= 0.5 pp": {"max_drop_pp": 0.5}, "compute budget 50 %": {"budget": 0.5}}
 EXIT_LAYERS = ["0", "1", "2"]  # children of nn.Sequential(*stages): after stages 1..3
 PLAIN = "plain backbone (eager)"
 
@@ -208,8 +208,8 @@ def _earlyon_side(
             warnings.simplefilter("always")
             wrapper = load_wrapper(path, factory=make).eval()
             loader = _loader(*val, 512, False)
-            if "max_drop" in target:
-                res = calibrate_thresholds(wrapper, loader, target_accuracy_drop=target["max_drop"] / 100)
+            if "max_drop_pp" in target:
+                res = calibrate_thresholds(wrapper, loader, target_accuracy_drop=target["max_drop_pp"] / 100)
             else:
                 res = calibrate_thresholds_for_budget(wrapper, loader, target_computation=target["budget"])
         enabled = list(wrapper.config.enabled_exits)
@@ -243,8 +243,8 @@ def _earlyon_side(
                 "avg_estimated_computation": res.avg_computation_used,
                 "budget_met": res.budget_met,
                 "target_met": (
-                    res.accuracy_delta <= target["max_drop"] / 100 + 1e-12
-                    if "max_drop" in target
+                    res.accuracy_delta <= target["max_drop_pp"] / 100 + 1e-12
+                    if "max_drop_pp" in target
                     else res.budget_met
                 ),
                 "warnings": [str(w.message) for w in caught if "earlyon" in w.filename],

@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
     from .models.kmeans import kmeans
     from .models.multiexit import MultiExitNetwork, check_input
     from .models.vision import attach
+    from .options import DEFAULT_SCORE, DEFAULT_VARIANT
     from .policies import (
         BudgetedThreshold,
         CalibratedThreshold,
@@ -61,10 +62,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
         fit_budgeted_thresholds,
         list_policies,
     )
+    from .recipes import RECIPES, recipe_for
     from .reporting.claims import check_claims
     from .training.checkpoint import load_checkpoint, load_model, save_checkpoint
     from .training.loop import TrainResult, train
-    from .training.recipes import RECIPES, recipe_for
 
 # Submodule -> the public names it defines (the single list `__all__` is built from).
 _EXPORTS: dict[str, tuple[str, ...]] = {
@@ -112,7 +113,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "fit_budgeted_thresholds",
         "list_policies",
     ),
-    "training.recipes": ("RECIPES", "recipe_for"),
+    "recipes": ("RECIPES", "recipe_for"),
+    "options": ("DEFAULT_SCORE", "DEFAULT_VARIANT"),
     "inference.runtime": ("AdaptiveRuntime", "ExitResult"),
     "inference.gpu": ("CudaAdaptiveRuntime",),
     "deploy.torchscript": ("export_torchscript",),

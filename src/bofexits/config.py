@@ -4,10 +4,13 @@ Stored verbatim in every checkpoint and dumped to the run folder, so a run can b
 and resumed from its files alone.
 
 `resolve_config` is the one place where the layers meet: defaults < the dataset's recipe
-(`bofexits.training.recipes`) < a config file < explicit overrides (the command line's
+(`bofexits.recipes`) < a config file < explicit overrides (the command line's
 flags). Every key, the section it lives in and its type are read from the dataclass fields
 below (`dataclasses.fields`, `typing.get_type_hints`), so a new field is resolved and
 type-checked, and a flag named after it reaches it, without touching the resolver.
+The names a string option may take are `Literal` types from `bofexits.options`; the range of
+every numeric key is one table, `BOUNDS`, which the command line's flags, `check_ranges` and
+training (`check_config`) all read.
 """
 
 from __future__ import annotations
@@ -24,9 +27,25 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from bofexits.devices import check_device_name
 from bofexits.errors import ConfigError
-from bofexits.training.recipes import apply_recipe, recipe_for
+from bofexits.options import (  # the option names: re-exported, their home is options
+    CALIBRATION_SPLITS,
+    DEFAULT_SCORE,
+    DEFAULT_VARIANT,
+    MODES,
+    OPTIMIZERS,
+    Aggregation,
+    CalibrationSplit,
+    ExitHead,
+    Membership,
+    Mode,
+    Optimizer,
+    Score,
+    Variant,
+)
+from bofexits.recipes import apply_recipe, recipe_for
 
 __all__ = [
+    "BOUNDS",
     "CALIBRATION_SPLITS",
     "MODES",
     "OPTIMIZERS",
@@ -36,20 +55,15 @@ __all__ = [
     "Optimizer",
     "MAX_EPOCHS",
     "MAX_IMAGE_SIZE",
+    "Bound",
     "TrainConfig",
+    "check_config",
     "check_ranges",
     "config_keys",
     "from_dict",
     "load_config_file",
     "resolve_config",
 ]
-
-Mode = Literal["joint", "frozen", "two-phase"]
-Optimizer = Literal["adamw", "sgd"]
-CalibrationSplit = Literal["train", "val"]
-MODES: tuple[str, ...] = get_args(Mode)
-OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
-CALIBRATION_SPLITS: tuple[str, ...] = get_args(CalibrationSplit)
 
 
 @dataclass
@@ -88,14 +102,14 @@ class ModelConfig:
     image_size: int | None = None
     backbone_weights: str | None = None
     codewords: int = 32
-    membership: str = "rbf"
+    membership: Membership = "rbf"
     squared: bool = True
     spatial_level: int = 1
     reduce_channels: int | None = None
     exit_pools: list[int] | None = None
-    aggregation: str = "mean"
+    aggregation: Aggregation = "mean"
     shared_classifier: bool = True
-    exit_head: str = "bof"
+    exit_head: ExitHead = "bof"
 
 
 @dataclass
@@ -149,8 +163,8 @@ class TrainConfig:
     calibration_split: CalibrationSplit = "train"
     distill: float = 0.0
     distill_temperature: float = 3.0
-    score: str = "max_prob"
-    variant: str = "accuracy"
+    score: Score = DEFAULT_SCORE
+    variant: Variant = DEFAULT_VARIANT
     backbone_checkpoint: str | None = None
     limit_train: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -248,8 +262,10 @@ def resolve_config(
             section = section[name]
         section[key] = value
     cfg = from_dict(data, cls)
-    if isinstance(cfg, TrainConfig):
+    try:
         check_ranges(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{config_file}: {exc}" if config_file is not None else str(exc)) from None
     return cfg
 
 
@@ -261,70 +277,142 @@ MAX_IMAGE_SIZE = 4096
 MAX_EPOCHS = 10_000
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The values a numeric config key accepts (each item, for a list key).
+
+    Attributes:
+        low, high: the range (`high` None: no upper end).
+        integer: whole numbers only.
+        open_low, open_high: the end itself is excluded.
+        unset: for an optional key, what leaving it unset (None) means, named in the error.
+    """
+
+    low: float
+    high: float | None = None
+    integer: bool = False
+    open_low: bool = False
+    open_high: bool = False
+    unset: str | None = None
+
+    def admits(self, value: float) -> bool:
+        """Whether `value` is in range (finite, and whole for an integer bound).
+
+        >>> Bound(0, 1, open_high=True).admits(1.0), Bound(1, integer=True).admits(2)
+        (False, True)
+        """
+        if not math.isfinite(value) or (self.integer and value != int(value)):
+            return False
+        above = value > self.low if self.open_low else value >= self.low
+        below = self.high is None or (value < self.high if self.open_high else value <= self.high)
+        return above and below
+
+    def describe(self, *, with_unset: bool = True) -> str:
+        """How an error names the range: "an integer in [1, 1024]", "a finite number > 0".
+
+        >>> Bound(0, 100, open_low=True).describe(), Bound(1, integer=True, unset="all images").describe()
+        ('a finite number in (0, 100]', 'an integer >= 1 (or unset for all images)')
+        """
+        what = "an integer" if self.integer else "a finite number"
+        low, high = f"{self.low:g}", f"{self.high:g}" if self.high is not None else ""
+        if self.high is None:
+            text = f"{what} {'>' if self.open_low else '>='} {low}"
+        else:
+            text = f"{what} in {'(' if self.open_low else '['}{low}, {high}{')' if self.open_high else ']'}"
+        return f"{text} (or unset for {self.unset})" if self.unset and with_unset else text
+
+
+BOUNDS: dict[str, Bound] = {
+    "epochs": Bound(0, MAX_EPOCHS, integer=True),
+    "exit_epochs": Bound(0, MAX_EPOCHS, integer=True),
+    "batch_size": Bound(1, integer=True),
+    "lr": Bound(0, open_low=True),
+    "exit_lr": Bound(0, open_low=True),
+    "weight_decay": Bound(0),
+    "momentum": Bound(0),
+    "exit_weights": Bound(0),
+    "crop_padding": Bound(0, 1024, integer=True),
+    "val_fraction": Bound(0, 1, open_high=True),
+    "threads": Bound(1, 1024, integer=True, unset="torch's default"),
+    "kmeans_images": Bound(1, integer=True),
+    "distill": Bound(0, 1),
+    "distill_temperature": Bound(0, 100, open_low=True),
+    "limit_train": Bound(1, integer=True, unset="all images"),
+    "widths": Bound(1, 65536, integer=True),
+    "image_size": Bound(1, MAX_IMAGE_SIZE, integer=True),
+    "codewords": Bound(2, 65536, integer=True),
+    "num_classes": Bound(2, integer=True),
+    "in_channels": Bound(1, integer=True),
+    "spatial_level": Bound(0, 1, integer=True),
+    "reduce_channels": Bound(1, 65536, integer=True),
+    "exit_pools": Bound(1, integer=True),
+}
+"""The range of every numeric config key, by its flat name (`config_keys`): the one table the
+command line's flags (`cli._parser`), `check_ranges` (config files, the Python API) and
+training read. The types come from the dataclass fields; this adds what a type cannot say."""
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Everything `resolve_config` checks, for a `TrainConfig` built in Python, and what one key asks of another.
+
+    The types of every field (a `TrainConfig(mode="bogus")` is refused as a config file
+    holding it would be), the ranges (`check_ranges`), and a frozen run's donor backbone.
+    """
+    from_dict(cfg.to_dict(), type(cfg))  # the types, each named like a config file's key
+    check_ranges(cfg)
+    if cfg.mode == "frozen" and not cfg.backbone_checkpoint:
+        raise ConfigError("frozen mode trains exits on a trained backbone: pass --backbone-checkpoint PATH")
+
+
 def check_ranges(cfg: TrainConfig) -> None:
-    """Refuse values of the right type that mean nothing, naming the key and the allowed range.
+    """Refuse values of the right type that mean nothing, naming the key and the allowed range (`BOUNDS`).
 
     Without this, `limit_train 0` trained on everything (0 read as "no limit"), `lr nan` or
-    `exit_weights nan` trained to the end and failed at the last step, and `epochs 1e9`
-    exhausted memory.
+    `exit_weights nan` trained to the end and failed at the last step, `epochs 1e9`
+    exhausted memory, and `kmeans_images 1` trained the whole backbone phase before k-means
+    found too few feature vectors for its codewords.
 
     >>> check_ranges(TrainConfig(limit_train=0))
     Traceback (most recent call last):
     ...
     bofexits.errors.ConfigError: config key 'limit_train' must be an integer >= 1 (or unset for all images), got 0
     """
-    _int_in("epochs", cfg.epochs, 0, MAX_EPOCHS)
-    _int_in("exit_epochs", cfg.exit_epochs, 0, MAX_EPOCHS)
-    _int_in("batch_size", cfg.batch_size, 1, None)
-    _int_in("crop_padding", cfg.crop_padding, 0, None)
-    _int_in("kmeans_images", cfg.kmeans_images, 1, None)
-    if cfg.limit_train is not None and cfg.limit_train < 1:
+    keys = config_keys(type(cfg))
+    for key, bound in BOUNDS.items():
+        section: Any = cfg
+        for name in keys[key]:
+            section = getattr(section, name)
+        value = getattr(section, key)
+        name = ".".join((*keys[key], key))
+        items = value if isinstance(value, list) else [value]
+        if value is None or all(bound.admits(v) for v in items):
+            continue
+        each = " each" if isinstance(value, list) else ""
+        raise ConfigError(f"config key {name!r} must be {bound.describe()}{each}, got {value}")
+    if cfg.exit_weights and sum(cfg.exit_weights) <= 0:
         raise ConfigError(
-            f"config key 'limit_train' must be an integer >= 1 (or unset for all images), got {cfg.limit_train}"
+            f"config key 'exit_weights' needs finite values >= 0, not all zero; got {cfg.exit_weights}"
         )
-    if cfg.threads is not None and cfg.threads < 1:
-        raise ConfigError(f"config key 'threads' must be >= 1 (or unset for torch's default), got {cfg.threads}")
-    for key in ("lr", "exit_lr"):
-        value = getattr(cfg, key)
-        if not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"config key {key!r} must be a finite number > 0, got {value}")
-    for key in ("weight_decay", "momentum"):
-        value = getattr(cfg, key)
-        if not (math.isfinite(value) and value >= 0):
-            raise ConfigError(f"config key {key!r} must be a finite number >= 0, got {value}")
     try:  # the spelling only: whether a GPU is there is checked when training starts
         check_device_name(cfg.device)
     except ConfigError as exc:
         raise ConfigError(f"config key 'device': {exc}") from None
-    if not (math.isfinite(cfg.distill) and 0.0 <= cfg.distill <= 1.0):
-        raise ConfigError(f"config key 'distill' must be in [0, 1], got {cfg.distill}")
-    if not (math.isfinite(cfg.distill_temperature) and 0.0 < cfg.distill_temperature <= 100.0):
-        raise ConfigError(
-            f"config key 'distill_temperature' must be in (0, 100], got {cfg.distill_temperature}"
-        )
-    if not 0.0 <= cfg.val_fraction < 1.0:
-        raise ConfigError(f"config key 'val_fraction' must be in [0, 1), got {cfg.val_fraction}")
-    weights = cfg.exit_weights or []
-    if any(not (math.isfinite(w) and w >= 0) for w in weights) or (weights and sum(weights) <= 0):
-        raise ConfigError(f"config key 'exit_weights' needs finite values >= 0, not all zero; got {weights}")
+    _check_kmeans_sample(cfg)
+
+
+def _check_kmeans_sample(cfg: TrainConfig) -> None:
+    """Enough images for k-means to find `codewords` centres at every exit, before any training.
+
+    An image gives each exit one feature vector per position of its (pre-pooled) feature map,
+    but how many depends on the backbone; one vector per image is the count every backbone
+    reaches, so `kmeans_images` must be at least `codewords`.
+    """
     m = cfg.model
-    if m.widths is not None and any(w < 1 for w in m.widths):
-        raise ConfigError(f"config key 'model.widths' needs channel counts >= 1, got {m.widths}")
-    _int_in("model.codewords", m.codewords, 2, None)
-    _int_in("model.num_classes", m.num_classes, 2, None)
-    _int_in("model.in_channels", m.in_channels, 1, None)
-    if m.image_size is not None:
-        _int_in("model.image_size", m.image_size, 1, MAX_IMAGE_SIZE)
-    if m.reduce_channels is not None:
-        _int_in("model.reduce_channels", m.reduce_channels, 1, None)
-    if m.exit_pools is not None and any(p < 1 for p in m.exit_pools):
-        raise ConfigError(f"config key 'model.exit_pools' needs factors >= 1, got {m.exit_pools}")
-
-
-def _int_in(key: str, value: int, low: int, high: int | None) -> None:
-    if value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ConfigError(f"config key {key!r} must be an integer {bound}, got {value}")
+    if m.exit_head == "bof" and cfg.kmeans_images < m.codewords:
+        raise ConfigError(
+            f"config key 'kmeans_images' ({cfg.kmeans_images}) must be at least 'codewords' ({m.codewords}): "
+            "k-means needs one feature vector per codeword; raise kmeans_images or lower codewords"
+        )
 
 
 def _build(cls: type[C], data: Mapping[str, Any], what: str, prefix: str) -> C:

@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 
 from bofexits.config import TrainConfig
-from bofexits.data.registry import load_run_data
 from bofexits.evaluation.compare import compare_policies
 from bofexits.evaluation.comparison import save_comparison
 from bofexits.evaluation.sweep import TrainingInfo, save_sweep, sweep
@@ -20,6 +19,7 @@ from bofexits.reporting.claims import check_claims
 from bofexits.reporting.report import write_report
 from bofexits.training.checkpoint import load_checkpoint, load_model
 from bofexits.training.loop import CHECKPOINT, train
+from bofexits.training.splits import load_run_data
 from bofexits.training.tuning import validation_split
 
 __all__ = ["DEMO_CONFIG", "run_demo"]

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from bofexits.cli import main
-from bofexits.data import registry as datasets
 from bofexits.data.registry import load_dataset
 from bofexits.errors import ConfigError
 from bofexits.evaluation.collect import collect_logits
@@ -20,7 +19,7 @@ from bofexits.evaluation.compare import _contrasts, _simulate_family, compare_po
 from bofexits.evaluation.comparison import BASELINES, Comparison
 from bofexits.evaluation.cost import measure_costs
 from bofexits.evaluation.families import policy_families
-from bofexits.evaluation.points import Point, at_compute, cheapest_reaching
+from bofexits.evaluation.points import MAX_DROP, Point, at_compute, cheapest_reaching
 from bofexits.evaluation.timing import interleaved_timing, platform_info
 from bofexits.inference.offline import oracle, oracle_frontier, simulate
 from bofexits.models.backbones import create_backbone
@@ -28,6 +27,7 @@ from bofexits.policies import CalibratedThreshold, ExitCalibration, calibrated_t
 from bofexits.policies.calibrated import conditional_quantiles
 from bofexits.reporting.claims import check_claims
 from bofexits.reporting.report import write_report
+from bofexits.training import splits as datasets
 from bofexits.training import tuning
 from bofexits.training.checkpoint import load_model
 from bofexits.training.loop import train
@@ -183,8 +183,21 @@ def test_tuning_never_reads_the_test_split(
         return real(*args, **kwargs)[0], Poison()
 
     monkeypatch.setattr(datasets, "load_run_data", no_test)  # what run_splits reads the files with
-    result = tuning.tune_on_validation(trained_run / "checkpoint.pt", max_drop=5.0, data_dir=str(fake_data))
+    result = tuning.tune_on_validation(trained_run / "checkpoint.pt", max_drop_pp=5.0, data_dir=str(fake_data))
     assert 0 <= result.beta <= 1
+
+
+def test_tune_picks_the_reports_knee_on_the_same_split(trained_run: Path, fake_data: Path) -> None:
+    """`bofexits tune --max-drop 0.5` and the report's knee: one grid, one rule, one beta."""
+    model, cals, cfg = load_model(trained_run / "checkpoint.pt")
+    val = validation_split(cfg, str(fake_data))
+    comp = compare_policies(model, cals, val, val, points=41, timing_samples=0)  # the report's path
+    tuned = tuning.tune_on_validation(
+        trained_run / "checkpoint.pt", max_drop_pp=100 * MAX_DROP, data_dir=str(fake_data), points=41
+    )
+    knee = comp.proposed.knee
+    assert knee is not None and (tuned.variant, tuned.score) == (cfg.variant, cfg.score)
+    assert tuned.beta == knee.value and tuned.val_relative_macs == knee.relative_macs
 
 
 def test_compare_cli_writes_json_csv_and_a_self_contained_report(

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from bofexits.errors import InputError
 from bofexits.evaluation.metrics import accuracy, balance, exit_distribution, relative_compute
 
 
@@ -21,7 +22,7 @@ def test_accuracy_empty_is_nan() -> None:
 
 
 def test_accuracy_shape_mismatch() -> None:
-    with pytest.raises(ValueError, match="differ"):
+    with pytest.raises(InputError, match="differ"):
         accuracy(torch.tensor([1, 2]), torch.tensor([1, 2, 3]))
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bofexits.errors import ConfigError
+from bofexits.errors import ConfigError, InputError
 from bofexits.evaluation import timing as timing_module
 from bofexits.evaluation.timing import Platform, Timing, interleaved_timing, percentile, platform_info
 
@@ -69,9 +69,9 @@ def test_each_run_may_take_its_own_form_of_the_same_images(clock: FakeClock) -> 
         warmup=0,
     )
     assert t.speedup("numpy") == 2.0
-    with pytest.raises(ValueError, match="same images"):
+    with pytest.raises(InputError, match="same images"):
         interleaved_timing({"a": abs, "b": abs}, {"a": x, "b": [torch.zeros(2)]}, reference="a", rounds=1)
-    with pytest.raises(ValueError, match="reference"):
+    with pytest.raises(ConfigError, match="reference"):
         interleaved_timing({"a": abs}, x, reference="b")
 
 
@@ -82,7 +82,7 @@ def test_percentile_matches_numpy() -> None:
         for q in (0, 12.5, 50, 95, 99, 100):
             assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
     assert np.isnan(percentile([], 50))
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="percentile"):
         percentile([1.0], 101)
 
 

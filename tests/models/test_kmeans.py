@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bofexits.errors import InputError
 from bofexits.models.kmeans import kmeans
 
 
@@ -72,11 +73,11 @@ def test_integer_points_are_accepted() -> None:
 
 
 def test_rejects_too_few_points() -> None:
-    with pytest.raises(ValueError, match="at least k=5"):
+    with pytest.raises(InputError, match="at least k=5"):
         kmeans(torch.randn(4, 2), 5)
 
 
 @pytest.mark.parametrize("shape", [(10,), (2, 5, 3)])
 def test_rejects_non_matrix(shape: tuple[int, ...]) -> None:
-    with pytest.raises(ValueError, match=r"\(N, C\)"):
+    with pytest.raises(InputError, match=r"\(N, C\)"):
         kmeans(torch.randn(*shape), 2)

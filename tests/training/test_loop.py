@@ -91,7 +91,7 @@ def test_two_phase_and_frozen_modes(
 @pytest.mark.parametrize(
     "overrides,match",
     [
-        ({"mode": "sideways"}, "training mode"),
+        ({"mode": "sideways"}, "key .mode. expects one of"),
         ({"optimizer": "lbfgs"}, "optimizer"),
         ({"exit_weights": [1.0, 1.0]}, "exit_weights"),
         ({"mode": "frozen"}, "backbone-checkpoint"),
@@ -144,15 +144,16 @@ def test_out_that_is_a_file_is_refused_before_any_work(
 def test_a_dataset_without_test_images_is_refused(
     tmp_path: Path, tiny_config: Callable[..., TrainConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bofexits.data import ImageDataset, registry
+    from bofexits.data import ImageDataset
     from bofexits.errors import DataError
+    from bofexits.training import splits
 
     def no_test(cfg: TrainConfig, root: object) -> tuple[ImageDataset, ImageDataset]:
         images = torch.zeros(20, 1, 28, 28, dtype=torch.uint8)
         train = ImageDataset(images, torch.arange(20) % 10, tuple("abcdefghij"), [0.5], [0.25], "t/train")
         return train, train.subset(torch.arange(0))
 
-    monkeypatch.setattr(registry, "_load_run_data", no_test)
+    monkeypatch.setattr(splits, "_load_run_data", no_test)
     with pytest.raises(DataError, match="test split has no images"):
         train(tiny_config(tmp_path, epochs=1), tmp_path / "run", progress=False)
 
@@ -167,7 +168,7 @@ def _outputs(seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
 def test_self_distillation_adds_a_kl_term_to_the_early_exits_only(phase: str) -> None:
     from torch.nn import functional as F
 
-    from bofexits.training.loop import _loss
+    from bofexits.training.loss import loss as _loss
 
     outs, y = _outputs()
     weights = [1.0, 1.0, 1.0, 1.0]

@@ -13,8 +13,8 @@ from bofexits.config import TrainConfig, from_dict
 from bofexits.data import ImageDataset
 from bofexits.data import registry as datasets
 from bofexits.models.build import build_model
-from bofexits.training.loop import _augmentation
-from bofexits.training.recipes import RECIPES, apply_recipe, recipe_for
+from bofexits.recipes import RECIPES, apply_recipe, recipe_for
+from bofexits.training.run import augmentation as _augmentation
 
 
 def _resolve(*argv: str) -> TrainConfig:

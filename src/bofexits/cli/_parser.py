@@ -15,9 +15,8 @@ from typing import Any, NoReturn
 
 from bofexits.cli import commands
 from bofexits.config import (
+    BOUNDS,
     CALIBRATION_SPLITS,
-    MAX_EPOCHS,
-    MAX_IMAGE_SIZE,
     MODES,
     OPTIMIZERS,
     ModelConfig,
@@ -25,6 +24,7 @@ from bofexits.config import (
 )
 from bofexits.devices import DEVICE_HELP, device_argument
 from bofexits.errors import ConfigError
+from bofexits.options import GRID_POINTS
 
 __all__ = ["DESCRIPTION", "build_parser"]
 
@@ -106,6 +106,26 @@ def _number(low: float, high: float | None = None, *, open_low: bool = False) ->
     return parse
 
 
+def _bounded(key: str) -> Callable[[str], float]:
+    """An argparse type for the flag of config key `key`: its range from `config.BOUNDS`, the table
+    config files and the Python API are checked against too."""
+    bound = BOUNDS[key]
+
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if bound.integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if bound.integer else 'a number'}, got {text!r}"
+            ) from None
+        if not bound.admits(value):
+            raise argparse.ArgumentTypeError(f"must be {bound.describe(with_unset=False)}, got {text}")
+        return value
+
+    parse.__name__ = "integer" if bound.integer else "number"
+    return parse
+
+
 def _folder(text: str) -> str:
     """An argparse type for --data-dir: an existing folder, checked before any work starts."""
     if not text:
@@ -170,8 +190,8 @@ def _add_device(p: argparse._ActionsContainer, default: str | None = "auto") -> 
     )
 
 
-_THREADS = _integer(1, 1024)
-_EPOCHS = _integer(0, MAX_EPOCHS)
+_THREADS = _bounded("threads")
+_EPOCHS = _bounded("epochs")
 _POSITIVE = _number(0, open_low=True)
 _DIST_TIMEOUT = _number(0, 86400, open_low=True)
 _COUNT = _integer(0)
@@ -215,27 +235,27 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=_EPOCHS, help=f"default {d.epochs}")
     g.add_argument(
         "--exit-epochs",
-        type=_EPOCHS,
+        type=_bounded("exit_epochs"),
         help=f"exit epochs in two-phase mode (default {d.exit_epochs})",
     )
-    g.add_argument("--batch-size", type=_integer(1), help=f"default {d.batch_size}")
+    g.add_argument("--batch-size", type=_bounded("batch_size"), help=f"default {d.batch_size}")
     _choice(g, "--optimizer", OPTIMIZERS, f"default {d.optimizer}")
-    g.add_argument("--lr", type=_POSITIVE, help=f"peak learning rate (default {d.lr})")
+    g.add_argument("--lr", type=_bounded("lr"), help=f"peak learning rate (default {d.lr})")
     g.add_argument(
         "--exit-lr",
-        type=_POSITIVE,
+        type=_bounded("exit_lr"),
         help=f"peak learning rate when only exits train (default {d.exit_lr})",
     )
-    g.add_argument("--weight-decay", type=_number(0), help=f"default {d.weight_decay}")
-    g.add_argument("--exit-weights", type=_number(0), nargs="+", help="loss weight per exit, final last")
+    g.add_argument("--weight-decay", type=_bounded("weight_decay"), help=f"default {d.weight_decay}")
+    g.add_argument("--exit-weights", type=_bounded("exit_weights"), nargs="+", help="loss weight per exit, final last")
     g.add_argument(
         "--distill",
-        type=_number(0, 1),
+        type=_bounded("distill"),
         help=f"self-distillation weight of the early exits' loss, 0..1 (default {d.distill})",
     )
     g.add_argument(
         "--distill-temperature",
-        type=_number(0, 100, open_low=True),
+        type=_bounded("distill_temperature"),
         help=f"softening temperature of self-distillation (default {d.distill_temperature})",
     )
     g.add_argument(
@@ -243,7 +263,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--crop-padding",
-        type=_integer(0, 1024),
+        type=_bounded("crop_padding"),
         help="random-crop padding in pixels (default: the dataset's)",
     )
     g.add_argument(
@@ -251,7 +271,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--val-fraction",
-        type=_number(0, 0.999),
+        type=_bounded("val_fraction"),
         help=f"held out of the training set (default {d.val_fraction})",
     )
     g.add_argument("--seed", type=int, help=f"default {d.seed}")
@@ -262,7 +282,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     _choice(g, "--variant", _VARIANTS, f"rule variant (default {d.variant})")
     g.add_argument("--backbone-checkpoint", type=_file, help="trained run whose backbone frozen mode reuses")
     g.add_argument(
-        "--limit-train", type=_integer(1), help="use only the first N training images (quick runs)"
+        "--limit-train", type=_bounded("limit_train"), help="use only the first N training images (quick runs)"
     )
 
 
@@ -275,10 +295,10 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
         type=_backbone,
         help=f"registered backbone (default {m.backbone}; `bofexits backbones` lists them)",
     )
-    g.add_argument("--widths", type=_integer(1, 65536), nargs="+", help="backbone stage widths")
+    g.add_argument("--widths", type=_bounded("widths"), nargs="+", help="backbone stage widths")
     g.add_argument(
         "--image-size",
-        type=_integer(1, MAX_IMAGE_SIZE),
+        type=_bounded("image_size"),
         help="input height = width for tv: backbones (default: the dataset's)",
     )
     g.add_argument(
@@ -288,7 +308,7 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
         help="state_dict file loaded into a tv: backbone (never downloaded; read with weights_only=True)",
     )
     g.add_argument(
-        "--codewords", type=_integer(2, 65536), help=f"K, shared by all exits (default {m.codewords})"
+        "--codewords", type=_bounded("codewords"), help=f"K, shared by all exits (default {m.codewords})"
     )
     _choice(g, "--membership", _MEMBERSHIPS, f"default {m.membership}")
     g.add_argument(
@@ -298,9 +318,9 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="RBF on distances instead of squared distances",
     )
-    g.add_argument("--spatial-level", type=_integer(0, 1), help=f"0 or 1 (default {m.spatial_level})")
-    g.add_argument("--reduce-channels", type=_integer(1, 65536))
-    g.add_argument("--exit-pools", type=_integer(1), nargs="+", help="per-exit pre-pool factor")
+    g.add_argument("--spatial-level", type=_bounded("spatial_level"), help=f"0 or 1 (default {m.spatial_level})")
+    g.add_argument("--reduce-channels", type=_bounded("reduce_channels"))
+    g.add_argument("--exit-pools", type=_bounded("exit_pools"), nargs="+", help="per-exit pre-pool factor")
     _choice(g, "--aggregation", _AGGREGATIONS, f"default {m.aggregation}")
     g.add_argument("--per-exit-classifiers", dest="shared_classifier", action="store_false", default=None)
     _choice(
@@ -381,7 +401,7 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--points",
         type=_integer(2, 100_000),
-        default=101,
+        default=GRID_POINTS,
         help="knob values per threshold policy (simulated)",
     )
     p.add_argument(

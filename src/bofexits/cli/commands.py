@@ -73,8 +73,8 @@ def _out_dir(args: argparse.Namespace) -> Path:
 
 def _load_evaluation(args: argparse.Namespace) -> tuple[Any, Any, TrainConfig, Any, Any]:
     """The checkpoint's network, calibrations and config, its test set and the device, for sweep and compare."""
-    from bofexits.data.registry import load_run_data
     from bofexits.training.checkpoint import load_model
+    from bofexits.training.splits import load_run_data
 
     device = _device(args)  # first: a missing GPU leaves no output folder behind
     if args.out:  # before the evaluation, not after it
@@ -159,7 +159,7 @@ def tune(args: argparse.Namespace) -> int:
         result = tune_on_validation(
             args.checkpoint,
             variant=args.variant,
-            max_drop=args.max_drop,
+            max_drop_pp=args.max_drop,
             budget=args.budget,
             latency_ms=args.latency_ms,
             data_dir=args.data_dir,

@@ -19,6 +19,7 @@ from bofexits.deploy import manifest as schema
 from bofexits.deploy._export import ExportError
 from bofexits.deploy.info import deploy_info
 from bofexits.deploy.manifest import TORCHSCRIPT_FORMAT
+from bofexits.errors import InputError
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.multiexit import MultiExitNetwork
 
@@ -35,6 +36,8 @@ class _AdaptiveScript(nn.Module):
 
     ``forward(x) -> (logits, exit_index)``. Each block returns its exit's confidence, so the
     loop only compares it with `thresholds` (a buffer: set another beta's thresholds in place).
+    Non-finite logits raise the project's `InputError`; once scripted, TorchScript raises it as
+    `torch.jit.Error` whose message starts with the class name, the most a scripted module can do.
     """
 
     def __init__(
@@ -58,7 +61,7 @@ class _AdaptiveScript(nn.Module):
             if not done:
                 x, logits, state, score = block(x, state)
                 if not bool(torch.isfinite(logits).all()):
-                    raise RuntimeError("an exit produced NaN or inf logits; the weights are broken")
+                    raise InputError("an exit produced NaN or inf logits; the weights are broken")
                 stop = score >= self.thresholds[i]  # type: ignore[index]
                 if bool(stop.any()):
                     out[alive[stop]] = logits[stop]
@@ -72,7 +75,7 @@ class _AdaptiveScript(nn.Module):
         if not done:
             final = self.final(x)
             if not bool(torch.isfinite(final).all()):
-                raise RuntimeError("the final exit produced NaN or inf logits; the weights are broken")
+                raise InputError("the final exit produced NaN or inf logits; the weights are broken")
             out[alive] = final
         return out, exit_index
 

@@ -35,6 +35,7 @@ from bofexits.evaluation.comparison import (
 )
 from bofexits.evaluation.cost import CostTable, measure_costs
 from bofexits.evaluation.families import Family, policy_families
+from bofexits.evaluation.grids import GRID_POINTS
 from bofexits.evaluation.metrics import accuracy
 from bofexits.evaluation.points import LEVELS, MAX_DROP, Point, at_levels, cheapest_reaching, knee_point
 from bofexits.evaluation.significance import paired_bootstrap
@@ -45,6 +46,7 @@ from bofexits.inference.gpu import runtime_for
 from bofexits.inference.offline import oracle, oracle_frontier, simulate
 from bofexits.inference.runtime import AdaptiveRuntime, ExitResult
 from bofexits.models.multiexit import MultiExitNetwork
+from bofexits.options import DEFAULT_SCORE, DEFAULT_VARIANT
 from bofexits.policies import ExitCalibration, ExitPolicy, SingleExit
 
 __all__ = ["compare_policies", "decision_overhead_us"]
@@ -60,9 +62,9 @@ def compare_policies(
     val: ImageDataset,
     test: ImageDataset,
     *,
-    score: str = "max_prob",
-    variant: str = "accuracy",
-    points: int = 101,
+    score: str = DEFAULT_SCORE,
+    variant: str = DEFAULT_VARIANT,
+    points: int = GRID_POINTS,
     timed_points: int = 9,
     timing_samples: int = 500,
     timing_rounds: int = 3,

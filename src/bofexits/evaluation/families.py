@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from bofexits.evaluation.cost import CostTable
-from bofexits.evaluation.grids import beta_grid, quantile_grid
+from bofexits.evaluation.grids import GRID_POINTS, beta_grid, quantile_grid
+from bofexits.options import DEFAULT_SCORE, DEFAULT_VARIANT
 from bofexits.policies import (
     BudgetedThreshold,
     CalibratedThreshold,
@@ -104,9 +105,9 @@ def policy_families(
     val_logits: Sequence[torch.Tensor],
     costs: CostTable,
     *,
-    score: str = "max_prob",
-    variant: str = "accuracy",
-    points: int = 101,
+    score: str = DEFAULT_SCORE,
+    variant: str = DEFAULT_VARIANT,
+    points: int = GRID_POINTS,
 ) -> list[Family]:
     """Every policy with its knob grid; grids come from validation outputs, never the test set.
 

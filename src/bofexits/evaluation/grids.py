@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["DEFAULT_BETAS", "beta_grid", "quantile_grid"]
+from bofexits.options import GRID_POINTS
+
+__all__ = ["DEFAULT_BETAS", "GRID_POINTS", "beta_grid", "quantile_grid"]
 
 DEFAULT_BETAS: dict[str, list[float]] = {
     "mean": [0.5, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0],
@@ -22,7 +24,7 @@ DEFAULT_BETAS: dict[str, list[float]] = {
 """The knob values a sweep reports for each variant of the calibrated rule."""
 
 
-def beta_grid(variant: str, points: int = 201) -> list[float]:
+def beta_grid(variant: str, points: int = GRID_POINTS) -> list[float]:
     """Knob values to search: [0, 1] for the quantile rules, [0.5, 3] for the mean rule, and
     for the accuracy rule half the points even in [0, 0.9) and half even in log(1 - beta) over
     [0.9, 0.999], then 1: the exits' accuracies put much of the knob's range near 1.

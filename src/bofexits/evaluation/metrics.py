@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from bofexits.errors import InputError
+
 __all__ = ["accuracy", "balance", "exit_distribution", "relative_compute"]
 
 
@@ -16,7 +18,7 @@ def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
     0.6666666865348816
     """
     if predictions.shape != labels.shape:
-        raise ValueError(f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ")
+        raise InputError(f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ")
     return float((predictions == labels).float().mean()) if labels.numel() else float("nan")
 
 

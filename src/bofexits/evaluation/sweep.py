@@ -33,6 +33,7 @@ from bofexits.inference.gpu import runtime_for
 from bofexits.inference.offline import oracle, simulate
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.multiexit import MultiExitNetwork
+from bofexits.options import DEFAULT_SCORE, DEFAULT_VARIANT
 from bofexits.policies.calibrated import CalibratedThreshold, ExitCalibration
 
 __all__ = ["DEFAULT_BETAS", "Sweep", "SweepTiming", "TrainingInfo", "save_sweep", "sweep"]
@@ -215,8 +216,8 @@ def sweep(
     calibrations: dict[str, ExitCalibration],
     test: ImageDataset,
     *,
-    score: str = "max_logit",
-    variant: str = "mean",
+    score: str = DEFAULT_SCORE,
+    variant: str = DEFAULT_VARIANT,
     betas: Sequence[float] | None = None,
     extra: Sequence[tuple[str, str]] = (),
     timing_samples: int = 500,
@@ -232,7 +233,8 @@ def sweep(
         model: trained network (eval mode).
         calibrations: per-score statistics stored at training time.
         test: evaluation data (never used for calibration).
-        score, variant: the configuration that is timed and reported as the headline.
+        score, variant: the configuration that is timed and reported as the headline (default
+            `DEFAULT_SCORE` / `DEFAULT_VARIANT`, the CLI's and the config's: the accuracy rule on max_prob).
         betas: knob values (default `DEFAULT_BETAS[variant]`).
         extra: other (score, variant) pairs to evaluate for accuracy/compute only.
         timing_samples: images timed one by one at batch 1 (0 disables timing).

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from bofexits.errors import ConfigError, InputError
 from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, from_fields, require, to_fields
 
 __all__ = [
@@ -41,7 +42,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return math.nan
     if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be in [0, 100], got {q}")
+        raise ConfigError(f"percentile must be in [0, 100], got {q}")
     ordered = sorted(values)
     pos = (len(ordered) - 1) * q / 100
     lo = math.floor(pos)
@@ -131,7 +132,7 @@ def _inputs_per_run(
     sizes = {n: [_size(b) for b in xs] for n, xs in inputs.items()}
     first = next(iter(sizes.values()))
     if any(s != first for s in sizes.values()):
-        raise ValueError("every configuration must be timed on the same images (same number per call)")
+        raise InputError("every configuration must be timed on the same images (same number per call)")
     return inputs, first
 
 
@@ -201,7 +202,7 @@ def interleaved_timing(
     (2, 6, [2, 2, 2])
     """
     if reference not in runs:
-        raise ValueError(f"reference {reference!r} is not among {list(runs)}")
+        raise ConfigError(f"reference {reference!r} is not among {list(runs)}; name one of the timed configurations")
     inputs, sizes = _inputs_per_run(runs, batches)
     clock = _clock(synchronizer(device if device is not None else _input_device(inputs)))
     names = list(runs)

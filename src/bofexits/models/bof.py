@@ -9,8 +9,6 @@ not depend on C, H or W. Distances use ||x-v||^2 = ||x||^2 + ||v||^2 - 2 x.v as 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,6 +16,7 @@ from torch import nn
 from bofexits._checks import check_feature_map, require_int
 from bofexits.errors import ConfigError
 from bofexits.models.kmeans import kmeans
+from bofexits.options import MEMBERSHIPS, Membership  # re-exported: the names live in options
 
 __all__ = [
     "BoFPooling",
@@ -28,8 +27,6 @@ __all__ = [
     "squared_distances",
 ]
 
-Membership = Literal["rbf", "logistic"]
-MEMBERSHIPS: tuple[str, ...] = ("rbf", "logistic")
 
 
 def squared_distances(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:

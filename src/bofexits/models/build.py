@@ -13,10 +13,10 @@ from bofexits.models.backbones import Backbone, create_backbone
 from bofexits.models.baseline_exits import ConvExits, PooledLinearExits
 from bofexits.models.exits import BoFExits, ExitHeads
 from bofexits.models.multiexit import MultiExitNetwork
+from bofexits.options import EXIT_HEADS
 
 __all__ = ["EXIT_HEADS", "build_model", "configured_backbone"]
 
-EXIT_HEADS: tuple[str, ...] = ("bof", "pooled", "conv")
 
 
 @torch.no_grad()
@@ -72,12 +72,12 @@ def build_model(cfg: ModelConfig, *, load_weights: bool = True) -> MultiExitNetw
                 channels,
                 cfg.num_classes,
                 codewords=cfg.codewords,
-                membership=cfg.membership,  # type: ignore[arg-type]
+                membership=cfg.membership,
                 squared=cfg.squared,
                 spatial_level=cfg.spatial_level,
                 reduce_channels=cfg.reduce_channels,
                 pools=pools,
-                aggregation=cfg.aggregation,  # type: ignore[arg-type]
+                aggregation=cfg.aggregation,
                 shared_classifier=cfg.shared_classifier,
             )
 

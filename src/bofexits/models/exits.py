@@ -9,18 +9,16 @@ extra exit costs only its codebook.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 from torch import nn
 
 from bofexits.errors import ConfigError
-from bofexits.models.bof import BoFPooling, Membership
+from bofexits.models.bof import BoFPooling
+from bofexits.options import AGGREGATIONS, Aggregation, Membership  # re-exported: the names live in options
 
 __all__ = ["Aggregation", "BoFExits", "ExitHeads", "aggregate_histograms"]
 
-Aggregation = Literal["mean", "sum", "none"]
-AGGREGATIONS: tuple[str, ...] = ("mean", "sum", "none")
 
 
 def aggregate_histograms(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from bofexits.errors import InputError
+
 __all__ = ["kmeans"]
 
 
@@ -27,10 +29,10 @@ def kmeans(
     [0.0, 10.0]
     """
     if points.ndim != 2:
-        raise ValueError(f"kmeans expects (N, C) points, got shape {tuple(points.shape)}")
+        raise InputError(f"kmeans expects (N, C) points, got shape {tuple(points.shape)}")
     n = points.shape[0]
     if n < k:
-        raise ValueError(f"kmeans needs at least k={k} points, got {n}; sample more feature vectors")
+        raise InputError(f"kmeans needs at least k={k} points, got {n}; sample more feature vectors")
     points = points.float()
     # k-means++ seeding: each new centroid is drawn proportionally to its squared distance.
     first = int(torch.randint(n, (1,), generator=generator))

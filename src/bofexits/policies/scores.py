@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 
 from bofexits.errors import ConfigError, InputError
+from bofexits.options import DEFAULT_SCORE, SCORES, Score
 from bofexits.policies.base import NAN_MESSAGE
 
-__all__ = ["SCORES", "Score", "check_logits", "confidence", "scalar_confidence"]
+__all__ = ["DEFAULT_SCORE", "SCORES", "Score", "check_logits", "confidence", "scalar_confidence"]
 
-Score = Literal["max_logit", "max_prob", "margin", "neg_entropy"]
-SCORES: tuple[str, ...] = ("max_logit", "max_prob", "margin", "neg_entropy")
 
 
 def confidence(logits: torch.Tensor, score: str) -> torch.Tensor:

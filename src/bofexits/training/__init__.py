@@ -1,32 +1,26 @@
 """Training multi-exit networks and choosing their knob.
 
-* `loop`: joint, frozen-backbone and two-phase training, k-means codebooks, resumable
-  checkpoints under a run-folder lock, calibration at the end (docs/method.md §4).
+* `loop`: the epochs of joint, frozen-backbone and two-phase training, checkpointing each
+  under a run-folder lock, calibration at the end (docs/method.md §4). Its parts:
+  `run` (set-up and checks), `loss` (phases and the weighted loss), `optim` (optimiser and
+  schedule), `codebooks` (k-means), `calibrate` (logits over a split, gathered across ranks)
+  and `progress` (start, resume and the checkpoint writes).
+* `splits`: a run's data, fitted to its network, and its train/validation/test split.
 * `distributed`: torchrun data parallelism: process group, per-epoch shard of each global
   batch, collectives that are no-ops in one process (docs/distributed.md).
 * `checkpoint`: one safely loaded file (no pickled code) holding weights, config and calibration.
-* `recipes`: per-dataset defaults (backbone, channels, schedule, augmentation).
 * `tuning`: beta for a target (accuracy drop, compute or latency budget) on the validation split.
+
+The per-dataset recipes moved to `bofexits.recipes` (the config layers them); their names
+are re-exported here.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # names load on first use: `config` imports `recipes`, which must not pull in the loop
-    from bofexits.training.checkpoint import load_checkpoint, load_model, save_checkpoint
-    from bofexits.training.loop import TrainResult, train
-    from bofexits.training.recipes import RECIPES, recipe_for
-    from bofexits.training.tuning import TuneResult, tune_beta, tune_on_validation
-
-_EXPORTS: dict[str, tuple[str, ...]] = {
-    "checkpoint": ("load_checkpoint", "load_model", "save_checkpoint"),
-    "loop": ("TrainResult", "train"),
-    "recipes": ("RECIPES", "recipe_for"),
-    "tuning": ("TuneResult", "tune_beta", "tune_on_validation"),
-}
-_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+from bofexits.recipes import RECIPES, recipe_for
+from bofexits.training.checkpoint import load_checkpoint, load_model, save_checkpoint
+from bofexits.training.loop import TrainResult, train
+from bofexits.training.tuning import TuneResult, tune_beta, tune_on_validation
 
 __all__ = [
     "RECIPES",
@@ -40,9 +34,3 @@ __all__ = [
     "tune_beta",
     "tune_on_validation",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

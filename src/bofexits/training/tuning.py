@@ -1,7 +1,9 @@
 """Choose beta for a target on a validation split (never the test set), or say it cannot be met.
 
-Targets: a maximum accuracy drop against the full network (pp), a compute budget (fraction
-of the backbone's MACs), or a batch-1 latency budget (ms). Candidates are evaluated
+Targets: a maximum accuracy drop against the full network (`max_drop_pp`, in percentage
+points, as `--max-drop`), a compute budget (fraction of the backbone's MACs), or a batch-1
+latency budget (ms). The drop and the budget are chosen by `evaluation.points` (`knee_point`,
+`at_compute`), so tuning and the report agree on the same split. Candidates are evaluated
 offline from all exits' validation logits ("simulated from all exits", which the offline
 evaluator's tests check against the real runtime), over a fine grid of beta values.
 """
@@ -12,30 +14,33 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from bofexits.config import TrainConfig
 from bofexits.data import ImageDataset
-from bofexits.data.registry import run_splits
 from bofexits.devices import describe_device, place_model, resolve_device
 from bofexits.errors import ConfigError, TargetUnreachableError
-from bofexits.evaluation.collect import collect_logits
+from bofexits.evaluation.collect import collect_logits, summarize
 from bofexits.evaluation.cost import CostTable, measure_costs
-from bofexits.evaluation.grids import beta_grid  # re-exported: its home is evaluation.grids
-from bofexits.evaluation.metrics import accuracy, relative_compute
+from bofexits.evaluation.grids import GRID_POINTS, beta_grid  # beta_grid re-exported: its home is grids
+from bofexits.evaluation.metrics import accuracy
+from bofexits.evaluation.points import Point, at_compute, knee_point
 from bofexits.evaluation.timing import interleaved_timing
 from bofexits.inference.gpu import runtime_for
 from bofexits.inference.offline import simulate
 from bofexits.models.multiexit import MultiExitNetwork
+from bofexits.options import DEFAULT_VARIANT
 from bofexits.policies.calibrated import CalibratedThreshold, ExitCalibration
 from bofexits.policies.fixed import SingleExit
 from bofexits.training.checkpoint import load_model
+from bofexits.training.splits import run_splits
 
 __all__ = [
     "TuneResult",
     "beta_grid",
+    "beta_points",
     "exit_latencies_ms",
     "tune_beta",
     "tune_on_validation",
@@ -65,28 +70,25 @@ class TuneResult:
         return asdict(self)
 
 
-class _Point(NamedTuple):
-    """One candidate knob on the validation split."""
-
-    beta: float
-    accuracy: float
-    relative_macs: float
-    latency_ms: float | None
-
-
 def tune_beta(
     exit_logits: Sequence[torch.Tensor],
     labels: torch.Tensor,
     calibration: ExitCalibration,
     costs: CostTable,
     *,
-    variant: str = "mean",
-    max_drop: float | None = None,
+    variant: str = DEFAULT_VARIANT,
+    max_drop_pp: float | None = None,
     budget: float | None = None,
     latency_ms: float | None = None,
     exit_latency_ms: Sequence[float] | None = None,
+    points: int = GRID_POINTS,
 ) -> TuneResult:
     """Pick beta on validation outputs for exactly one target.
+
+    The candidates are `Point`s made as a policy comparison makes them, and the choice is
+    `evaluation.points`' own: `knee_point` for an accuracy drop (the report's knee, with
+    `max_drop_pp / 100` for its tolerance), `at_compute` for a compute budget. On the same
+    split and grid, `tune --max-drop 0.5` is the report's knee.
 
     Args:
         exit_logits: all S exits' logits on the validation split, [(N, classes)] * S.
@@ -94,44 +96,62 @@ def tune_beta(
         calibration: the rule's per-exit statistics.
         costs: per-exit MACs (to express compute relative to the backbone).
         variant: "mean", "quantile", "conditional" or "accuracy".
-        max_drop: largest accuracy drop allowed, in percentage points: the cheapest beta wins.
+        max_drop_pp: largest accuracy drop allowed, in percentage points (0.5 = half a point;
+            `evaluation.points.MAX_DROP` is the same tolerance as a fraction, 0.005): the
+            cheapest beta wins.
         budget: largest mean MACs as a fraction of the backbone: the most accurate beta wins.
         latency_ms: largest mean batch-1 latency: the most accurate beta wins.
         exit_latency_ms: measured batch-1 latency of leaving at each exit (needed with latency_ms).
+        points: how many betas of `beta_grid(variant, points)` are tried.
 
     Raises:
         TargetUnreachableError: no beta meets the target; the message names the closest point.
     """
-    _check_target(max_drop, budget, latency_ms, exit_latency_ms, len(exit_logits))
+    _check_target(max_drop_pp, budget, latency_ms, exit_latency_ms, len(exit_logits))
     full = accuracy(exit_logits[-1].argmax(1), labels)
-    points = _candidates(exit_logits, labels, calibration, costs, variant, exit_latency_ms)
-    if max_drop is not None:
-        chosen, target = _within_drop(points, full, max_drop), f"max_drop={max_drop}pp"
+    candidates, latencies = _candidates(exit_logits, labels, calibration, costs, variant, points, exit_latency_ms)
+    chosen: Point | None
+    if max_drop_pp is not None:
+        chosen, target = knee_point(candidates, full, max_drop_pp / 100), f"max_drop={max_drop_pp}pp"
+        if chosen is None:
+            best = max(candidates, key=lambda p: p.accuracy)
+            raise TargetUnreachableError(
+                f"no beta keeps accuracy within {max_drop_pp} pp of the full network ({100 * full:.2f}%) on the "
+                f"validation split; the closest is beta={best.value:g} at {100 * best.accuracy:.2f}%"
+            )
     elif budget is not None:
-        chosen, target = _within_budget(points, budget), f"budget={budget}"
+        chosen, target = at_compute(candidates, budget), f"budget={budget}"
+        if chosen is None:
+            cheapest = min(candidates, key=lambda p: p.relative_macs)
+            raise TargetUnreachableError(
+                f"no beta stays within {100 * budget:.1f}% of the backbone's MACs; the cheapest is "
+                f"beta={cheapest.value:g} at {100 * cheapest.relative_macs:.1f}% "
+                f"({100 * cheapest.accuracy:.2f}% accuracy)"
+            )
     else:
-        assert latency_ms is not None
-        chosen, target = _within_latency(points, latency_ms), f"latency_ms={latency_ms}"
+        assert latency_ms is not None and latencies is not None
+        chosen, target = _within_latency(candidates, latencies, latency_ms), f"latency_ms={latency_ms}"
+    assert chosen.value is not None and chosen.index is not None
     return TuneResult(
-        chosen.beta,
+        chosen.value,
         variant,
         calibration.score,
         target,
         chosen.accuracy,
         full,
         chosen.relative_macs,
-        chosen.latency_ms,
+        latencies[chosen.index] if latencies is not None else None,
     )
 
 
 def _check_target(
-    max_drop: float | None,
+    max_drop_pp: float | None,
     budget: float | None,
     latency_ms: float | None,
     exit_latency_ms: Sequence[float] | None,
     num_exits: int,
 ) -> None:
-    given = [t for t in (max_drop, budget, latency_ms) if t is not None]
+    given = [t for t in (max_drop_pp, budget, latency_ms) if t is not None]
     if len(given) != 1:
         raise ConfigError("give exactly one target: --max-drop PP, --budget FRACTION or --latency-ms MS")
     if latency_ms is not None and (exit_latency_ms is None or len(exit_latency_ms) != num_exits):
@@ -139,12 +159,25 @@ def _check_target(
     target = given[0]
     if not math.isfinite(target) or target < 0:
         raise ConfigError(f"targets must be finite and non-negative, got {target}")
-    if max_drop is not None and max_drop > 100:
-        raise ConfigError(f"--max-drop is in percentage points (0..100), got {max_drop}")
+    if max_drop_pp is not None and max_drop_pp > 100:
+        raise ConfigError(f"--max-drop is in percentage points (0..100), got {max_drop_pp}")
     if budget is not None and not 0 < budget <= 2:  # with its exits the whole network costs ~1.02
         raise ConfigError(
             f"--budget is a fraction of the backbone's MACs in (0, 2] (0.5 = half), got {budget}"
         )
+
+
+def beta_points(
+    exit_logits: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    calibration: ExitCalibration,
+    costs: CostTable,
+    variant: str,
+    points: int = GRID_POINTS,
+) -> list[Point]:
+    """Every beta of `beta_grid(variant, points)`, simulated from all exits' outputs, as the
+    policy comparison's points are (`summarize`: knob "beta", the value and its grid index)."""
+    return _candidates(exit_logits, labels, calibration, costs, variant, points, None)[0]
 
 
 def _candidates(
@@ -153,57 +186,28 @@ def _candidates(
     calibration: ExitCalibration,
     costs: CostTable,
     variant: str,
+    points: int,
     exit_latency_ms: Sequence[float] | None,
-) -> list[_Point]:
-    """Every beta of the grid, simulated from all exits' outputs."""
+) -> tuple[list[Point], list[float] | None]:
+    """`beta_points`, and with `exit_latency_ms` each point's mean batch-1 latency."""
     lat = torch.tensor(exit_latency_ms, dtype=torch.float64) if exit_latency_ms is not None else None
-    points = []
-    for beta in beta_grid(variant):
+    out, latencies = [], []
+    for i, beta in enumerate(beta_grid(variant, points)):
         r = simulate(CalibratedThreshold(calibration, beta, variant), list(exit_logits))
-        points.append(
-            _Point(
-                beta,
-                accuracy(r.predictions, labels),
-                relative_compute(costs.macs_for(r.exit_index), costs.backbone_macs),
-                float(lat[r.exit_index].mean()) if lat is not None else None,
-            )
-        )
-    return points
+        out.append(summarize(r.predictions, r.exit_index, labels, costs, knob="beta", value=beta, index=i))
+        if lat is not None:
+            latencies.append(float(lat[r.exit_index].mean()))
+    return out, latencies if lat is not None else None
 
 
-def _within_drop(points: list[_Point], full: float, max_drop: float) -> _Point:
-    """The cheapest point within `max_drop` pp of the full network (the more accurate on ties)."""
-    ok = [p for p in points if p.accuracy >= full - max_drop / 100 - 1e-12]
+def _within_latency(candidates: Sequence[Point], latencies: Sequence[float], latency_ms: float) -> Point:
+    """The most accurate point within a mean batch-1 latency (the cheaper on ties, as `at_compute`)."""
+    ok = [p for p, t in zip(candidates, latencies, strict=True) if t <= latency_ms]
     if not ok:
-        best = max(points, key=lambda p: p.accuracy)
+        i = min(range(len(latencies)), key=latencies.__getitem__)
         raise TargetUnreachableError(
-            f"no beta keeps accuracy within {max_drop} pp of the full network ({100 * full:.2f}%) on the "
-            f"validation split; the closest is beta={best.beta:g} at {100 * best.accuracy:.2f}%"
-        )
-    return min(ok, key=lambda p: (p.relative_macs, -p.accuracy))
-
-
-def _within_budget(points: list[_Point], budget: float) -> _Point:
-    """The most accurate point within `budget` of the backbone's MACs (the cheaper on ties)."""
-    ok = [p for p in points if p.relative_macs <= budget + 1e-12]
-    if not ok:
-        cheapest = min(points, key=lambda p: p.relative_macs)
-        raise TargetUnreachableError(
-            f"no beta stays within {100 * budget:.1f}% of the backbone's MACs; the cheapest is "
-            f"beta={cheapest.beta:g} at {100 * cheapest.relative_macs:.1f}% "
-            f"({100 * cheapest.accuracy:.2f}% accuracy)"
-        )
-    return max(ok, key=lambda p: (p.accuracy, -p.relative_macs))
-
-
-def _within_latency(points: list[_Point], latency_ms: float) -> _Point:
-    """The most accurate point within a mean batch-1 latency (the cheaper on ties)."""
-    ok = [p for p in points if p.latency_ms is not None and p.latency_ms <= latency_ms]
-    if not ok:
-        fastest = min(points, key=lambda p: p.latency_ms if p.latency_ms is not None else float("inf"))
-        raise TargetUnreachableError(
-            f"no beta reaches a mean batch-1 latency of {latency_ms} ms; the fastest is beta={fastest.beta:g} "
-            f"at {fastest.latency_ms:.3f} ms ({100 * fastest.accuracy:.2f}% accuracy)"
+            f"no beta reaches a mean batch-1 latency of {latency_ms} ms; the fastest is "
+            f"beta={candidates[i].value:g} at {latencies[i]:.3f} ms ({100 * candidates[i].accuracy:.2f}% accuracy)"
         )
     return max(ok, key=lambda p: (p.accuracy, -p.relative_macs))
 
@@ -243,12 +247,13 @@ def tune_on_validation(
     checkpoint: str | Path,
     *,
     variant: str | None = None,
-    max_drop: float | None = None,
+    max_drop_pp: float | None = None,
     budget: float | None = None,
     latency_ms: float | None = None,
     data_dir: str | None = None,
     latency_images: int = 200,
     device: torch.device | str | None = None,
+    points: int = GRID_POINTS,
 ) -> TuneResult:
     """Rebuild the run's validation split (same seed and fraction as training) and tune on it.
 
@@ -274,10 +279,11 @@ def tune_on_validation(
         calibrations[cfg.score],
         measure_costs(model),
         variant=variant or cfg.variant,
-        max_drop=max_drop,
+        max_drop_pp=max_drop_pp,
         budget=budget,
         latency_ms=latency_ms,
         exit_latency_ms=lat,
+        points=points,
     )
     result.device = describe_device(where) if lat is not None else None
     return result

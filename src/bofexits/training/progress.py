@@ -1,0 +1,114 @@
+"""What grows epoch by epoch, and the checkpoint writes that keep it.
+
+A run starts fresh (`start_fresh`) or continues from its checkpoint (`resume_from`); after each epoch
+`save_epoch` writes everything `resume_from` needs, and `write_final` completes the checkpoint with
+the calibration and what deployment reads (class names, normalisation). Only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bofexits.config import from_dict
+from bofexits.errors import CheckpointError, ConfigError
+from bofexits.policies.calibration import ExitCalibration
+from bofexits.training.checkpoint import (
+    load_checkpoint,
+    load_model,
+    load_state_into,
+    save_checkpoint,
+    update_checkpoint,
+)
+from bofexits.training.run import Run
+
+__all__ = ["Progress", "resume_from", "save_epoch", "start_fresh", "write_final"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """What grows epoch by epoch and each checkpoint saves."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    codebooks_ready: bool = False
+    resumed_from: dict[str, Any] | None = None  # the checkpoint read on resume (optimiser state)
+
+
+def resume_from(run: Run) -> Progress:
+    """Weights, history and RNG from the run's checkpoint, which must hold the same config."""
+    state = load_checkpoint(run.ckpt_path)
+    if from_dict(state["config"]) != run.cfg:
+        raise CheckpointError(
+            f"{run.ckpt_path} was written with a different config; resume with the same options or use a "
+            "new --out"
+        )
+    load_state_into(run.model, state.get("model"), f"checkpoint {run.ckpt_path}")
+    torch.set_rng_state(state["rng"])
+    if run.world.is_main:
+        log.info("resuming %s after epoch %d of %d", run.ckpt_path, int(state["epoch"]), len(run.phases))
+    return Progress(int(state["epoch"]), list(state["history"]), bool(state.get("codebooks_ready")), state)
+
+
+def start_fresh(run: Run, run_dir: Path) -> Progress:
+    """A fresh run: refuse to overwrite one, and in frozen mode take the donor's backbone."""
+    if run.ckpt_path.exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    if run.cfg.mode == "frozen":
+        source = run.cfg.backbone_checkpoint
+        assert source is not None
+        donor, _, _ = load_model(source)
+        load_state_into(run.model.stages, donor.stages.state_dict(), f"backbone checkpoint {source}")
+    return Progress()
+
+
+def save_epoch(
+    run: Run,
+    state: Progress,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    phase: str,
+) -> None:
+    """The checkpoint `resume_from` continues from: everything but the calibration."""
+    save_checkpoint(
+        run.ckpt_path,
+        {
+            "config": run.cfg.to_dict(),
+            "model": run.model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "epoch": state.epoch,
+            "phase": phase,
+            "history": state.history,
+            "rng": torch.get_rng_state(),
+            "codebooks_ready": state.codebooks_ready,
+            "calibration": None,
+        },
+    )
+
+
+def write_final(run: Run, state: Progress, calibrations: dict[str, ExitCalibration]) -> None:
+    """The complete checkpoint: final weights, the calibration and what deployment needs."""
+    update_checkpoint(
+        run.ckpt_path,
+        config=run.cfg.to_dict(),
+        model=run.model.state_dict(),
+        history=state.history,
+        calibration={k: c.to_dict() for k, c in calibrations.items()},
+        epoch=len(run.phases),
+        complete=True,
+        # What deployment needs to preprocess and name outputs without the training files.
+        data={
+            "classes": list(run.train_set.classes),
+            "mean": list(run.train_set.mean),
+            "std": list(run.train_set.std),
+        },
+    )
