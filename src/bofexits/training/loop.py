@@ -45,6 +45,7 @@ from bofexits.policies.calibrated import ExitCalibration
 from bofexits.policies.scores import SCORES
 from bofexits.training import distributed
 from bofexits.training.checkpoint import (
+    check_training_state,
     load_checkpoint,
     load_model,
     load_state_into,
@@ -363,6 +364,7 @@ def _fit_network_to_data(cfg: TrainConfig, train_set: ImageDataset) -> TrainConf
 def _resume(run: _Run) -> _Progress:
     """Weights, history and RNG from the run's checkpoint, which must hold the same config."""
     state = load_checkpoint(run.ckpt_path)
+    check_training_state(state, run.ckpt_path, len(run.phases))
     if from_dict(state["config"]) != run.cfg:
         raise CheckpointError(
             f"{run.ckpt_path} was written with a different config; resume with the same options or use a "
