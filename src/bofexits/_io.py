@@ -294,5 +294,5 @@ def _read_holder(fd: int) -> str:
     try:
         data = json.loads(os.pread(fd, 4096, 0).decode() or "null")
         return f"process {data['pid']} on {data['host']} (`{data['command']}`, started {data['started']})"
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
         return "an unknown process"

@@ -155,7 +155,8 @@ def export_torchscript(
             # Serialised in memory, written by Python: TorchScript's C++ writer aborts the process
             # (SIGABRT) on a full disk, where a Python write raises ENOSPC that `staging_dir` reports.
             buffer = io.BytesIO()
-            torch.jit.save(module, buffer)
+            with _export.quiet():  # torch.jit.save's deprecation notice
+                torch.jit.save(module, buffer)
             (tmp / f"{name}.pt").write_bytes(buffer.getvalue())
             files[name] = schema.FileEntry(f"{name}.pt", schema.sha256_file(tmp / f"{name}.pt"))
         manifest = schema.TorchScriptManifest(
