@@ -247,9 +247,16 @@ class CalibrationEntry(Entry):
         for i, row in enumerate(quantiles):
             if any(b < a for a, b in itertools.pairwise(row)):  # a reversed table would invert the knob
                 raise f.error("quantiles", f"decreases with the level at early exit {i}")
+        means = f.numbers("means", rows, "early exit")
+        for i, (mean, row) in enumerate(zip(means, quantiles, strict=True)):
+            slack = 1e-5 * max(1.0, abs(row[0]), abs(row[-1]))  # means in float64, quantiles in float32
+            if not row[0] - slack <= mean <= row[-1] + slack:  # a mean lies between its minimum and maximum
+                raise f.error(
+                    "means", f"at early exit {i} is {mean:g}, outside the score's range [{row[0]:g}, {row[-1]:g}]"
+                )
         return cls(
             score=f.text("score", SCORES),
-            means=f.numbers("means", rows, "early exit"),
+            means=means,
             quantiles=quantiles,
             num_samples=f.integer("num_samples", minimum=1),
             conditional=f.optional("conditional", lambda key: f.table(key, rows, _GRID)),
