@@ -49,9 +49,9 @@ from bofexits.data.registry import list_datasets, load_dataset
 from bofexits.devices import DEVICE_HELP, device_argument, resolve_device
 from bofexits.errors import BofexitsError, ConfigError, DataError
 from bofexits.evaluation.compare import compare_policies
-from bofexits.evaluation.comparison import Comparison, save_comparison
+from bofexits.evaluation.comparison import Comparison
 from bofexits.reporting.format import pct
-from bofexits.reporting.report import write_report
+from bofexits.reporting.report import write_results
 from bofexits.training.checkpoint import load_checkpoint, load_model
 from bofexits.training.loop import CHECKPOINT, train
 from bofexits.training.recipes import apply_recipe, recipe_for
@@ -314,8 +314,7 @@ def _compare_run(
         device=device,
         **settings.compare_kwargs(),
     )
-    save_comparison(comparison, run_dir)
-    write_report(run_dir)
+    write_results(run_dir, "compare", comparison=comparison)  # with the report, as one set
     return comparison, time.perf_counter() - t0
 
 

@@ -194,10 +194,10 @@ def test_tune_through_a_symlink_takes_the_lock_of_the_real_checkpoint(
 
 
 def test_a_refused_train_leaves_no_folder_holding_only_the_lock(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "new" / "run"
-    code = main(["-q", "train", "--data-dir", str(tmp_path / "no-data"), "--out", str(out), "--epochs", "1"])
+    code = main(["-q", "train", "--data-dir", str(fake_data), "--out", str(out), "--epochs", "1", "--resume"])
     assert code == 2
     capsys.readouterr()
     assert not (tmp_path / "new").exists()

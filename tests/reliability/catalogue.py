@@ -1035,9 +1035,9 @@ def run_case(case: Case, fx: Fixtures, timeout: float) -> Result:
         verdict, exit_code, first = _classify_python(case, done)
     else:
         verdict, exit_code, first = _classify_cli(case, done, fx)
-    if case.check is not None and verdict in (CLEAR, OK):
-        found = case.check(done)
-        if found is not None:
+    if case.check is not None and verdict in (CLEAR, OK, SILENT):
+        found = case.check(done)  # a lost file outranks any verdict; a mixed folder, clear and ok
+        if found is not None and (found[0] == LOST or verdict != SILENT):
             verdict, first = found
     if fx.marker.exists():
         verdict = EXECUTED

@@ -435,7 +435,7 @@ def _path_cases(fx: Fixtures) -> list[Case]:
         Case(
             "paths/train/refused-leaves-no-lock-only-folder",
             "paths",
-            _cli("train", "--data-dir", fx.path("data", "nope"), "--out", new, "--epochs", "1"),
+            _cli("train", *fx.data_args(), "--out", new, "--epochs", "1", "--resume"),  # nothing to resume
             check=no_lock_only_folder,
         )
     )
