@@ -462,7 +462,9 @@ def _signal_cases(fx: Fixtures) -> list[Case]:
     for verb, (args, file) in _signal_verbs(fx).items():
         for sig in ("SIGINT", "SIGTERM"):
             for when in ("after", "commit"):
-                d = fx.path("out", f"sig-{verb}-{sig}-{when}")
+                d = fx.path(
+                    "out", f"sig-{verb}-{sig}-{when}", "run"
+                )  # its own parent: temp files there are its own
                 source = fx.export if verb == "export" else earlier
 
                 def copy(d: Path = d, source: Path = source) -> None:
