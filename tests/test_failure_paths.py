@@ -457,3 +457,18 @@ def test_train_resume_on_a_corrupt_state_is_one_line(
     save_checkpoint(ckpt, data)
     with pytest.raises(CheckpointError, match="'rng'"):
         train(cfg, tmp_path / "r", resume=True, progress=False)
+
+
+@pytest.mark.slow
+def test_sigterm_during_export_leaves_no_temp_folder(run: dict[str, Path], tmp_path: Path) -> None:
+    launcher = Path(__file__).parent / "reliability" / "_interrupt.py"
+    out = tmp_path / "parent" / "export"
+    shutil.copytree(run["export"], out)
+    before = _digests(out)
+    argv = [sys.executable, str(launcher), "_", "SIGTERM", "after", "manifest.json", "--", "-q", "export"]
+    argv += [str(run["ckpt"]), str(out), "--force", "--onnx-exporter", "legacy"]
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env)
+    assert done.returncode == 143 and "terminated" in done.stderr and "--resume" not in done.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["export"]  # no .export.*.tmp folder
+    assert _digests(out) == before
