@@ -149,9 +149,17 @@ def write_results(
         `out_dir`.
     """
     out = Path(out_dir)
-    old_sweep, old_comparison = read_results(out) if out.is_dir() else (None, None)
     if report is None:
         report = comparison is not None or (out / "report.md").exists()
+    # The folder's other result, shown in the report beside the new one; only that file is
+    # checked against the record, so a mixed folder is mended by rerunning the verb.
+    old_sweep = old_comparison = None
+    if report and sweep is None:
+        check_members(out, ("results.json",))
+        old_sweep = _read(out / "results.json", Sweep.from_dict)
+    if report and comparison is None:
+        check_members(out, ("policies.json",))
+        old_comparison = _read(out / "policies.json", Comparison.from_dict)
     with output_set(out, verb) as stage:
         if sweep is not None:
             write_sweep_file(sweep, stage)
