@@ -3,7 +3,10 @@
 Marker `reliability`, left out of the default run (about 8 minutes on 2 cores on its own: the
 default `make test` must stay under 10). `make reliability` runs it and rewrites
 docs/reliability.md and .json (`BOFEXITS_RELIABILITY_REPORT`). One test per category, so a
-failure names the category and lists each bad case with its first line of output.
+failure names the category and lists each bad case with its first line of output. On a busy
+machine: RELIABILITY_JOBS (cases at a time, default 2), RELIABILITY_TIMEOUT (seconds per case
+before it counts as a hang, default 90), RELIABILITY_FIXTURES (a folder to build the fixtures
+in once and reuse).
 """
 
 from __future__ import annotations
@@ -37,7 +40,12 @@ CATEGORIES = (
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> list[Result]:
-    found, info = run_catalogue(tmp_path_factory.mktemp("reliability"), jobs=int(os.environ.get("JOBS", "2")))
+    root = Path(os.environ.get("RELIABILITY_FIXTURES") or tmp_path_factory.mktemp("reliability"))
+    found, info = run_catalogue(
+        root,
+        jobs=int(os.environ.get("RELIABILITY_JOBS", "2")),
+        timeout=float(os.environ.get("RELIABILITY_TIMEOUT", "90")),
+    )
     if families.DISK_SKIPPED:
         info["disk-full"] = f"left out: no tmpfs could be mounted ({families.DISK_SKIPPED['reason']})"
     report = os.environ.get("BOFEXITS_RELIABILITY_REPORT")
