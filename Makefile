@@ -1,12 +1,14 @@
 # Two entry points: `make demo` (train + evaluate on Fashion-MNIST, write runs/demo/report.md)
 # and `make test` (lint, type-check, unit tests). Each creates .venv when missing.
+# `make reliability` runs the hostile-input catalogue (pytest -m reliability, ~8 min) and rewrites
+# docs/reliability.md and .json; run it as root to include the full-disk family (tmpfs mounts).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test lint data browser clean
+.PHONY: demo test lint data browser reliability clean
 
 $(STAMP): requirements-ci.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +42,9 @@ lint: $(STAMP)
 
 test: $(STAMP) lint browser
 	$(BIN)/python -m pytest
+
+reliability: $(STAMP)
+	BOFEXITS_RELIABILITY_REPORT=docs/reliability.md $(BIN)/python -m pytest -m reliability tests/reliability
 
 clean:
 	rm -rf $(VENV) runs

@@ -49,7 +49,7 @@ from bofexits.data.registry import list_datasets, load_dataset
 from bofexits.devices import DEVICE_HELP, device_argument, resolve_device
 from bofexits.errors import BofexitsError, ConfigError, DataError
 from bofexits.evaluation.compare import compare_policies
-from bofexits.evaluation.comparison import Comparison, save_comparison
+from bofexits.evaluation.comparison import Comparison
 from bofexits.evaluation.crossdataset import (
     POINTS,
     BenchmarkResults,
@@ -63,9 +63,8 @@ from bofexits.evaluation.crossdataset import (
 )
 from bofexits.evaluation.speedup import MAX_EFFICIENCY
 from bofexits.recipes import apply_recipe, recipe_for
-from bofexits.reporting.claims import check_claims
 from bofexits.reporting.format import pct
-from bofexits.reporting.report import write_report
+from bofexits.reporting.report import write_results
 from bofexits.training.checkpoint import load_checkpoint, load_model
 from bofexits.training.loop import CHECKPOINT, train
 from bofexits.training.tuning import validation_split
@@ -325,9 +324,7 @@ def _compare_run(
         device=device,
         **settings.compare_kwargs(),
     )
-    comparison.claims = check_claims(comparison)
-    save_comparison(comparison, run_dir)
-    write_report(run_dir)
+    write_results(run_dir, "compare", comparison=comparison)  # with the report, as one set
     return comparison, time.perf_counter() - t0
 
 

@@ -108,7 +108,6 @@ def test_run_all_heads_outputs_reuse_and_readme(
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(run_all, "train", no_training)
-    monkeypatch.setattr(run_all, "write_report", lambda run_dir: None)  # checked above; saves a second here
     assert (
         run_all.main([*common, "--datasets", "fashion-mnist", "--heads", "conv", "--timing-samples", "0"])
         == 0

@@ -214,6 +214,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         loaded = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    except RecursionError:  # json recurses once per level: 100 000 nested brackets overflow it
+        raise ConfigError(f"config {path} is nested too deeply to be a config; pass a run's config.json") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config {path} must hold a JSON object, like a run's config.json")
     return loaded

@@ -13,10 +13,8 @@ from pathlib import Path
 
 from bofexits.config import TrainConfig
 from bofexits.evaluation.compare import compare_policies
-from bofexits.evaluation.comparison import save_comparison
-from bofexits.evaluation.sweep import TrainingInfo, save_sweep, sweep
-from bofexits.reporting.claims import check_claims
-from bofexits.reporting.report import write_report
+from bofexits.evaluation.sweep import TrainingInfo, sweep
+from bofexits.reporting.report import write_results
 from bofexits.training.checkpoint import load_checkpoint, load_model
 from bofexits.training.loop import CHECKPOINT, train
 from bofexits.training.splits import load_run_data
@@ -56,7 +54,6 @@ def run_demo(
     )
     result.dataset = cfg.dataset
     result.training = _training_info(cfg, ckpt)
-    save_sweep(result, out)
     log.info("comparing every exit policy side by side")
     comparison = compare_policies(
         model,
@@ -67,9 +64,8 @@ def run_demo(
         variant=cfg.variant,
         timing_samples=timing_samples,
     )
-    comparison.claims = check_claims(comparison)
-    save_comparison(comparison, out)
-    return write_report(out)
+    write_results(out, "demo", sweep=result, comparison=comparison)  # one set: never half old, half new
+    return out / "report.md"
 
 
 def _trained(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool) -> Path:

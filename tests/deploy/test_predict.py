@@ -105,7 +105,7 @@ def test_bad_files_get_their_own_error(setup: dict[str, Any]) -> None:
     root = setup["root"]
     (root / "notes.png").write_text("not an image")
     Image.new("L", (5, 5)).save(root / "tiny.png")
-    Image.fromarray(np.zeros((28, 28), np.float32)).save(root / "float.tiff")
+    Image.fromarray(np.full((28, 28), 3.5, np.float32)).save(root / "float.tiff")  # floats are read as 0..1
     files = [
         root / "missing.png",
         root / "notes.png",

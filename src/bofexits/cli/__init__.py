@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
+from bofexits._io import disk_full, disk_full_error
 from bofexits.cli._parser import build_parser
 from bofexits.cli.commands import config_from_args
 from bofexits.errors import BofexitsError
@@ -40,7 +43,40 @@ def _rank() -> int:
     return int(rank) if rank.isdigit() else 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every `finally` runs (temp files and staging folders go)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+#: Verbs whose interrupted run `--resume` continues; the others leave their outputs as they were.
+_RESUMABLE = {"train": "`bofexits train --resume` (same options)", "demo": "running `bofexits demo` again"}
+
+
+def _interrupted(args: argparse.Namespace | None, exc: KeyboardInterrupt) -> int:
+    what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
+    command = getattr(args, "command", None)
+    if command in _RESUMABLE:
+        print(f"bofexits: {what}; {_RESUMABLE[command]} continues from the last checkpoint", file=sys.stderr)
+    else:
+        print(f"bofexits: {what}; nothing was written (earlier outputs are as they were)", file=sys.stderr)
+    return 143 if isinstance(exc, _Terminated) else 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            return _main(argv)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = None
     try:
         try:
             args = build_parser().parse_args(argv)
@@ -57,6 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"rank {_rank()}: " if "WORLD_SIZE" in os.environ and not str(exc).startswith("rank ") else ""
         print(f"bofexits: error: {where}{exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("bofexits: interrupted; `--resume` continues from the last checkpoint", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(args, exc)
+    except (OSError, RuntimeError) as exc:  # a full disk where no writer of ours saw it
+        if not disk_full(exc):
+            raise
+        where = getattr(exc, "filename", None) or getattr(args, "out", None) or "."
+        print(f"bofexits: error: {disk_full_error(where)}", file=sys.stderr)
+        return 2

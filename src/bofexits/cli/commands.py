@@ -95,7 +95,8 @@ def _load_evaluation(args: argparse.Namespace) -> tuple[Any, Any, TrainConfig, A
 
 
 def sweep(args: argparse.Namespace) -> int:
-    from bofexits.evaluation.sweep import save_sweep, sweep
+    from bofexits.evaluation.sweep import sweep
+    from bofexits.reporting.report import write_results
     from bofexits.reporting.tables import format_points
 
     model, calibrations, cfg, test, device = _load_evaluation(args)
@@ -111,17 +112,15 @@ def sweep(args: argparse.Namespace) -> int:
         timing_rounds=args.timing_rounds,
         device=device,
     )
-    path = save_sweep(results, _out_dir(args))
+    out = write_results(_out_dir(args), "sweep", sweep=results)
     print(format_points(results))
-    print(f"results: {path}")
+    print(f"results: {out / 'results.json'}")
     return 0
 
 
 def compare(args: argparse.Namespace) -> int:
     from bofexits.evaluation.compare import compare_policies
-    from bofexits.evaluation.comparison import save_comparison
-    from bofexits.reporting.claims import check_claims
-    from bofexits.reporting.report import write_report
+    from bofexits.reporting.report import write_results
     from bofexits.reporting.tables import format_comparison
     from bofexits.training.tuning import validation_split
 
@@ -139,23 +138,26 @@ def compare(args: argparse.Namespace) -> int:
         timing_rounds=args.timing_rounds,
         device=device,
     )
-    comparison.claims = check_claims(comparison)
-    out = _out_dir(args)
-    paths = save_comparison(comparison, out)
-    report = write_report(out)
+    out = write_results(_out_dir(args), "compare", comparison=comparison)
     print(format_comparison(comparison))
-    print(f"results: {paths[0]}, {paths[1]}; report: {report} and {report.with_suffix('.html')}")
+    print(
+        f"results: {out / 'policies.json'}, {out / 'policies.csv'}; report: {out / 'report.md'} and "
+        f"{out / 'report.html'}"
+    )
     return 0
 
 
 def tune(args: argparse.Namespace) -> int:
-    from bofexits._io import RunLock
+    from bofexits._io import RunLock, real_path
     from bofexits.training.checkpoint import load_checkpoint, update_checkpoint
     from bofexits.training.tuning import tune_on_validation
 
     device = _device(args)
     load_checkpoint(args.checkpoint)  # a missing or broken file is named before anything is created
-    with RunLock(Path(args.checkpoint).parent):  # tune rewrites the checkpoint: not under a running train
+    # tune rewrites the checkpoint: lock the folder of the file itself (a symlink resolved), so two
+    # tunes, or a tune and a train, on one checkpoint never both "store" and lose one result
+    owner = real_path(args.checkpoint).parent
+    with RunLock(owner, busy_hint="wait for that run to finish: it writes this checkpoint too"):
         result = tune_on_validation(
             args.checkpoint,
             variant=args.variant,

@@ -26,9 +26,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm.auto import tqdm
 
+from bofexits._pixels import PixelError, decode_pixels
 from bofexits.data.dataset import ImageDataset
 from bofexits.errors import ConfigError, DataError
 
@@ -86,10 +87,10 @@ def _check_mode(mode: object) -> ImageMode:
 def image_to_tensor(image: Image.Image, size: int | tuple[int, int], mode: ImageMode) -> torch.Tensor:
     """Turn one PIL image into the ``(C, H, W)`` uint8 tensor a model trained on an image folder expects.
 
-    The steps, in order: apply the EXIF orientation (photos are stored sideways with a rotate tag),
-    convert to ``mode`` with Pillow's ``convert`` (transparency is dropped as it does), then resize to
-    exactly ``size`` with bilinear filtering (antialiased when shrinking; the aspect ratio is not
-    kept, so no part of the image is cut off). An image already at that size and mode is not touched.
+    The pixels are `bofexits._pixels.decode_pixels`'s, the decoder `predict` uses too: EXIF
+    orientation applied, alpha composited over black, 16-bit and float greys scaled to 8 bits,
+    converted to ``mode``, then resized to exactly ``size`` (bilinear, antialiased when shrinking;
+    the aspect ratio is not kept, so no part of the image is cut off).
 
     Args:
         image: any image Pillow opened.
@@ -103,15 +104,8 @@ def image_to_tensor(image: Image.Image, size: int | tuple[int, int], mode: Image
     torch.Size([1, 8, 16])
     """
     height, width = _check_size(size)
-    mode = _check_mode(mode)
-    image = ImageOps.exif_transpose(image)
-    if image.mode != mode:
-        image = image.convert(mode)
-    if image.size != (width, height):  # PIL sizes are (width, height)
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, 3)
-    tensor = torch.from_numpy(array.copy())
-    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+    array = decode_pixels(image, (height, width), _check_mode(mode))  # (H, W, C)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 def read_image(path: str | Path, size: int | tuple[int, int], mode: ImageMode) -> torch.Tensor:
@@ -126,6 +120,8 @@ def read_image(path: str | Path, size: int | tuple[int, int], mode: ImageMode) -
             return image_to_tensor(image, size, mode)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist; check the path") from None
+    except PixelError as exc:
+        raise DataError(f"image {path} {exc}; replace or delete it") from None
     except _PIL_ERRORS as exc:
         raise DataError(
             f"cannot read image {path} ({type(exc).__name__}: {exc}); the file is damaged or not a PNG/JPEG: "

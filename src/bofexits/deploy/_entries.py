@@ -29,6 +29,8 @@ __all__ = [
     "PreprocessingEntry",
     "ProducerEntry",
     "TensorEntry",
+    "file_name",
+    "inside",
     "sha256_file",
 ]
 
@@ -48,6 +50,36 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_name(f: Fields, key: str) -> str:
+    """A file name of the export: relative, inside the folder (no absolute path, no ``..``, no
+    drive or backslash), so that an edited (and resealed) manifest cannot point the runner at
+    ``/etc/passwd`` or ``../../other/adaptive.onnx``."""
+    name = f.text(key)
+    parts = name.split("/")
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or ":" in name
+        or "\0" in name
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise f.error(key, f"is {name!r}; files of an export are plain relative names inside its folder")
+    return name
+
+
+def inside(root: Path, name: str, source: str) -> Path:
+    """`root / name` with symlinks resolved, which must stay inside `root` (also resolved)."""
+    base = Path(root).resolve()
+    path = (base / name).resolve()
+    if path != base and base not in path.parents:
+        raise ManifestError(
+            f"{source} names {name!r}, which resolves to {path}, outside the export folder {base} (a symlink "
+            "or an edited manifest); an export reads only its own files: re-export the model"
+        )
+    return path
 
 
 class Entry:
@@ -90,11 +122,20 @@ class FileEntry(Entry):
 
     @classmethod
     def _read(cls, f: Fields) -> FileEntry:
-        return cls(f.text("file"), f.text("sha256"))
+        return cls(file_name(f, "file"), f.text("sha256"))
+
+    def path(self, root: Path, source: str) -> Path:
+        """`root / file`, resolved; refused (`ManifestError`) if it lands outside `root`.
+
+        Names are checked when read (`file_name`); this also catches a symlink inside the
+        export that points out of it, so a manifest never makes the runner read, hash or load
+        a file elsewhere on the machine.
+        """
+        return inside(root, self.file, source)
 
     def verify(self, root: Path, source: str) -> None:
-        """Raise `ManifestError` unless `root / file` exists with the recorded SHA-256."""
-        file = root / self.file
+        """Raise `ManifestError` unless `root / file` exists inside `root` with the recorded SHA-256."""
+        file = self.path(root, source)
         if not file.is_file():
             raise ManifestError(f"file {file} named in {source} is missing; re-export the model")
         digest = sha256_file(file)
@@ -123,7 +164,7 @@ class GraphEntry(FileEntry):
     @classmethod
     def _read(cls, f: Fields) -> GraphEntry:
         return cls(
-            file=f.text("file"),
+            file=file_name(f, "file"),
             sha256=f.text("sha256"),
             name=f.text("name"),
             role=f.text("role", ROLES),
@@ -206,9 +247,16 @@ class CalibrationEntry(Entry):
         for i, row in enumerate(quantiles):
             if any(b < a for a, b in itertools.pairwise(row)):  # a reversed table would invert the knob
                 raise f.error("quantiles", f"decreases with the level at early exit {i}")
+        means = f.numbers("means", rows, "early exit")
+        for i, (mean, row) in enumerate(zip(means, quantiles, strict=True)):
+            slack = 1e-5 * max(1.0, abs(row[0]), abs(row[-1]))  # means in float64, quantiles in float32
+            if not row[0] - slack <= mean <= row[-1] + slack:  # a mean lies between its minimum and maximum
+                raise f.error(
+                    "means", f"at early exit {i} is {mean:g}, outside the score's range [{row[0]:g}, {row[-1]:g}]"
+                )
         return cls(
             score=f.text("score", SCORES),
-            means=f.numbers("means", rows, "early exit"),
+            means=means,
             quantiles=quantiles,
             num_samples=f.integer("num_samples", minimum=1),
             conditional=f.optional("conditional", lambda key: f.table(key, rows, _GRID)),

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from bofexits import __version__
-from bofexits._io import jsonable, write_json
+from bofexits._io import disk_full_as_error, jsonable, real_path, write_json
+from bofexits._outputs import signals_deferred
 from bofexits.deploy import manifest as schema
 from bofexits.deploy.info import DeployInfo
 from bofexits.errors import BofexitsError, ConfigError
@@ -172,30 +173,72 @@ def root_cause(exc: BaseException) -> str:
 # ---------------------------------------------------------------- the export directory
 
 
+#: Names an export writes besides the files its manifest lists: `--force` replaces these and
+#: nothing else (the runner package, and the one-file runner of older exports).
+_EXPORT_NAMES = frozenset({schema.MANIFEST, schema.RUNNER_FILE, f"{schema.RUNNER_FILE}.py"})
+
+
+def _foreign_files(out: Path) -> list[str]:
+    """What `out` holds that no export wrote: its manifest's files, the runner and the manifest aside."""
+    ours = set(_EXPORT_NAMES)
+    try:
+        manifest = schema.read_manifest(out, verify_files=False)
+        ours |= {entry.file.split("/")[0] for entry in manifest.file_entries()}
+    except BofexitsError:  # an unreadable manifest: only the names exports use count as ours
+        ours |= {
+            p.name for p in out.iterdir() if p.suffix == ".onnx" or p.name in ("adaptive.pt", "backbone.pt")
+        }
+    return sorted(p.name for p in out.iterdir() if p.name not in ours)
+
+
 @contextmanager
-def staging_dir(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield an empty folder beside `out`; it becomes `out` only if the block succeeds."""
+def staging_dir(out: Path, overwrite: bool, source: str | Path | None = None) -> Iterator[Path]:
+    """Yield an empty folder beside `out`; it becomes `out` only if the block succeeds.
+
+    `out` is replaced as a unit, and only when it holds an export and nothing else: `--force`
+    never deletes the checkpoint being exported (`source`) or any file the export did not
+    write; it refuses and names them. A symlinked `out` is followed (the folder it points to
+    is replaced; the link stays). A full disk raises `DiskFullError`, the partial folder removed.
+    """
+    out = real_path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a folder; choose another output folder")
+    if source is not None and isinstance(source, (str, Path)):
+        src = real_path(source)
+        if out == src or out in src.parents:
+            raise ConfigError(
+                f"the checkpoint {source} is inside the output folder {out}, which the export replaces as a "
+                "whole; export into another folder"
+            )
     if out.is_dir() and any(out.iterdir()):
         if not (out / schema.MANIFEST).is_file():
             raise ConfigError(f"{out} is not empty and not a bofexits export; choose another output folder")
         if not overwrite:
             raise ConfigError(f"{out} already holds an export; pass overwrite=True (--force) to replace it")
+        foreign = _foreign_files(out)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise ConfigError(
+                f"{out} holds files the export did not write ({shown}); --force replaces the whole folder and "
+                "would delete them: move them out or choose another output folder"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    with disk_full_as_error(out):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder a plain mkdir's mode
     try:
-        yield tmp
-        if out.exists():
-            old = tmp.with_suffix(".old")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        with disk_full_as_error(out):
+            yield tmp
+        with signals_deferred():  # the swap is two renames: a signal waits for both
+            if out.exists():
+                old = tmp.with_suffix(".old")
+                os.replace(out, old)
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -135,7 +135,7 @@ class Graph:
         self.name, self.role, self.index = entry.name, entry.role, entry.index
         self.inputs = [t.name for t in entry.inputs]
         self.outputs = [t.name for t in entry.outputs]
-        path = root / entry.file
+        path = entry.path(root, "the export's manifest")  # refused if it leaves the folder
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types

@@ -290,6 +290,8 @@ def _load(export_dir: str | Path, kind: type[_M], verify_files: bool) -> _M:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path} is unreadable or not JSON ({exc}); re-export the model") from exc
+    except RecursionError:  # json recurses once per level: deep nesting overflows it
+        raise ManifestError(f"{path} is nested too deeply to be a manifest; re-export the model") from None
     _check_digest(data, path)
     manifest = kind.from_dict(data, source=str(path))
     if verify_files:

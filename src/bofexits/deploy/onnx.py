@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bofexits._io import disk_full
 from bofexits.deploy import manifest as schema
 from bofexits.deploy import runner
 from bofexits.deploy._compose import adaptive_graph, batched_graph, load_graph
@@ -180,6 +181,8 @@ def _export_one(spec: _Spec, path: Path, exporter: str, stages: Sequence[nn.Modu
     try:
         _onnx_export(spec, str(path), exporter)
     except Exception as exc:
+        if disk_full(exc):  # not the layer's fault: `staging_dir` names the disk
+            raise
         what = spec.what
         if spec.role == "block":  # which half failed: try the stage alone
             try:
@@ -314,7 +317,7 @@ def _whole_rule(
     """Write ``adaptive.onnx`` and ``adaptive_batched.onnx``, composed from the staged graphs, and check them."""
     levels: dict[int, list[Any]] = {}
     for g in graphs:  # in execution order: a level is [block_i], [stage_i, exit_i] or [final]
-        levels.setdefault(g.index, []).append(load_graph(str(folder / g.file)))
+        levels.setdefault(g.index, []).append(load_graph(str(g.path(folder, schema.MANIFEST))))
     chain = [levels[i] for i in sorted(levels)]
     x, want = _exit_logits(rt, batch=3, seed=5)
     shape, classes, early = tuple(x.shape[1:]), want[0].shape[1], len(want) - 1
@@ -392,7 +395,7 @@ def export_onnx(
     rt = export_runtime(model, info)
     specs = _specs(rt, layout, batch=2, seed=1)
     verify = {s.name: s.args for s in _specs(rt, layout, batch=3, seed=2)}  # another batch size
-    with staging_dir(Path(out_dir), overwrite) as tmp:
+    with staging_dir(Path(out_dir), overwrite, source if isinstance(source, (str, Path)) else None) as tmp:
         entries = []
         for spec in specs:
             path = tmp / f"{spec.name}.onnx"

@@ -1,10 +1,10 @@
 """`bofexits predict`: classify image files with a checkpoint (PyTorch) or an ONNX export directory.
 
-Each image is read with Pillow and turned into the network's input in numpy, the same steps
-for both back ends (and as `bofexits.data.image_folder` prepares training images): apply the
-EXIF orientation, convert to the recorded colour mode ("L" or "RGB"; 16-bit greys are scaled
-to 8 bits, not clipped), resize to exactly the input size (bilinear, antialiased when
-shrinking), then ``(pixels / 255 - mean) / std``. An image smaller than half the input size
+Each image is read with Pillow and decoded by `bofexits._pixels.decode_pixels`, the decoder
+`bofexits.data.image_folder` prepares training images with (EXIF orientation, alpha over black,
+16-bit and float greys scaled to 8 bits, the recorded colour mode "L" or "RGB", a bilinear
+resize to exactly the input size), then ``(pixels / 255 - mean) / std`` in numpy, the same
+steps for both back ends. An image smaller than half the input size
 in either side is refused: upscaling it further would mostly invent the content.
 
 For an export directory nothing here imports torch; a checkpoint runs `AdaptiveRuntime`.
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bofexits._pixels import PixelError, decode_pixels
 from bofexits.deploy.manifest import TorchScriptManifest, read_manifest
 from bofexits.deploy.rule import confidence
 from bofexits.deploy.runner import OnnxAdaptiveRunner, _onnxruntime, preprocess
@@ -40,7 +41,6 @@ __all__ = [
 
 #: Smallest accepted image side, as a fraction of the model's input side.
 MIN_SIDE_FRACTION = 0.5
-_16BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
 if TYPE_CHECKING:  # an export folder is served without torch
     import torch
 _CPU, _CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
@@ -76,16 +76,18 @@ class Prediction:
 def load_image(path: str | Path, size: tuple[int, int], mode: str) -> np.ndarray:
     """Read one image file as a (H, W, C) uint8 array at `size` (height, width) in `mode`.
 
+    The pixels are `bofexits._pixels.decode_pixels`'s, the decoder training on an image folder
+    uses too (EXIF orientation, alpha over black, deep greys scaled, bilinear resize).
+
     Raises:
-        InputError: the file is missing, not an image Pillow can read, in a mode that cannot
-            be converted, or too small (see `MIN_SIDE_FRACTION`); the message names it.
+        InputError: the path is not a regular file, not an image Pillow can read, in a mode that
+            cannot be converted, or too small (see `MIN_SIDE_FRACTION`); the message names it.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     height, width = size
-    if not path.is_file():
-        raise InputError(f"image {path} does not exist; check the path")
+    _check_regular_file(path)
     try:
         with Image.open(path) as opened:
             image = ImageOps.exif_transpose(opened)
@@ -104,33 +106,36 @@ def load_image(path: str | Path, size: tuple[int, int], mode: str) -> np.ndarray
             f"{path} is {image.width}x{image.height} pixels, the model reads {width}x{height}; images under half "
             "that size would be mostly invented by upscaling: use a larger image"
         )
-    if image.mode in _16BIT or image.mode == "I":
-        image = _to_8bit(image, path)
-    elif image.mode == "F":
-        raise InputError(f"{path} holds floating-point pixels; save it as an 8- or 16-bit PNG or a JPEG")
     try:
-        if image.mode != mode:
-            image = image.convert(mode)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{path}: cannot convert {image.mode!r} pixels to {mode!r} ({exc})") from exc
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
-    return array[..., None] if array.ndim == 2 else array
+        return decode_pixels(image, (height, width), mode)
+    except PixelError as exc:
+        raise InputError(f"{path} {exc}") from None
 
 
-def _to_8bit(image: Any, path: Path) -> Any:
-    """16-bit (or 32-bit integer holding 16-bit) grey -> 8-bit "L", scaled by 255/65535.
+def _check_regular_file(path: Path) -> None:
+    """Name what the path is when it is not a regular file (a folder, a FIFO, a device, nothing)."""
+    import stat
 
-    Pillow's own ``convert("L")`` clips such pixels at 255, which turns most images white.
-    """
-    from PIL import Image
-
-    a = np.asarray(image).astype(np.float64)
-    if a.size and (a.min() < 0 or a.max() > 65535):
-        raise InputError(f"{path} has pixel values outside 0..65535; save it as an 8- or 16-bit image")
-    top = 65535.0 if image.mode in _16BIT or (a.size and a.max() > 255) else 255.0
-    return Image.fromarray(np.rint(a * (255.0 / top)).astype(np.uint8), mode="L")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"image {path} does not exist; check the path") from None
+    except OSError as exc:
+        raise InputError(f"image {path} cannot be read ({exc.strerror or exc}); check the path") from None
+    if stat.S_ISREG(st.st_mode):
+        return
+    what = (
+        "a folder"
+        if stat.S_ISDIR(st.st_mode)
+        else "a named pipe (FIFO)"
+        if stat.S_ISFIFO(st.st_mode)
+        else "a device"
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+        else "a socket"
+        if stat.S_ISSOCK(st.st_mode)
+        else "not a regular file"
+    )
+    raise InputError(f"image {path} is {what}, not an image file; pass image files")
 
 
 def onnx_providers(

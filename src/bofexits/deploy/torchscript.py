@@ -7,6 +7,7 @@ Each traced piece is checked against PyTorch on a batch of another size, as the 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -150,10 +151,16 @@ def export_torchscript(
             raise ExportError(
                 f"the adaptive loop cannot be compiled to TorchScript ({_export.root_cause(exc)})"
             ) from exc
-    with _export.staging_dir(Path(out_dir), overwrite) as tmp:
+    given = source if isinstance(source, (str, Path)) else None
+    with _export.staging_dir(Path(out_dir), overwrite, given) as tmp:
         files = {}
         for name, module in (("adaptive", adaptive), ("backbone", backbone)):
-            module.save(str(tmp / f"{name}.pt"))
+            # Serialised in memory, written by Python: TorchScript's C++ writer aborts the process
+            # (SIGABRT) on a full disk, where a Python write raises ENOSPC that `staging_dir` reports.
+            buffer = io.BytesIO()
+            with _export.quiet():  # torch.jit.save's deprecation notice
+                torch.jit.save(module, buffer)
+            (tmp / f"{name}.pt").write_bytes(buffer.getvalue())
             files[name] = schema.FileEntry(f"{name}.pt", schema.sha256_file(tmp / f"{name}.pt"))
         manifest = schema.TorchScriptManifest(
             adaptive=files["adaptive"],

@@ -37,6 +37,7 @@ __all__ = [
     "RuntimeCheck",
     "comparison_rows",
     "save_comparison",
+    "write_comparison_files",
 ]
 
 _RERUN = "re-run `bofexits compare` (or `bofexits demo`) to write it again"
@@ -464,7 +465,17 @@ def comparison_rows(comparison: Comparison) -> list[dict[str, Any]]:
 
 
 def save_comparison(comparison: Comparison, out_dir: str | Path) -> tuple[Path, Path]:
-    """Write `policies.json` and `policies.csv` into `out_dir` (atomically)."""
+    """Write `policies.json` and `policies.csv` into `out_dir` as one set (`bofexits._outputs.output_set`);
+    `bofexits.reporting.write_results` writes them together with the report."""
+    from bofexits._outputs import output_set
+
+    with output_set(out_dir, "compare") as stage:
+        write_comparison_files(comparison, stage)
+    return Path(out_dir) / "policies.json", Path(out_dir) / "policies.csv"
+
+
+def write_comparison_files(comparison: Comparison, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write `policies.json` and `policies.csv` into `out_dir` (each atomically)."""
     out_dir = Path(out_dir)
     write_json(out_dir / "policies.json", comparison.to_dict())
     buf = io.StringIO()

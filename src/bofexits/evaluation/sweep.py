@@ -36,7 +36,15 @@ from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.options import DEFAULT_SCORE, DEFAULT_VARIANT
 from bofexits.policies.calibrated import CalibratedThreshold, ExitCalibration
 
-__all__ = ["DEFAULT_BETAS", "Sweep", "SweepTiming", "TrainingInfo", "save_sweep", "sweep"]
+__all__ = [
+    "DEFAULT_BETAS",
+    "Sweep",
+    "SweepTiming",
+    "TrainingInfo",
+    "save_sweep",
+    "sweep",
+    "write_sweep_file",
+]
 
 log = logging.getLogger(__name__)
 
@@ -204,11 +212,22 @@ class Sweep:
         )
 
 
-def save_sweep(result: Sweep, out_dir: str | Path) -> Path:
-    """Write `results.json` into `out_dir` (atomically); returns its path."""
-    path = Path(out_dir) / "results.json"
+def write_sweep_file(result: Sweep, folder: str | Path) -> Path:
+    """Write `results.json` into `folder` (atomically); returns its path."""
+    path = Path(folder) / "results.json"
     write_json(path, result.to_dict())
     return path
+
+
+def save_sweep(result: Sweep, out_dir: str | Path) -> Path:
+    """Write `results.json` into `out_dir` as a one-file set (`bofexits._outputs.output_set`, which
+    records it among the folder's members); returns its path. `bofexits.reporting.write_results`
+    writes it together with the report."""
+    from bofexits._outputs import output_set
+
+    with output_set(out_dir, "sweep") as stage:
+        write_sweep_file(result, stage)
+    return Path(out_dir) / "results.json"
 
 
 def sweep(

@@ -37,7 +37,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "plot_matched_distributions",
         "plot_policies",
     ),
-    "report": ("read_results", "write_report"),
+    "report": ("read_results", "write_report", "write_results"),
     "tables": ("format_comparison", "format_points", "markdown_table"),
     "targets": ("Target", "check_targets"),
 }
@@ -65,6 +65,7 @@ __all__ = [  # the names of `_EXPORTS` (a test checks); spelled out for linters
     "render_markdown",
     "times",
     "write_report",
+    "write_results",
 ]
 
 

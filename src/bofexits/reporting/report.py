@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bofexits._io import write_text
+from bofexits._outputs import check_members, output_set
 from bofexits.errors import BofexitsError, ConfigError
-from bofexits.evaluation.comparison import Comparison
-from bofexits.evaluation.sweep import Sweep
+from bofexits.evaluation.comparison import Comparison, write_comparison_files
+from bofexits.evaluation.sweep import Sweep, write_sweep_file
+from bofexits.reporting.claims import check_claims
 from bofexits.reporting.html import render_html
 from bofexits.reporting.markdown import render_comparison, render_markdown
 from bofexits.reporting.plots import (
@@ -26,7 +28,7 @@ from bofexits.reporting.plots import (
     plot_policies,
 )
 
-__all__ = ["knee_beta", "read_results", "write_report"]
+__all__ = ["knee_beta", "read_results", "write_report", "write_results"]
 
 T = TypeVar("T")
 
@@ -38,6 +40,10 @@ def _read(path: Path, from_dict: Callable[[Any], T]) -> T | None:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc}); re-run the evaluation") from exc
+    except RecursionError:
+        raise ConfigError(
+            f"{path} is nested too deeply to be a bofexits result; re-run the evaluation"
+        ) from None
     try:
         return from_dict(data)
     except ConfigError as exc:
@@ -49,8 +55,10 @@ def read_results(run_dir: str | Path) -> tuple[Sweep | None, Comparison | None]:
 
     Raises:
         ConfigError: a file is not valid JSON, or comes from another bofexits version.
+        MixedOutputError: the files differ from the set the folder's last run wrote together.
     """
     run_dir = Path(run_dir)
+    check_members(run_dir, ("results.json", "policies.json"))
     return _read(run_dir / "results.json", Sweep.from_dict), _read(
         run_dir / "policies.json", Comparison.from_dict
     )
@@ -84,11 +92,27 @@ def _comparison_part(comparison: Comparison, run_dir: Path, titled: bool) -> str
     return title + render_comparison(comparison)
 
 
+def _render(result: Sweep | None, comparison: Comparison | None, into: Path, name: str) -> Path:
+    """report.md, report.html and the plots of `result` and/or `comparison`, written into `into`."""
+    parts = []
+    if result is not None:
+        parts.append(_sweep_part(result, into))
+    if comparison is not None:
+        parts.append(_comparison_part(comparison, into, titled=result is not None))
+    text = "\n".join(parts)
+    path = into / "report.md"
+    write_text(path, text)
+    dataset = result.dataset if result is not None and result.dataset else name
+    write_text(into / "report.html", render_html(text, into, f"bofexits report: {dataset}"))
+    return path
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write report.md, a self-contained report.html and the plots from a run folder's results.
 
     Reads `results.json` (the knob sweep, `bofexits sweep` / `demo`) and `policies.json`
-    (the policy comparison, `bofexits compare` / `demo`); at least one must be there.
+    (the policy comparison, `bofexits compare` / `demo`); at least one must be there. The
+    report's files replace the old ones as one set (`bofexits._outputs.output_set`).
     """
     run_dir = Path(run_dir)
     result, comparison = read_results(run_dir)
@@ -97,14 +121,53 @@ def write_report(run_dir: str | Path) -> Path:
             f"{run_dir} has neither results.json nor policies.json; run `bofexits sweep`, "
             "`bofexits compare` or `bofexits demo` first"
         )
-    parts = []
-    if result is not None:
-        parts.append(_sweep_part(result, run_dir))
-    if comparison is not None:
-        parts.append(_comparison_part(comparison, run_dir, titled=result is not None))
-    text = "\n".join(parts)
-    path = run_dir / "report.md"
-    write_text(path, text)
-    dataset = result.dataset if result is not None and result.dataset else run_dir.name
-    write_text(run_dir / "report.html", render_html(text, run_dir, f"bofexits report: {dataset}"))
-    return path
+    with output_set(run_dir, "report") as stage:
+        _render(result, comparison, stage, run_dir.name)
+    return run_dir / "report.md"
+
+
+def write_results(
+    out_dir: str | Path,
+    verb: str,
+    *,
+    sweep: Sweep | None = None,
+    comparison: Comparison | None = None,
+    report: bool | None = None,
+) -> Path:
+    """Write a sweep (results.json) and/or a comparison (policies.json, .csv), with the report,
+    into `out_dir` as one set: the folder holds the old run or this one, never a mix.
+
+    Args:
+        out_dir: the run folder.
+        verb: what writes them ("sweep", "compare", "demo"), recorded with each file.
+        sweep, comparison: the results to write; the report also shows the one not given when
+            the folder has it. A comparison without claims gets them here (`check_claims`).
+        report: write the report too; default: with a comparison always (as `bofexits compare`
+            does), with a sweep alone when the folder already has a report (which would
+            otherwise describe the old results).
+
+    Returns:
+        `out_dir`.
+    """
+    out = Path(out_dir)
+    if report is None:
+        report = comparison is not None or (out / "report.md").exists()
+    # The folder's other result, shown in the report beside the new one; only that file is
+    # checked against the record, so a mixed folder is mended by rerunning the verb.
+    old_sweep = old_comparison = None
+    if report and sweep is None:
+        check_members(out, ("results.json",))
+        old_sweep = _read(out / "results.json", Sweep.from_dict)
+    if report and comparison is None:
+        check_members(out, ("policies.json",))
+        old_comparison = _read(out / "policies.json", Comparison.from_dict)
+    if comparison is not None and not comparison.claims:
+        comparison.claims = check_claims(comparison)  # the comparison measures; its claims are read here
+    with output_set(out, verb) as stage:
+        if sweep is not None:
+            write_sweep_file(sweep, stage)
+        if comparison is not None:
+            write_comparison_files(comparison, stage)
+        if report:
+            _render(sweep or old_sweep, comparison or old_comparison, stage, out.name)
+    return out

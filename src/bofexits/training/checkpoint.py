@@ -15,14 +15,26 @@ from bofexits.models.build import build_model
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies.calibrated import ExitCalibration
 
-__all__ = ["check_finite", "load_checkpoint", "load_model", "load_state_into", "save_checkpoint", "update_checkpoint"]
+__all__ = [
+    "check_finite",
+    "check_training_state",
+    "load_checkpoint",
+    "load_model",
+    "load_state_into",
+    "save_checkpoint",
+    "update_checkpoint",
+]
 
 FORMAT = "bofexits-checkpoint"
 VERSION = 1
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write `payload` (plus format tag) atomically: an interrupted save leaves the old file intact."""
+    """Write `payload` (plus format tag) atomically: an interrupted save leaves the old file intact.
+
+    A symlink is written through (`atomic_path`); a full disk raises `DiskFullError` naming it
+    (torch.save reports one as "unexpected pos"), with the old file intact.
+    """
     data = {"format": FORMAT, "version": VERSION, **payload}
     with atomic_path(path) as tmp:
         torch.save(data, tmp)
@@ -117,3 +129,62 @@ def load_model(path: str | Path) -> tuple[MultiExitNetwork, dict[str, ExitCalibr
             f"checkpoint {path} has corrupt calibration statistics ({exc}); retrain"
         ) from exc
     return model.eval(), calibrations, cfg
+
+
+def check_training_state(state: dict[str, Any], path: str | Path, num_epochs: int) -> None:
+    """Refuse a checkpoint whose training state `train --resume` cannot continue from, naming the field.
+
+    The weights are checked by `load_state_into`; this checks the rest the way they are: the
+    epoch (an int between 0 and the run's `num_epochs`), the history (one dict per epoch done),
+    the RNG state (the uint8 vector `torch.get_rng_state` returns, contiguous and of its size),
+    the phase, the optimiser and schedule states, and the codebook flag. Each would otherwise
+    fail deep in torch with a traceback, or resume from a state that never existed.
+    """
+
+    def bad(field: str, problem: str) -> CheckpointError:
+        return CheckpointError(
+            f"checkpoint {path} has a corrupt training state: {field!r} {problem}; resume from an intact "
+            "checkpoint, or start a new run in another --out"
+        )
+
+    if not isinstance(state.get("config"), dict):
+        raise bad("config", f"must be the run's config (a dict), got {type(state.get('config')).__name__}")
+    epoch = state.get("epoch")
+    if type(epoch) is not int or not 0 <= epoch <= num_epochs:
+        raise bad("epoch", f"must be an integer from 0 to {num_epochs}, got {epoch!r}"[:200])
+    history = state.get("history")
+    if (
+        not isinstance(history, list)
+        or len(history) != epoch
+        or not all(isinstance(h, dict) and isinstance(h.get("val_acc"), list) for h in history)
+    ):
+        shown = type(history).__name__ if not isinstance(history, list) else f"a list of {len(history)}"
+        raise bad("history", f"must be a list of one record per epoch done ({epoch}), got {shown}")
+    rng, want = state.get("rng"), torch.get_rng_state()
+    if not isinstance(rng, torch.Tensor):
+        raise bad("rng", f"must be a tensor, got {type(rng).__name__}")
+    if (
+        rng.dtype != want.dtype
+        or rng.shape != want.shape
+        or not rng.is_contiguous()
+        or rng.device.type != "cpu"
+    ):
+        raise bad(
+            "rng",
+            f"must be a contiguous {want.dtype} CPU vector of {want.numel()} values (torch.get_rng_state), "
+            f"got {rng.dtype} of shape {tuple(rng.shape)}{'' if rng.is_contiguous() else ', not contiguous'}",
+        )
+    if not isinstance(state.get("codebooks_ready", False), bool):
+        raise bad("codebooks_ready", f"must be true or false, got {state.get('codebooks_ready')!r}"[:200])
+    if epoch and not isinstance(state.get("phase"), str):
+        raise bad("phase", f"must be a phase name, got {state.get('phase')!r}"[:200])
+    opt, sched = state.get("optimizer"), state.get("scheduler")
+    if epoch and (
+        not isinstance(opt, dict)
+        or not isinstance(opt.get("state"), dict)
+        or not isinstance(opt.get("param_groups"), list)
+        or not all(isinstance(g, dict) for g in opt["param_groups"])
+    ):
+        raise bad("optimizer", "must be an optimiser state (a dict with 'state' and 'param_groups')")
+    if epoch and not isinstance(sched, dict):
+        raise bad("scheduler", f"must be a schedule state (a dict), got {type(sched).__name__}")

@@ -18,6 +18,7 @@ from bofexits.config import from_dict
 from bofexits.errors import CheckpointError, ConfigError
 from bofexits.policies.calibration import ExitCalibration
 from bofexits.training.checkpoint import (
+    check_training_state,
     load_checkpoint,
     load_model,
     load_state_into,
@@ -44,6 +45,7 @@ class Progress:
 def resume_from(run: Run) -> Progress:
     """Weights, history and RNG from the run's checkpoint, which must hold the same config."""
     state = load_checkpoint(run.ckpt_path)
+    check_training_state(state, run.ckpt_path, len(run.phases))
     if from_dict(state["config"]) != run.cfg:
         raise CheckpointError(
             f"{run.ckpt_path} was written with a different config; resume with the same options or use a "
