@@ -488,6 +488,38 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=commands.predict)
 
 
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    about = "serve a checkpoint or an ONNX export over HTTP with stage-level batching (needs bofexits[serve])"
+    p = sub.add_parser("serve", help=about, description=about)
+    p.add_argument("source", type=Path, help="checkpoint.pt, or a folder written by `bofexits export`")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_integer(0, 65535), default=8000, help="default 8000")
+    p.add_argument("--max-batch", type=_integer(1, 4096), default=32, help="most samples per stage batch (32)")
+    p.add_argument(
+        "--max-wait-ms", type=_number(0, 60_000), default=5.0,
+        help="a queue whose oldest sample waited this long runs next (5)",
+    )
+    p.add_argument("--max-queue", type=_integer(1, 1_000_000), default=1024, help="past it: 503 (1024)")
+    p.add_argument("--max-body", type=_integer(1, 1 << 30), default=1 << 20, help="bytes; past it: 413 (1 MiB)")
+    p.add_argument("--beta", type=_number(0), help="the knob (default: the tuned one)")
+    p.add_argument("--threads", type=_THREADS, help="inference threads")
+    p.add_argument("--data-dir", type=_folder, help="training data, for a checkpoint without class names")
+    p.add_argument(
+        "--api-key", help="require 'Authorization: Bearer KEY' (default: $BOFEXITS_API_KEY; none: open)"
+    )
+    p.add_argument(
+        "--latency-slo-ms", type=_number(0, 600_000, open_low=True),
+        help="p95 latency target: beta is lowered under queueing and raised back when load falls",
+    )
+    p.add_argument("--slo-min-beta", type=_number(0), default=0.0, help="lowest beta the SLO controller may use")
+    p.add_argument("--ray", action="store_true", help="serve with Ray Serve (needs bofexits[ray])")
+    p.add_argument("--replicas", type=_integer(1, 1024), default=1, help="Ray Serve replicas, each a whole engine")
+    p.add_argument(
+        "--device", type=device_argument, default="auto", metavar="DEVICE", help=f"{DEVICE_HELP} (default auto)"
+    )
+    p.set_defaults(func=commands.serve)
+
+
 _LISTS = {
     "backbones": _Registered("bofexits.models.backbones", "list_backbones"),
     "datasets": _Registered("bofexits.data.registry", "list_datasets"),
@@ -515,6 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_and_report(sub)
     _add_export(sub)
     _add_predict(sub)
+    _add_serve(sub)
     _add_lists(sub)
     _add_sweep(sub, "evaluate", replaces="sweep")  # deprecated alias, for one release
     return parser

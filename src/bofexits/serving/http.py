@@ -23,9 +23,12 @@ import asyncio
 import hmac
 import io
 import logging
+from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from bofexits.deploy.predict import decode_image
 from bofexits.deploy.runner import preprocess
@@ -103,11 +106,6 @@ def create_app(
         max_body: largest accepted body, bytes (413 beyond).
         request_timeout_s: a request not answered in this time gets 504.
     """
-    from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse, Response
-
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
         if hasattr(engine, "start"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,5 +102,12 @@ def run_server(source: str | Path, opts: ServeOptions) -> int:
         engine.num_exits, engine.beta, opts.host, opts.port,
     )
     config = uvicorn.Config(app, host=opts.host, port=opts.port, log_level="warning", lifespan="on")
-    uvicorn.Server(config).run()
+    # uvicorn catches SIGTERM, shuts down gracefully (the lifespan drains the engine), then raises
+    # the signal again for the handler it found; a no-op one lets the drained process exit 0.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    logger.info("server stopped")
     return 0
