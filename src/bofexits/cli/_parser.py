@@ -470,7 +470,10 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("predict", help="classify PNG/JPEG files with a checkpoint or an ONNX export folder")
     p.add_argument("source", type=Path, help="checkpoint.pt, or a folder written by `bofexits export`")
-    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("images", type=Path, nargs="+", help="image files, folders or quoted glob patterns")
+    p.add_argument(
+        "--max-batch", type=_integer(1, 4096), default=32, help="most images per stage batch (default 32)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON for programs")
     p.add_argument("--beta", type=_number(0), help="override the knob")
     p.add_argument("--threads", type=_THREADS, help="inference threads")

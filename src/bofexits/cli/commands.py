@@ -222,15 +222,17 @@ def export(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from bofexits.deploy.predict import format_predictions, predict_files
+    from bofexits.deploy.predict import format_predictions
+    from bofexits.serving.bulk import predict_images
 
-    predictions, about = predict_files(
+    predictions, about = predict_images(  # files, folders and globs through the serving engine
         args.source,
         args.images,
         beta=args.beta,
         threads=args.threads,
         data_dir=args.data_dir,
         device=args.device,
+        max_batch=args.max_batch,
     )
     print(format_predictions(predictions, about, as_json=args.json))
     return 1 if any(p.error is not None for p in predictions) else 0
