@@ -257,7 +257,7 @@ def serve(args: argparse.Namespace) -> int:
         api_key=args.api_key,
     )
     if args.ray:
-        from bofexits.serving.ray import run_ray
+        from bofexits.serving.ray_app import run_ray
 
         return run_ray(args.source, opts, replicas=args.replicas)
     return run_server(args.source, opts)

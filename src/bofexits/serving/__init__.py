@@ -6,7 +6,7 @@
   `load`: opens either (`open_stages`);
 * `engine`: runs stage batches, answers finished requests (`Engine`);
 * `telemetry`: Prometheus metrics; `slo`: the latency-driven controller of beta;
-* `http`: the FastAPI app; `server`: `bofexits serve` under uvicorn; `ray`: the Ray Serve
+* `http`: the FastAPI app; `server`: `bofexits serve` under uvicorn; `ray_app`: the Ray Serve
   deployment; `bulk`: `bofexits predict` on many images through the engine.
 
 Importing this package imports neither torch nor FastAPI; the modules that need them do.
