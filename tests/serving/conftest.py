@@ -21,11 +21,15 @@ N_TEST = 48
 
 
 @pytest.fixture(scope="session")
-def small_run(tmp_path_factory: pytest.TempPathFactory, write_fake_data: Callable[..., Path]) -> dict[str, Any]:
+def small_run(
+    tmp_path_factory: pytest.TempPathFactory, write_fake_data: Callable[..., Path]
+) -> dict[str, Any]:
     """checkpoint.pt (small vgg28, calibrated, untrained), its export, the test set and a few PNGs."""
     root = tmp_path_factory.mktemp("serving")
     data = write_fake_data(root / "data", n_train=64, n_test=N_TEST)
-    cfg = TrainConfig(data_dir=str(data), variant="quantile", model=ModelConfig(widths=[4, 8, 8, 16], codewords=8))
+    cfg = TrainConfig(
+        data_dir=str(data), variant="quantile", model=ModelConfig(widths=[4, 8, 8, 16], codewords=8)
+    )
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
     train, test = load_dataset("fashion-mnist", data)
@@ -34,7 +38,8 @@ def small_run(tmp_path_factory: pytest.TempPathFactory, write_fake_data: Callabl
         cal = fit_calibration(model(x))
     ckpt = root / "checkpoint.pt"
     save_checkpoint(
-        ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "calibration": {"max_prob": cal.to_dict()}}
+        ckpt,
+        {"config": cfg.to_dict(), "model": model.state_dict(), "calibration": {"max_prob": cal.to_dict()}},
     )
     export = export_onnx(ckpt, root / "export", exporter="legacy")
     pngs = []

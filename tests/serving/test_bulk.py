@@ -22,7 +22,13 @@ def test_a_folder_and_a_glob_answer_as_batch_1_does(small_run: dict[str, Any], s
     (folder / "notes.txt").write_text("not an image")  # not an image suffix: skipped
     (folder / "broken.png").write_text("not an image")  # an image suffix: its own error
     files = expand_images([folder])
-    assert [f.rsplit("/", 1)[1] for f in files] == ["broken.png", "img0.png", "img1.png", "img2.png", "img3.png"]
+    assert [f.rsplit("/", 1)[1] for f in files] == [
+        "broken.png",
+        "img0.png",
+        "img1.png",
+        "img2.png",
+        "img3.png",
+    ]
     assert expand_images([str(folder / "img*.png")]) == files[1:]
     got, about = predict_images(small_run[source], [folder], threads=1, max_batch=2)
     want, _ = predict_files(small_run[source], files, threads=1)

@@ -21,8 +21,17 @@ from tests.helpers import fit_calibration
 
 
 def _facts() -> ModelFacts:
-    return ModelFacts("pytorch", "cpu", [str(i) for i in range(TINY_CLASSES)], TINY_SHAPE, [0.0, 0.0],
-                      [1.0, 1.0], None, "max_prob", "quantile")
+    return ModelFacts(
+        "pytorch",
+        "cpu",
+        [str(i) for i in range(TINY_CLASSES)],
+        TINY_SHAPE,
+        [0.0, 0.0],
+        [1.0, 1.0],
+        None,
+        "max_prob",
+        "quantile",
+    )
 
 
 def _collect(engine: Engine, x: np.ndarray, results: dict[int, Any], offset: int) -> None:
@@ -97,7 +106,9 @@ class _Flaky(TorchStages):
         return super().step(i, x, state)
 
 
-def test_a_failing_batch_fails_only_its_requests(tiny_net: MultiExitNetwork, images: Callable[..., torch.Tensor]) -> None:
+def test_a_failing_batch_fails_only_its_requests(
+    tiny_net: MultiExitNetwork, images: Callable[..., torch.Tensor]
+) -> None:
     engine = Engine(_Flaky(tiny_net, GlobalThreshold(0.4), _facts()), max_batch=4, max_wait_ms=0)
     x = images(8, seed=2).numpy()
     results: dict[int, Any] = {}
@@ -111,7 +122,9 @@ def test_a_failing_batch_fails_only_its_requests(tiny_net: MultiExitNetwork, ima
     assert "bofexits_batch_failures_total 1" in engine.telemetry.render()
 
 
-def test_overload_is_refused_with_a_retry_time(tiny_net: MultiExitNetwork, images: Callable[..., torch.Tensor]) -> None:
+def test_overload_is_refused_with_a_retry_time(
+    tiny_net: MultiExitNetwork, images: Callable[..., torch.Tensor]
+) -> None:
     engine = Engine(TorchStages(tiny_net, GlobalThreshold(0.4), _facts()), max_queue=2)
     x = images(3).numpy()
     engine.submit(x[:2], lambda row, a: None)
@@ -121,7 +134,9 @@ def test_overload_is_refused_with_a_retry_time(tiny_net: MultiExitNetwork, image
     assert 'bofexits_requests_total{status="rejected"} 1' in engine.telemetry.render()
 
 
-def test_the_worker_thread_answers_and_drains(tiny_net: MultiExitNetwork, images: Callable[..., torch.Tensor]) -> None:
+def test_the_worker_thread_answers_and_drains(
+    tiny_net: MultiExitNetwork, images: Callable[..., torch.Tensor]
+) -> None:
     engine = Engine(TorchStages(tiny_net, GlobalThreshold(0.4), _facts()), max_batch=8)
     engine.start()
     x = images(20).numpy()

@@ -18,8 +18,9 @@ from bofexits.errors import InputError  # noqa: E402
 from bofexits.serving import Answer, ModelFacts, Overloaded, ShuttingDown, Telemetry  # noqa: E402
 from bofexits.serving.http import create_app  # noqa: E402
 
-FACTS = ModelFacts("pytorch", "cpu", [f"c{i}" for i in range(10)], (1, 28, 28), [0.5], [0.25], "L", "max_prob",
-                   "accuracy")
+FACTS = ModelFacts(
+    "pytorch", "cpu", [f"c{i}" for i in range(10)], (1, 28, 28), [0.5], [0.25], "L", "max_prob", "accuracy"
+)
 
 
 class FakeEngine:
@@ -79,7 +80,9 @@ def test_tensors_are_answered(client: TestClient, engine: FakeEngine) -> None:
     x = np.full((1, 28, 28), 3.0, np.float32)
     r = client.post("/predict", content=_npy(x), headers={"content-type": "application/x-npy"})
     assert r.status_code == 200 and r.json()["class_index"] == 3
-    r = client.post("/predict", content=x.astype("<f4").tobytes(), headers={"content-type": "application/octet-stream"})
+    r = client.post(
+        "/predict", content=x.astype("<f4").tobytes(), headers={"content-type": "application/octet-stream"}
+    )
     assert r.status_code == 200 and engine.seen[-1].shape == (1, 1, 28, 28)
 
 
@@ -125,7 +128,10 @@ def test_the_api_key(engine: FakeEngine) -> None:
     assert client.post("/predict", content=_png(), headers=png).status_code == 401
     r = client.post("/predict", content=_png(), headers={**png, "authorization": "Bearer wrong"})
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-    assert client.post("/predict", content=_png(), headers={**png, "authorization": "Bearer s3cret"}).status_code == 200
+    assert (
+        client.post("/predict", content=_png(), headers={**png, "authorization": "Bearer s3cret"}).status_code
+        == 200
+    )
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"authorization": "Bearer s3cret"}).status_code == 200
     assert client.get("/health").status_code == 200  # load balancers probe without the key
@@ -150,7 +156,13 @@ def test_health_and_metrics(client: TestClient) -> None:
     client.post("/predict", content=b"", headers={"content-type": "image/png"})
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    for name in ("bofexits_requests_total", "bofexits_exits_total", "bofexits_stage_batch_size_bucket",
-                 "bofexits_queue_depth", "bofexits_request_latency_seconds_bucket", "bofexits_beta"):
+    for name in (
+        "bofexits_requests_total",
+        "bofexits_exits_total",
+        "bofexits_stage_batch_size_bucket",
+        "bofexits_queue_depth",
+        "bofexits_request_latency_seconds_bucket",
+        "bofexits_beta",
+    ):
         assert name in r.text
     assert 'bofexits_requests_total{status="invalid"} 1' in r.text

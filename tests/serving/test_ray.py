@@ -44,11 +44,16 @@ def test_two_replicas_answer_as_the_runtime_does(ray_serve: int, small_run: dict
     want, _ = predict_files(small_run["ckpt"], small_run["pngs"], threads=1)
     with httpx.Client(timeout=30) as client:
         got = [
-            client.post(f"{url}/predict", content=p.read_bytes(), headers={"content-type": "image/png"}).json()
+            client.post(
+                f"{url}/predict", content=p.read_bytes(), headers={"content-type": "image/png"}
+            ).json()
             for p in small_run["pngs"] * 3  # bounded: 12 requests over both replicas
         ]
         assert client.get(f"{url}/health").json()["status"] == "ok"
-        assert client.post(f"{url}/predict", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
+        assert (
+            client.post(f"{url}/predict", content=b"x", headers={"content-type": "text/plain"}).status_code
+            == 415
+        )
     assert [(g["class_index"], g["exit"]) for g in got] == [(p.class_index, p.exit) for p in want] * 3
     status = serve.status().applications["bofexits"].deployments["bofexits"]
     assert status.replica_states.get("RUNNING") == 2

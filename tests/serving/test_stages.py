@@ -26,7 +26,9 @@ def _serve_all(engine: Engine, x: np.ndarray) -> list[Answer]:
 
 @pytest.mark.parametrize("source", ["ckpt", "export"])
 @pytest.mark.parametrize("max_batch", [1, 8])
-def test_every_test_image_is_answered_as_the_runtime_does(small_run: dict[str, Any], source: str, max_batch: int) -> None:
+def test_every_test_image_is_answered_as_the_runtime_does(
+    small_run: dict[str, Any], source: str, max_batch: int
+) -> None:
     test = small_run["test"]
     x, _ = next(test.batches(len(test), shuffle=False))
     model, info = deploy_info(small_run["ckpt"])

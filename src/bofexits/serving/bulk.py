@@ -42,7 +42,9 @@ def expand_images(items: Sequence[str | Path]) -> list[str]:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            out.extend(str(p) for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            out.extend(
+                str(p) for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
         elif glob.has_magic(text):
             out.extend(sorted(glob.glob(text)))
         else:
@@ -76,7 +78,9 @@ def predict_images(
     facts = backend.facts
     mode = facts.color_mode
     if mode is None:
-        raise InputError(f"the model reads {facts.input_shape[0]}-channel inputs; predict reads L or RGB images only")
+        raise InputError(
+            f"the model reads {facts.input_shape[0]}-channel inputs; predict reads L or RGB images only"
+        )
     files = expand_images(images)
     engine = Engine(backend, max_batch=max_batch, max_wait_ms=0, max_queue=max(_CHUNK, 1))
     _, h, w = facts.input_shape
@@ -98,7 +102,7 @@ def predict_images(
             x = preprocess(np.stack(arrays), facts.input_shape, facts.mean, facts.std)
             answers: dict[int, Answer | BaseException] = {}
             t0 = time.perf_counter()
-            engine.submit(x, lambda row, answer: answers.__setitem__(row, answer))
+            engine.submit(x, answers.__setitem__)
             engine.run_until_idle()
             ms = 1e3 * (time.perf_counter() - t0) / len(rows)
             for row, k in enumerate(rows):

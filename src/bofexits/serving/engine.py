@@ -183,7 +183,10 @@ class Engine:
         b, p = self.backend, group.payload
         first = _Payload(b.take(p.x, head), b.take(p.state, head), b.keep_states(p.pstate, mask))
         rest = _Payload(b.take(p.x, tail), b.take(p.state, tail), b.keep_states(p.pstate, ~mask))
-        return (Group(group.requests[:k], first, group.enqueued), Group(group.requests[k:], rest, group.enqueued))
+        return (
+            Group(group.requests[:k], first, group.enqueued),
+            Group(group.requests[k:], rest, group.enqueued),
+        )
 
     def run_once(self) -> int:
         """Run one stage batch; returns its size (0: nothing to do)."""
@@ -223,7 +226,9 @@ class Engine:
             self._service_s = 0.9 * self._service_s + 0.1 * elapsed / stopped
         return batch.size
 
-    def _run(self, batch: Batch[_Payload]) -> tuple[list[tuple[int, float, int] | None], _Payload | None, float]:
+    def _run(
+        self, batch: Batch[_Payload]
+    ) -> tuple[list[tuple[int, float, int] | None], _Payload | None, float]:
         """Step and decide on one batch: per sample (class, confidence, exit) or None (goes on)."""
         b, i, last = self.backend, batch.stage, self.num_exits - 1
         payloads = [g.payload for g in batch.groups]

@@ -66,14 +66,20 @@ def parse_body(body: bytes, content_type: str, facts: ModelFacts) -> np.ndarray:
         if facts.color_mode is None:
             raise InputError(f"the model reads {c}-channel inputs; send a tensor (application/x-npy)")
         image = decode_image(
-            io.BytesIO(body), (h, w), facts.color_mode, name="the image", max_pixels=_MAX_PIXELS_FACTOR * h * w
+            io.BytesIO(body),
+            (h, w),
+            facts.color_mode,
+            name="the image",
+            max_pixels=_MAX_PIXELS_FACTOR * h * w,
         )
         return preprocess(image[None], facts.input_shape, facts.mean, facts.std)
     if kind == "application/x-npy":
         try:
             array = np.load(io.BytesIO(body), allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
-            raise InputError(f"the body is not a readable .npy array ({exc}); write it with numpy.save") from exc
+            raise InputError(
+                f"the body is not a readable .npy array ({exc}); write it with numpy.save"
+            ) from exc
         return check_sample(array, facts.input_shape)
     if kind == "application/octet-stream":
         need = 4 * c * h * w
@@ -106,6 +112,7 @@ def create_app(
         max_body: largest accepted body, bytes (413 beyond).
         request_timeout_s: a request not answered in this time gets 504.
     """
+
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
         if hasattr(engine, "start"):
@@ -113,7 +120,12 @@ def create_app(
         yield
         if hasattr(engine, "stop"):  # uvicorn stops taking connections first, then this drains
             drained = await asyncio.get_running_loop().run_in_executor(None, engine.stop)
-            logger.info("engine drained: %s", "every request answered" if drained else "timed out")
+            logger.info(
+                "engine %s: %d requests answered, %d in flight",
+                "drained" if drained else "timed out draining",
+                engine.telemetry.requests["ok"],
+                engine.in_flight,
+            )
 
     app = FastAPI(title="bofexits", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     key = api_key.encode() if api_key else None
@@ -130,7 +142,9 @@ def create_app(
 
     def unauthorised() -> Response:
         return refuse(
-            401, "missing or wrong bearer token: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+            401,
+            "missing or wrong bearer token: send 'Authorization: Bearer <key>'",
+            {"WWW-Authenticate": "Bearer"},
         )
 
     async def read_body(request: Request) -> bytes:
@@ -139,7 +153,9 @@ def create_app(
             if not length.isdigit():
                 raise _Refused(400, f"Content-Length {length!r} is not a byte count")
             if int(length) > max_body:
-                raise _Refused(413, f"the body is {length} bytes, the limit is {max_body}; send a smaller image")
+                raise _Refused(
+                    413, f"the body is {length} bytes, the limit is {max_body}; send a smaller image"
+                )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)

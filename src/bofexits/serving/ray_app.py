@@ -39,7 +39,9 @@ class EngineReplica:
     def __serve_build_asgi_app__(self) -> Any:
         from bofexits.serving.http import create_app
 
-        return create_app(self.engine, self.engine.backend.facts, api_key=self.api_key, max_body=self.opts.max_body)
+        return create_app(
+            self.engine, self.engine.backend.facts, api_key=self.api_key, max_body=self.opts.max_body
+        )
 
 
 def _serve() -> Any:
@@ -83,7 +85,9 @@ def run_ray(source: str | Path, opts: ServeOptions, *, replicas: int = 1) -> int
     key = opts.api_key or os.environ.get(API_KEY_ENV) or None
     ray.init(include_dashboard=False, ignore_reinit_error=True)
     serve.start(http_options={"host": opts.host, "port": opts.port})
-    serve.run(ray_application(source, opts, replicas=replicas, api_key=key), name="bofexits", route_prefix="/")
+    serve.run(
+        ray_application(source, opts, replicas=replicas, api_key=key), name="bofexits", route_prefix="/"
+    )
     logger.info("Ray Serve: %d replica(s) of %s on http://%s:%d", replicas, source, opts.host, opts.port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

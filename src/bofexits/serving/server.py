@@ -49,13 +49,19 @@ class ServeOptions:
 
 def build_engine(source: str | Path, opts: ServeOptions) -> Engine:
     """The engine serving `source` under `opts`, with the SLO controller when a latency target is set."""
-    backend = open_stages(source, beta=opts.beta, threads=opts.threads, data_dir=opts.data_dir, device=opts.device)
+    backend = open_stages(
+        source, beta=opts.beta, threads=opts.threads, data_dir=opts.data_dir, device=opts.device
+    )
     controller = None
     if opts.latency_slo_ms is not None:
-        controller = SloController(opts.latency_slo_ms / 1e3, backend.beta, min(opts.slo_min_beta, backend.beta))
+        controller = SloController(
+            opts.latency_slo_ms / 1e3, backend.beta, min(opts.slo_min_beta, backend.beta)
+        )
         logger.info(
-            "latency SLO %g ms: beta moves between %g and its set point %g", opts.latency_slo_ms,
-            controller.beta_min, controller.set_point,
+            "latency SLO %g ms: beta moves between %g and its set point %g",
+            opts.latency_slo_ms,
+            controller.beta_min,
+            controller.set_point,
         )
     return Engine(
         backend,
@@ -92,14 +98,23 @@ def run_server(source: str | Path, opts: ServeOptions) -> int:
     if not is_loopback(opts.host) and key is None:
         logger.warning(
             "serving on %s without an API key: anyone who can reach port %d can use the model; "
-            "pass --api-key or set %s", opts.host, opts.port, API_KEY_ENV,
+            "pass --api-key or set %s",
+            opts.host,
+            opts.port,
+            API_KEY_ENV,
         )
     engine = build_engine(source, opts)
     app = create_app(engine, engine.backend.facts, api_key=key, max_body=opts.max_body)
     facts = engine.backend.facts
     logger.info(
-        "serving %s (%s on %s, %d exits, beta %g) on http://%s:%d", source, facts.backend, facts.device,
-        engine.num_exits, engine.beta, opts.host, opts.port,
+        "serving %s (%s on %s, %d exits, beta %g) on http://%s:%d",
+        source,
+        facts.backend,
+        facts.device,
+        engine.num_exits,
+        engine.beta,
+        opts.host,
+        opts.port,
     )
     config = uvicorn.Config(app, host=opts.host, port=opts.port, log_level="warning", lifespan="on")
     # uvicorn catches SIGTERM, shuts down gracefully (the lifespan drains the engine), then raises

@@ -63,7 +63,9 @@ class SloController:
         if not self.slo_s > 0:
             raise ConfigError(f"the latency SLO must be > 0 ms, got {1e3 * self.slo_s:g}")
         if not self.beta_min <= self.set_point:
-            raise ConfigError(f"the lowest beta ({self.beta_min:g}) exceeds the set point ({self.set_point:g})")
+            raise ConfigError(
+                f"the lowest beta ({self.beta_min:g}) exceeds the set point ({self.set_point:g})"
+            )
         self.level = 1.0
         self._last_change = float("-inf")
         self.trajectory: list[tuple[float, float]] = []

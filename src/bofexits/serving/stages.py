@@ -167,7 +167,9 @@ class OnnxStages:
         try:
             self.runner.set_beta(beta)
         except (RunnerInputError, ValueError) as exc:
-            raise ConfigError(f"beta {beta!r} is not valid for the {self.runner.variant} rule: {exc}") from exc
+            raise ConfigError(
+                f"beta {beta!r} is not valid for the {self.runner.variant} rule: {exc}"
+            ) from exc
         self.beta = float(beta)
 
 

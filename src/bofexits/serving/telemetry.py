@@ -122,23 +122,57 @@ class Telemetry:
         """Prometheus text exposition of every metric."""
         out: list[str] = []
         with self._lock:
-            self._family(out, "bofexits_requests_total", "counter", "requests by outcome",
-                         [((("status", k),), v) for k, v in self.requests.items()])
-            self._family(out, "bofexits_exits_total", "counter", "answers per exit taken (1-based)",
-                         [((("exit", str(i + 1)),), v) for i, v in enumerate(self.exits)])
-            self._family(out, "bofexits_queue_depth", "gauge", "samples waiting per stage queue",
-                         [((("stage", str(i + 1)),), v) for i, v in enumerate(self.depths)])
-            self._family(out, "bofexits_in_flight", "gauge", "requests accepted and not yet answered",
-                         [((), self.in_flight)])
-            self._family(out, "bofexits_batch_failures_total", "counter", "stage batches that raised",
-                         [((), self.batch_failures)])
+            self._family(
+                out,
+                "bofexits_requests_total",
+                "counter",
+                "requests by outcome",
+                [((("status", k),), v) for k, v in self.requests.items()],
+            )
+            self._family(
+                out,
+                "bofexits_exits_total",
+                "counter",
+                "answers per exit taken (1-based)",
+                [((("exit", str(i + 1)),), v) for i, v in enumerate(self.exits)],
+            )
+            self._family(
+                out,
+                "bofexits_queue_depth",
+                "gauge",
+                "samples waiting per stage queue",
+                [((("stage", str(i + 1)),), v) for i, v in enumerate(self.depths)],
+            )
+            self._family(
+                out,
+                "bofexits_in_flight",
+                "gauge",
+                "requests accepted and not yet answered",
+                [((), self.in_flight)],
+            )
+            self._family(
+                out,
+                "bofexits_batch_failures_total",
+                "counter",
+                "stage batches that raised",
+                [((), self.batch_failures)],
+            )
             self._family(out, "bofexits_beta", "gauge", "the knob in use", [((), self.beta)])
-            self._family(out, "bofexits_beta_changes_total", "counter", "times the SLO controller moved beta",
-                         [((), self.beta_changes)])
+            self._family(
+                out,
+                "bofexits_beta_changes_total",
+                "counter",
+                "times the SLO controller moved beta",
+                [((), self.beta_changes)],
+            )
             if self.expected_accuracy is not None:
-                self._family(out, "bofexits_expected_exit_accuracy", "gauge",
-                             "accuracy the calibration promises an early answer at this beta",
-                             [((), self.expected_accuracy)])
+                self._family(
+                    out,
+                    "bofexits_expected_exit_accuracy",
+                    "gauge",
+                    "accuracy the calibration promises an early answer at this beta",
+                    [((), self.expected_accuracy)],
+                )
             out.append("# HELP bofexits_stage_batch_size samples per stage batch")
             out.append("# TYPE bofexits_stage_batch_size histogram")
             for i, h in enumerate(self.batches):
@@ -154,7 +188,11 @@ class Telemetry:
 
     @staticmethod
     def _family(
-        out: list[str], name: str, kind: str, about: str, samples: list[tuple[tuple[tuple[str, str], ...], float]]
+        out: list[str],
+        name: str,
+        kind: str,
+        about: str,
+        samples: list[tuple[tuple[tuple[str, str], ...], float]],
     ) -> None:
         out.append(f"# HELP {name} {about}")
         out.append(f"# TYPE {name} {kind}")

@@ -89,7 +89,11 @@ class TorchStages:
         if array is None:
             return None
         idx = torch.from_numpy(index).to(array.device)
-        if array.ndim == 4 and not array.is_contiguous() and array.is_contiguous(memory_format=torch.channels_last):
+        if (
+            array.ndim == 4
+            and not array.is_contiguous()
+            and array.is_contiguous(memory_format=torch.channels_last)
+        ):
             return array.permute(0, 2, 3, 1).index_select(0, idx).permute(0, 3, 1, 2)  # stays channels-last
         return array.index_select(0, idx)
 
