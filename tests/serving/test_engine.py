@@ -178,7 +178,7 @@ class _Signals:
 
 
 def test_the_slo_controller_cuts_under_pressure_and_recovers() -> None:
-    ctl = SloController(0.05, set_point=0.9, beta_min=0.1, period_s=0.1)
+    ctl = SloController(0.05, set_point=0.9, beta_min=0.1, log_scale=False, period_s=0.1, cut=0.5, rise=0.1)
     engine: Any = _Signals()
     engine.latencies = [0.08] * 20  # p95 80 ms > 0.7 x 50 ms
     ctl(engine, 1.0)
@@ -195,3 +195,12 @@ def test_the_slo_controller_cuts_under_pressure_and_recovers() -> None:
     assert len(ctl.trajectory) == 2 + 8
     with pytest.raises(ConfigError, match="SLO"):
         SloController(0.0, 0.9)
+
+
+def test_the_slo_controller_moves_evenly_in_log_one_minus_beta() -> None:
+    ctl = SloController(0.05, set_point=0.99, beta_min=0.0)
+    assert ctl.beta == pytest.approx(0.99)
+    ctl.level = 0.5  # halfway between log(1 - 0) and log(1 - 0.99): 1 - 0.1
+    assert ctl.beta == pytest.approx(0.9)
+    ctl.level = 0.0
+    assert ctl.beta == pytest.approx(0.0)

@@ -55,7 +55,10 @@ def build_engine(source: str | Path, opts: ServeOptions) -> Engine:
     controller = None
     if opts.latency_slo_ms is not None:
         controller = SloController(
-            opts.latency_slo_ms / 1e3, backend.beta, min(opts.slo_min_beta, backend.beta)
+            opts.latency_slo_ms / 1e3,
+            backend.beta,
+            min(opts.slo_min_beta, backend.beta),
+            log_scale=backend.facts.variant != "mean",
         )
         logger.info(
             "latency SLO %g ms: beta moves between %g and its set point %g",

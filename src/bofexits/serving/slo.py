@@ -7,8 +7,10 @@ oldest queued sample has waited (the early warning: it grows before answers come
 Under pressure (p95 above `high` x SLO, or the oldest wait above half the SLO) it cuts the
 level multiplicatively; when calm (p95 below `low` x SLO and the queues short) it raises it
 additively back toward the set point: AIMD, as TCP does with its window, because a cut must
-act at once and a recovery must not re-trigger the overload it left. Beta is
-``beta_min + level * (set_point - beta_min)``.
+act at once and a recovery must not re-trigger the overload it left. The level in [0, 1]
+maps to beta between `beta_min` (0) and the set point (1): evenly in log(1 - beta) for the
+variants whose knob lives in [0, 1] (quantile, conditional, accuracy: their useful range is
+crowded near 1, as the accuracy rule's sweep grid is), evenly in beta for the mean variant.
 
 Every change is logged with the signal that caused it and the accuracy the calibration
 expects at the new beta (`bofexits.serving.stages.expected_accuracy`); `/metrics` carries
@@ -18,6 +20,7 @@ beta, the change count and that expected accuracy.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,6 +45,7 @@ class SloController:
         slo_s: the p95 latency target, seconds.
         set_point: the beta to serve when load allows (the configured knob).
         beta_min: the lowest beta it may turn to.
+        log_scale: move evenly in log(1 - beta) (knobs in [0, 1]) rather than in beta.
         period_s: least time between two changes (effects of a change need that long to show).
         window_s: how far back p95 looks.
         high, low: pressure and calm thresholds, fractions of the SLO.
@@ -52,12 +56,13 @@ class SloController:
     slo_s: float
     set_point: float
     beta_min: float = 0.0
-    period_s: float = 0.1
-    window_s: float = 1.0
+    log_scale: bool = True
+    period_s: float = 0.2
+    window_s: float = 0.5
     high: float = 0.7
     low: float = 0.4
-    cut: float = 0.5
-    rise: float = 0.1
+    cut: float = 0.7
+    rise: float = 0.05
 
     def __post_init__(self) -> None:
         if not self.slo_s > 0:
@@ -72,6 +77,9 @@ class SloController:
 
     @property
     def beta(self) -> float:
+        if self.log_scale and self.set_point < 1.0:
+            lo, hi = math.log1p(-self.beta_min), math.log1p(-self.set_point)
+            return float(-math.expm1(lo + self.level * (hi - lo)))
         return self.beta_min + self.level * (self.set_point - self.beta_min)
 
     def __call__(self, engine: Engine, now: float) -> None:

@@ -21,7 +21,7 @@ from bofexits.policies.base import ExitPolicy, joinable
 from bofexits.policies.calibrated import CalibratedThreshold
 from bofexits.serving.stages import ModelFacts
 
-__all__ = ["TorchStages"]
+__all__ = ["PlainStages", "TorchStages"]
 
 
 class TorchStages:
@@ -102,3 +102,23 @@ class TorchStages:
             raise ConfigError(f"{type(self.policy).__name__} has no beta to turn; serve a calibrated rule")
         self.policy = CalibratedThreshold(self.policy.calibration, beta, self.policy.variant)
         self.beta = float(beta)
+
+
+class PlainStages(TorchStages):
+    """The backbone alone as one stage (no exits): the baseline served through the same engine.
+
+    Its one step is `AdaptiveRuntime.plain` (the same inference forms), so a plain server and
+    an adaptive one differ only in the exits.
+    """
+
+    def __init__(self, model: MultiExitNetwork, facts: ModelFacts, *, optimize: bool = True) -> None:
+        from bofexits.policies.fixed import FullNetwork
+
+        super().__init__(model, FullNetwork(), facts, optimize=optimize)
+        self.num_exits = 1
+
+    def step(self, i: int, x: torch.Tensor, state: Any) -> tuple[Any, Any, Any]:
+        return None, self.runtime.plain(x), None
+
+    def set_beta(self, beta: float) -> None:
+        raise ConfigError("the plain backbone has no beta to turn")
