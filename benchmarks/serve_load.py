@@ -85,10 +85,17 @@ def _percentiles(lat: list[float]) -> tuple[float, float, float, float]:
     if not lat:
         return (float("nan"),) * 4  # type: ignore[return-value]
     a = 1e3 * np.asarray(lat)
-    return float(np.percentile(a, 50)), float(np.percentile(a, 95)), float(np.percentile(a, 99)), float(a.mean())
+    return (
+        float(np.percentile(a, 50)),
+        float(np.percentile(a, 95)),
+        float(np.percentile(a, 99)),
+        float(a.mean()),
+    )
 
 
-def knee_beta(model: Any, calibration: Any, variant: str, test: Any, device: Any) -> tuple[float, dict[str, Any]]:
+def knee_beta(
+    model: Any, calibration: Any, variant: str, test: Any, device: Any
+) -> tuple[float, dict[str, Any]]:
     """The cheapest beta on a grid whose simulated test accuracy is within KNEE_DROP of the full network's."""
     logits, labels = collect_logits(model, test, device=device)
     logits, labels = [lg.cpu() for lg in logits], labels.cpu()
@@ -107,8 +114,11 @@ def knee_beta(model: Any, calibration: Any, variant: str, test: Any, device: Any
             best = (b, acc, rel)
     if best is None:
         raise SystemExit("no beta on the grid reaches the full network's accuracy within 0.5 points")
-    return best[0], {"full_accuracy": full, "grid": table, "knee": {"beta": best[0], "accuracy": best[1],
-                                                                   "relative_macs": best[2]}}
+    return best[0], {
+        "full_accuracy": full,
+        "grid": table,
+        "knee": {"beta": best[0], "accuracy": best[1], "relative_macs": best[2]},
+    }
 
 
 def capacity(engine: Engine, x: np.ndarray, n: int = 4000) -> float:
@@ -136,7 +146,13 @@ def capacity(engine: Engine, x: np.ndarray, n: int = 4000) -> float:
 
 
 def run_rate(
-    engine: Engine, x: np.ndarray, labels: np.ndarray, macs: np.ndarray, rate: float, duration: float, seed: int
+    engine: Engine,
+    x: np.ndarray,
+    labels: np.ndarray,
+    macs: np.ndarray,
+    rate: float,
+    duration: float,
+    seed: int,
 ) -> dict[str, Any]:
     """Open-loop Poisson arrivals at `rate` for `duration` seconds against a started engine."""
     rng = np.random.default_rng(seed)
@@ -226,11 +242,25 @@ def main(argv: list[str] | None = None) -> int:
     x, labels = xt.numpy().astype(np.float32), yt.numpy()
     beta, sweep = knee_beta(model, info.calibration, info.variant, test, device)
     macs = np.asarray(measure_costs(model).macs_at_exit(), dtype=np.float64)
-    log.info("knee beta %g (test accuracy %.4f at %.1f%% of the MACs; full %.4f)", beta,
-             sweep["knee"]["accuracy"], 100 * sweep["knee"]["relative_macs"], sweep["full_accuracy"])
+    log.info(
+        "knee beta %g (test accuracy %.4f at %.1f%% of the MACs; full %.4f)",
+        beta,
+        sweep["knee"]["accuracy"],
+        100 * sweep["knee"]["relative_macs"],
+        sweep["full_accuracy"],
+    )
     c, h, w = (int(d) for d in model.input_shape)
-    facts = ModelFacts("pytorch", describe_device(device), info.classes, (c, h, w), info.mean, info.std,
-                       info.color_mode, info.calibration.score, info.variant)
+    facts = ModelFacts(
+        "pytorch",
+        describe_device(device),
+        info.classes,
+        (c, h, w),
+        info.mean,
+        info.std,
+        info.color_mode,
+        info.calibration.score,
+        info.variant,
+    )
     opts = {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue}
 
     def build(server: str) -> Engine:
@@ -252,18 +282,47 @@ def main(argv: list[str] | None = None) -> int:
             engine.submit(warm, lambda row, a: None)
             time.sleep(0.2)
             engine.telemetry = type(engine.telemetry)(engine.num_exits)  # count the measured part only
-            r = run_rate(engine, x, labels, macs if server != "plain" else macs[-1:], frac * caps["plain"],
-                         args.duration, seed=k)
-            betas = [b for _, b in engine.controller.trajectory] if isinstance(engine.controller, SloController) else []
+            r = run_rate(
+                engine,
+                x,
+                labels,
+                macs if server != "plain" else macs[-1:],
+                frac * caps["plain"],
+                args.duration,
+                seed=k,
+            )
+            betas = (
+                [b for _, b in engine.controller.trajectory]
+                if isinstance(engine.controller, SloController)
+                else []
+            )
             engine.stop(timeout_s=30)
             stage_batch = [engine.telemetry.mean_batch(i) for i in range(engine.num_exits)]
-            point = RatePoint(server, frac, frac * caps["plain"], beta_end=engine.beta if server != "plain" else None,
-                              beta_min=min(betas) if betas else None, stage_batch=stage_batch, **r)
+            point = RatePoint(
+                server,
+                frac,
+                frac * caps["plain"],
+                beta_end=engine.beta if server != "plain" else None,
+                beta_min=min(betas) if betas else None,
+                stage_batch=stage_batch,
+                **r,
+            )
             points.append(point)
-            log.info("%-5s %4.0f%% offered %6.0f/s achieved %6.0f/s p50 %6.1f p95 %6.1f p99 %6.1f ms drops %d "
-                     "acc %.4f macs %.3f batches %s", server, 100 * frac, point.offered, point.achieved,
-                     point.p50_ms, point.p95_ms, point.p99_ms, point.dropped, point.accuracy, point.relative_macs,
-                     [round(b, 1) for b in stage_batch])
+            log.info(
+                "%-5s %4.0f%% offered %6.0f/s achieved %6.0f/s p50 %6.1f p95 %6.1f p99 %6.1f ms drops %d "
+                "acc %.4f macs %.3f batches %s",
+                server,
+                100 * frac,
+                point.offered,
+                point.achieved,
+                point.p50_ms,
+                point.p95_ms,
+                point.p99_ms,
+                point.dropped,
+                point.accuracy,
+                point.relative_macs,
+                [round(b, 1) for b in stage_batch],
+            )
     result = summarise(points, caps, args, sweep, beta, describe_device(device))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_load.json").write_text(json.dumps(result, indent=2))
@@ -281,8 +340,14 @@ def _capacity(points: list[RatePoint], server: str, slo_ms: float) -> float:
     return max(ok) if ok else 0.0
 
 
-def summarise(points: list[RatePoint], caps: dict[str, float], args: Any, sweep: dict[str, Any], beta: float,
-              device: str) -> dict[str, Any]:
+def summarise(
+    points: list[RatePoint],
+    caps: dict[str, float],
+    args: Any,
+    sweep: dict[str, Any],
+    beta: float,
+    device: str,
+) -> dict[str, Any]:
     cap = {s: _capacity(points, s, args.slo_ms) for s in ("plain", "knee", "slo")}
     half = {p.server: p for p in points if abs(p.fraction - 0.5) < 1e-9}
     high = {p.server: p for p in points if abs(p.fraction - 1.5) < 1e-9}
@@ -297,8 +362,12 @@ def summarise(points: list[RatePoint], caps: dict[str, float], args: Any, sweep:
         b = loaded[-1].stage_batch
         targets["stage3_over_stage1_batch_under_load"] = b[2] / b[0] if len(b) > 2 and b[0] else None
     if high:
-        targets["slo_at_150pct"] = {"p95_ms": high["slo"].p95_ms, "dropped": high["slo"].dropped,
-                                    "accuracy": high["slo"].accuracy, "knee_accuracy": high["knee"].accuracy}
+        targets["slo_at_150pct"] = {
+            "p95_ms": high["slo"].p95_ms,
+            "dropped": high["slo"].dropped,
+            "accuracy": high["slo"].accuracy,
+            "knee_accuracy": high["knee"].accuracy,
+        }
     return {
         "device": device,
         "threads": args.threads,

@@ -82,6 +82,15 @@ def test_serve_answers_then_drains_on_sigterm(small_run: dict[str, Any]) -> None
             == 401
         )
 
+        for body in (png, png[: len(png) // 2]):  # clients that leave after sending, or halfway through
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nAuthorization: Bearer k\r\n"
+                raw.sendall(f"{head}Content-Length: {len(png)}\r\n\r\n".encode() + body)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{url}/health").json()["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(f"{url}/health").json()["in_flight"] == 0  # nothing left behind
+
         def post(_: int) -> int | str:
             try:
                 return httpx.post(f"{url}/predict", content=png, headers=headers, timeout=20).status_code
@@ -101,7 +110,9 @@ def test_serve_answers_then_drains_on_sigterm(small_run: dict[str, Any]) -> None
         # kernel queued but the server never read may be closed ("broken" here), not an answer.
         found = re.search(r"engine drained: (\d+) requests answered, (\d+) in flight", log)
         assert found is not None, log
-        assert int(found.group(1)) == 1 + codes.count(200) and found.group(2) == "0", (codes, log)
+        assert (
+            int(found.group(1)) in (1 + codes.count(200), 2 + codes.count(200)) and found.group(2) == "0"
+        ), (codes, log)
         assert codes.count(200) >= 1 and set(codes) <= {200, 503, "refused", "broken"}, codes
     finally:
         if proc.poll() is None:

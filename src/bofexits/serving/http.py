@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
 
 from bofexits.deploy.predict import decode_image
 from bofexits.deploy.runner import preprocess
@@ -174,6 +175,8 @@ def create_app(
         except _Refused as exc:
             engine.telemetry.count_request("invalid")
             return refuse(exc.status, str(exc), exc.headers)
+        except ClientDisconnect:  # gone before its body arrived: nothing was queued, nobody to answer
+            return Response(status_code=400)
         except BofexitsError as exc:
             engine.telemetry.count_request("invalid")
             return refuse(400, str(exc))
