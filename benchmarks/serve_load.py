@@ -14,8 +14,8 @@ server's 503). The three servers are three engines over the same stages and sche
 * slo: the knee beta as set point, turned by `SloController` against `--slo-ms`.
 
 The plain server's capacity C is measured first (single-image requests submitted as fast as
-the queue takes them, answers per second); offered rates are fractions of C (`--fractions`, 10% to 200%). Per rate and server:
-achieved throughput, p50/p95/p99 latency, drops, mean MACs (from the exits taken), accuracy
+the queue takes them, answers per second); offered rates are fractions of C (`--fractions`,
+10% to 200%). Per rate and server: achieved throughput, p50/p95/p99 latency, drops, mean MACs (from the exits taken), accuracy
 of the answers served (the test labels), mean batch size per stage and, for slo, beta.
 Capacity at a target = the highest offered rate with p95 <= `--slo-ms` and no drops.
 
@@ -394,7 +394,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['capacity_at_slo_per_s']['plain']:.0f}/s, knee {r['capacity_at_slo_per_s']['knee']:.0f}/s, slo "
         f"{r['capacity_at_slo_per_s']['slo']:.0f}/s.",
         "",
-        "| server | offered | achieved/s | p50 ms | p95 ms | p99 ms | drops | accuracy | MACs | batch per stage | beta |",
+        "| server | offered | achieved/s | p50 ms | p95 ms | p99 ms | drops | accuracy | MACs "
+        "| batch per stage | beta |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in r["points"]:

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {k: [] for k in urls}
     headers = {"content-type": "image/png"}
     with httpx.Client(timeout=30) as client:
-        for name, url in urls.items():  # warm both paths
+        for url in urls.values():  # warm both paths
             for _ in range(20):
                 client.post(f"{url}/predict", content=png, headers=headers)
         for _ in range(args.requests):

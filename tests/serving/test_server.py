@@ -84,7 +84,7 @@ def test_serve_answers_then_drains_on_sigterm(small_run: dict[str, Any]) -> None
 
         for body in (png, png[: len(png) // 2]):  # clients that leave after sending, or halfway through
             with socket.create_connection(("127.0.0.1", port)) as raw:
-                head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nAuthorization: Bearer k\r\n"
+                head = "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nAuthorization: Bearer k\r\n"
                 raw.sendall(f"{head}Content-Length: {len(png)}\r\n\r\n".encode() + body)
         deadline = time.monotonic() + 10
         while httpx.get(f"{url}/health").json()["in_flight"] and time.monotonic() < deadline:
