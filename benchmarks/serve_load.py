@@ -15,8 +15,9 @@ server's 503). The three servers are three engines over the same stages and sche
 
 The plain server's capacity C is measured first (single-image requests submitted as fast as
 the queue takes them, answers per second); offered rates are fractions of C (`--fractions`,
-10% to 200%). Per rate and server: achieved throughput, p50/p95/p99 latency, drops, mean MACs (from the exits taken), accuracy
-of the answers served (the test labels), mean batch size per stage and, for slo, beta.
+10% to 200%). Per rate and server: achieved throughput, p50/p95/p99 latency, drops, mean
+MACs (from the exits taken), accuracy of the answers served (the test labels), mean batch
+size per stage and, for slo, beta.
 Capacity at a target = the highest offered rate with p95 <= `--slo-ms` and no drops.
 
 Writes serve_load.json, serve_load.md (the README block) and serve_load.png into `--out`;
