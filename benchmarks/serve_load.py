@@ -418,10 +418,17 @@ def plot(points: list[RatePoint], slo_ms: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for server, style in (("plain", "o-"), ("knee", "s-"), ("slo", "^-")):
+    for server, style, color in (("plain", "o-", "C0"), ("knee", "s-", "C2"), ("slo", "^-", "C4")):
         pts = [p for p in points if p.server == server]
-        ax.plot([p.offered for p in pts], [p.p95_ms for p in pts], style, label=f"{server} p95")
-        ax.plot([p.offered for p in pts], [p.p50_ms for p in pts], style, alpha=0.35, label=f"{server} p50")
+        ax.plot([p.offered for p in pts], [p.p95_ms for p in pts], style, color=color, label=f"{server} p95")
+        ax.plot(
+            [p.offered for p in pts],
+            [p.p50_ms for p in pts],
+            style.replace("-", ":"),
+            color=color,
+            alpha=0.5,
+            label=f"{server} p50",
+        )
     ax.axhline(slo_ms, color="grey", ls="--", lw=1, label=f"SLO {slo_ms:g} ms")
     ax.set_yscale("log")
     ax.set_xlabel("offered load (requests/s)")
