@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bofexits.errors import ConfigError
+from bofexits.errors import ConfigError, InputError
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies import CalibratedThreshold, ExitPolicy, GlobalThreshold, Patience
@@ -120,6 +120,19 @@ def test_a_failing_batch_fails_only_its_requests(
     health = engine.health()
     assert health["batch_failures"] == 1 and "boom" in health["last_failure"] and health["in_flight"] == 0
     assert "bofexits_batch_failures_total 1" in engine.telemetry.render()
+
+
+def test_bad_inputs_are_refused_before_they_share_a_batch(
+    tiny_net: MultiExitNetwork, images: Callable[..., torch.Tensor]
+) -> None:
+    engine = Engine(TorchStages(tiny_net, GlobalThreshold(0.4), _facts()))
+    x = images(2).numpy()
+    bad = x.copy()
+    bad[0, 0, 0, 0] = np.nan
+    for wrong, words in ((x[:, :1], "expected a"), (bad, "NaN"), (x[:0], "n >= 1")):
+        with pytest.raises(InputError, match=words):
+            engine.submit(wrong, lambda row, a: None)
+    assert engine.in_flight == 0 and len(engine.scheduler) == 0
 
 
 def test_overload_is_refused_with_a_retry_time(

@@ -148,9 +148,16 @@ class Engine:
         """Queue n preprocessed samples, (n, C, H, W) float32; ``on_done(row, answer_or_error)`` per sample.
 
         Raises:
+            InputError: a wrong shape, or NaN/inf values (refused before they can share a batch).
             Overloaded: accepting them would put more than `max_queue` requests in flight.
             ShuttingDown: the engine is draining.
         """
+        shape = tuple(self.backend.facts.input_shape)
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or tuple(x.shape[1:]) != shape or x.shape[0] == 0:
+            got = tuple(x.shape) if isinstance(x, np.ndarray) else type(x).__name__
+            raise InputError(f"expected a (n, {', '.join(map(str, shape))}) float32 array with n >= 1, got {got}")
+        if not bool(np.isfinite(x).all()):  # checked here, so one bad request cannot fail a shared batch
+            raise InputError("the input contains NaN or inf values; send finite, normalised inputs")
         n = int(x.shape[0])
         payload = _Payload(self.backend.from_numpy(x), None, self.backend.begin(n))
         with self._work:
