@@ -42,3 +42,18 @@ def test_the_cli_takes_a_quoted_glob(small_run: dict[str, Any], capsys: pytest.C
     assert main(["-q", "predict", str(small_run["export"]), pattern, "--json", "--max-batch", "3"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["predictions"]) == 4 and out["max_batch"] == 3
+
+
+def test_an_export_is_served_without_torch(small_run: dict[str, Any]) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from bofexits.serving.bulk import predict_images\n"
+        f"out, about = predict_images({str(small_run['export'])!r}, [{str(small_run['pngs'][0])!r}], device='auto')\n"
+        "assert out[0].error is None and about['backend'] == 'onnxruntime', out\n"
+        "print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
