@@ -491,12 +491,21 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=commands.predict)
 
 
+def _nonempty(text: str) -> str:
+    """An argparse type: any text but the empty string."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     about = "serve a checkpoint or an ONNX export over HTTP with stage-level batching (needs bofexits[serve])"
     p = sub.add_parser("serve", help=about, description=about)
     p.add_argument("source", type=Path, help="checkpoint.pt, or a folder written by `bofexits export`")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_integer(0, 65535), default=8000, help="default 8000")
+    p.add_argument(
+        "--host", type=_nonempty, default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=_integer(1, 65535), default=8000, help="default 8000")
     p.add_argument("--max-batch", type=_integer(1, 4096), default=32, help="most samples per stage batch (32)")
     p.add_argument(
         "--max-wait-ms", type=_number(0, 60_000), default=5.0,
@@ -508,7 +517,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--threads", type=_THREADS, help="inference threads")
     p.add_argument("--data-dir", type=_folder, help="training data, for a checkpoint without class names")
     p.add_argument(
-        "--api-key", help="require 'Authorization: Bearer KEY' (default: $BOFEXITS_API_KEY; none: open)"
+        "--api-key",
+        type=_nonempty,
+        help="require 'Authorization: Bearer KEY' (default: $BOFEXITS_API_KEY; none: open)",
     )
     p.add_argument(
         "--latency-slo-ms", type=_number(0, 600_000, open_low=True),
