@@ -105,6 +105,8 @@ VALID = {
         "max_drop",
         "val_fraction",
         "distill",
+        "max_wait_ms",  # serve: no wait
+        "slo_min_beta",
     },
     "huge": {
         "epochs",
@@ -124,8 +126,10 @@ VALID = {
         "budget",
         "latency_ms",
         "exit_pools",
+        "slo_min_beta",  # serve: clamped to the set point
     },
     "neg": {"seed", "max_drop"},
+    "unknown": {"host", "api_key"},  # serve: any host name and any key are legitimate text
 }
 
 

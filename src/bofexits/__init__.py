@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
     from .evaluation.sweep import Sweep, sweep
     from .inference.gpu import CudaAdaptiveRuntime
     from .inference.offline import oracle, oracle_frontier, simulate
-    from .inference.runtime import AdaptiveRuntime, ExitResult
+    from .inference.runtime import AdaptiveRuntime, ExitResult, StepOutput
     from .models.backbones import Backbone, create_backbone, list_backbones, register_backbone
     from .models.baseline_exits import ConvExits, PooledLinearExits
     from .models.bof import BoFPooling, bof_histogram, logistic_membership, rbf_membership, squared_distances
@@ -64,6 +64,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
     )
     from .recipes import RECIPES, recipe_for
     from .reporting.claims import check_claims
+    from .serving.engine import Engine
+    from .serving.load import open_stages
     from .training.checkpoint import load_checkpoint, load_model, save_checkpoint
     from .training.loop import TrainResult, train
 
@@ -115,10 +117,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "recipes": ("RECIPES", "recipe_for"),
     "options": ("DEFAULT_SCORE", "DEFAULT_VARIANT"),
-    "inference.runtime": ("AdaptiveRuntime", "ExitResult"),
     "inference.gpu": ("CudaAdaptiveRuntime",),
     "deploy.torchscript": ("export_torchscript",),
     "training.loop": ("TrainResult", "train"),
+    "inference.runtime": ("AdaptiveRuntime", "ExitResult", "StepOutput"),
+    "serving.engine": ("Engine",),
+    "serving.load": ("open_stages",),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -490,7 +490,10 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("predict", help="classify PNG/JPEG files with a checkpoint or an ONNX export folder")
     p.add_argument("source", type=Path, help="checkpoint.pt, or a folder written by `bofexits export`")
-    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("images", type=Path, nargs="+", help="image files, folders or quoted glob patterns")
+    p.add_argument(
+        "--max-batch", type=_integer(1, 4096), default=32, help="most images per stage batch (default 32)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON for programs")
     p.add_argument("--beta", type=_number(0), help="override the knob")
     p.add_argument("--threads", type=_THREADS, help="inference threads")
@@ -506,6 +509,49 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "(onnxruntime-gpu) on cuda, its CPU provider on cpu, and auto takes CUDA when onnxruntime has it",
     )
     p.set_defaults(func=commands.predict)
+
+
+def _nonempty(text: str) -> str:
+    """An argparse type: any text but the empty string."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    about = "serve a checkpoint or an ONNX export over HTTP with stage-level batching (needs bofexits[serve])"
+    p = sub.add_parser("serve", help=about, description=about)
+    p.add_argument("source", type=Path, help="checkpoint.pt, or a folder written by `bofexits export`")
+    p.add_argument(
+        "--host", type=_nonempty, default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=_integer(1, 65535), default=8000, help="default 8000")
+    p.add_argument("--max-batch", type=_integer(1, 4096), default=32, help="most samples per stage batch (32)")
+    p.add_argument(
+        "--max-wait-ms", type=_number(0, 60_000), default=5.0,
+        help="a queue whose oldest sample waited this long runs next (5)",
+    )
+    p.add_argument("--max-queue", type=_integer(1, 1_000_000), default=1024, help="past it: 503 (1024)")
+    p.add_argument("--max-body", type=_integer(1, 1 << 30), default=1 << 20, help="bytes; past it: 413 (1 MiB)")
+    p.add_argument("--beta", type=_number(0), help="the knob (default: the tuned one)")
+    p.add_argument("--threads", type=_THREADS, help="inference threads")
+    p.add_argument("--data-dir", type=_folder, help="training data, for a checkpoint without class names")
+    p.add_argument(
+        "--api-key",
+        type=_nonempty,
+        help="require 'Authorization: Bearer KEY' (default: $BOFEXITS_API_KEY; none: open)",
+    )
+    p.add_argument(
+        "--latency-slo-ms", type=_number(0, 600_000, open_low=True),
+        help="p95 latency target: beta is lowered under queueing and raised back when load falls",
+    )
+    p.add_argument("--slo-min-beta", type=_number(0), default=0.0, help="lowest beta the SLO controller may use")
+    p.add_argument("--ray", action="store_true", help="serve with Ray Serve (needs bofexits[ray])")
+    p.add_argument("--replicas", type=_integer(1, 1024), default=1, help="Ray Serve replicas, each a whole engine")
+    p.add_argument(
+        "--device", type=device_argument, default="auto", metavar="DEVICE", help=f"{DEVICE_HELP} (default auto)"
+    )
+    p.set_defaults(func=commands.serve)
 
 
 _LISTS = {
@@ -535,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_and_report(sub)
     _add_export(sub)
     _add_predict(sub)
+    _add_serve(sub)
     _add_lists(sub)
     _add_sweep(sub, "evaluate", replaces="sweep")  # deprecated alias, for one release
     return parser

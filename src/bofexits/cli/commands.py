@@ -24,6 +24,7 @@ __all__ = [
     "list_names",
     "predict",
     "report",
+    "serve",
     "sweep",
     "train",
     "tune",
@@ -225,15 +226,42 @@ def export(args: argparse.Namespace) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    from bofexits.deploy.predict import format_predictions, predict_files
+    from bofexits.deploy.predict import format_predictions
+    from bofexits.serving.bulk import predict_images
 
-    predictions, about = predict_files(
+    predictions, about = predict_images(  # files, folders and globs through the serving engine
         args.source,
         args.images,
         beta=args.beta,
         threads=args.threads,
         data_dir=args.data_dir,
         device=args.device,
+        max_batch=args.max_batch,
     )
     print(format_predictions(predictions, about, as_json=args.json))
     return 1 if any(p.error is not None for p in predictions) else 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    from bofexits.serving.server import ServeOptions, run_server
+
+    opts = ServeOptions(
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_body=args.max_body,
+        device=args.device,
+        beta=args.beta,
+        threads=args.threads,
+        data_dir=args.data_dir,
+        latency_slo_ms=args.latency_slo_ms,
+        slo_min_beta=args.slo_min_beta,
+        api_key=args.api_key,
+    )
+    if args.ray:
+        from bofexits.serving.ray_app import run_ray
+
+        return run_ray(args.source, opts, replicas=args.replicas)
+    return run_server(args.source, opts)

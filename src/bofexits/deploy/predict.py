@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from bofexits.errors import BofexitsError, CheckpointError, ConfigError, InputEr
 __all__ = [
     "MIN_SIDE_FRACTION",
     "Prediction",
+    "decode_image",
     "format_predictions",
     "load_image",
     "onnx_providers",
@@ -83,15 +84,38 @@ def load_image(path: str | Path, size: tuple[int, int], mode: str) -> np.ndarray
         InputError: the path is not a regular file, not an image Pillow can read, in a mode that
             cannot be converted, or too small (see `MIN_SIDE_FRACTION`); the message names it.
     """
+    path = Path(path)
+    _check_regular_file(path)
+    return decode_image(path, size, mode, name=str(path))
+
+
+def decode_image(
+    source: str | Path | BinaryIO, size: tuple[int, int], mode: str, *, name: str, max_pixels: int | None = None
+) -> np.ndarray:
+    """`load_image` on an open file or a path: the steps and errors of reading files, for bytes from a request.
+
+    Args:
+        source: a path or a binary file object (e.g. ``io.BytesIO(body)``).
+        size, mode: as for `load_image`.
+        name: how error messages call the image.
+        max_pixels: refuse larger images before decoding them (a server's guard against
+            decompression bombs: a small PNG can hold a huge image).
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
+    path = name
     height, width = size
-    _check_regular_file(path)
     try:
-        with Image.open(path) as opened:
+        with Image.open(source) as opened:
+            if max_pixels is not None and opened.width * opened.height > max_pixels:
+                raise InputError(
+                    f"{path} is {opened.width}x{opened.height} pixels, more than the {max_pixels} accepted; "
+                    "resize it first"
+                )
             image = ImageOps.exif_transpose(opened)
             image.load()
+    except InputError:
+        raise
     except (
         UnidentifiedImageError,
         Image.DecompressionBombError,

@@ -452,14 +452,35 @@ class OnnxAdaptiveRunner:
             return RunResult(logits, np.array([index], dtype=np.int64))
         return self._staged_batched(x)
 
+    def step(self, i: int, x: np.ndarray, state: np.ndarray | None) -> tuple[Any, np.ndarray, Any]:
+        """Run stage i and its exit on these samples (staged graphs): the step the loops are made of.
+
+        The same protocol as `bofexits.inference.AdaptiveRuntime.step`, in numpy: stage i maps
+        `x` (the input for i = 0, else stage i-1's features), exit i gives logits and the
+        state for exit i+1; the final stage (i = S-1) gives the backbone's logits and no
+        features. Each row depends on its own inputs alone, so rows of different requests may
+        share a call (the server's re-batching). No input checks, no decision.
+
+        Returns:
+            (features (B, ...) or None at the final stage, logits (B, classes) float32, state or None).
+        """
+        if i == len(self._steps):
+            return None, self.final(x=x)["logits"], None
+        features, logits, state = self._steps[i](x, state)
+        return features, logits, state
+
+    def stops(self, i: int, logits: np.ndarray) -> np.ndarray:
+        """(B,) bool: the samples whose score passes exit i's threshold (the rule, in numpy)."""
+        return np.asarray(confidence(logits, self.score) >= self._thresholds[i])
+
     def _staged_single(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         state = None
-        for i, step in enumerate(self._steps):
-            x, logits, state = step(x, state)
+        for i in range(len(self._steps)):
+            x, logits, state = self.step(i, x, state)
             _finite(logits)
             if score_one(logits, self.score) >= self._thresholds[i]:
                 return logits, i
-        return _finite(self.final(x=x)["logits"]), len(self._steps)
+        return _finite(self.step(len(self._steps), x, None)[1]), len(self._steps)
 
     def _staged_batched(self, x: np.ndarray) -> RunResult:
         n, last = x.shape[0], len(self._steps)
@@ -467,12 +488,12 @@ class OnnxAdaptiveRunner:
         exit_index = np.full(n, last, dtype=np.int64)
         alive = np.arange(n)
         state: np.ndarray | None = None
-        for i, step in enumerate(self._steps):
-            x, logits, state = step(x, state)
+        for i in range(last):
+            x, logits, state = self.step(i, x, state)
             _finite(logits)
             if out is None:
                 out = np.empty((n, logits.shape[1]), dtype=logits.dtype)
-            stop = confidence(logits, self.score) >= self._thresholds[i]
+            stop = self.stops(i, logits)
             n_stop = int(stop.sum())
             if n_stop == 0:
                 continue
@@ -483,7 +504,7 @@ class OnnxAdaptiveRunner:
             go_on = ~stop
             alive, x = alive[go_on], np.ascontiguousarray(x[go_on])
             state = np.ascontiguousarray(state[go_on]) if state is not None else None
-        final = _finite(self.final(x=x)["logits"])
+        final = _finite(self.step(last, x, None)[1])
         if out is None:
             out = np.empty((n, final.shape[1]), dtype=final.dtype)
         out[alive] = final

@@ -241,15 +241,14 @@ class CudaAdaptiveRuntime(AdaptiveRuntime):
         self, i: int, x: torch.Tensor, state: torch.Tensor | None, score: str | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Stage i and exit i on (1, C, H, W): (map, logits, exit state, probe [score, finite] or None)."""
-        x = self.stages[i](x)
-        logits, state = self.exits.step(i, x, state)
+        x, logits, state = self.step(i, x, state)
         if score is None:
             return x, logits, state, None
         finite = torch.isfinite(logits).all().to(logits.dtype)
         return x, logits, state, torch.stack([confidence(logits, score)[0], finite])  # (2,)
 
     def _final(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.stages[self._last](x)
+        logits = self.step(self._last, x, None).logits
         return logits, torch.isfinite(logits).all()
 
     def _eager_steps(self, x: torch.Tensor, score: str | None) -> Iterator[tuple[torch.Tensor, Any]]:
@@ -330,7 +329,7 @@ class CudaAdaptiveRuntime(AdaptiveRuntime):
     @torch.inference_mode()
     def run_batched(self, x: torch.Tensor) -> ExitResult:
         """A batch where stopped samples leave and the rest go on; at most one host read per exit."""
-        stages, exits, policy, last = self.batch_stages, self.exits, self.policy, self._last
+        policy, last = self.policy, self._last
         n = x.shape[0]
         x = x.contiguous(memory_format=self.memory_format)
         alive = torch.arange(n, device=x.device)  # input positions of the samples in the batch
@@ -339,8 +338,7 @@ class CudaAdaptiveRuntime(AdaptiveRuntime):
         state: torch.Tensor | None = None
         pstate = policy.begin(n)
         for i in range(last):
-            x = stages[i](x)
-            logits, state = exits.step(i, x, state)  # (M, classes)
+            x, logits, state = self.step(i, x, state)  # logits (M, classes)
             stop, pstate = policy.stop(i, logits, pstate)  # (M,) bool, on the device
             if out is None:
                 out = logits.new_empty(n, logits.shape[1])
@@ -355,7 +353,7 @@ class CudaAdaptiveRuntime(AdaptiveRuntime):
             state = state.index_select(0, go_on) if state is not None else None
             if pstate is not None:  # stateless policies (the threshold rules) skip this
                 pstate = policy.keep(pstate, ~stop)
-        final = stages[last](x)
+        final = self.step(last, x, None).logits
         if not _read(torch.isfinite(final).all()):
             raise InputError(NAN_MESSAGE)
         if out is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -19,7 +20,21 @@ from bofexits.models.folded import fold_batchnorm, freeze_exits
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies.base import NAN_MESSAGE, ExitPolicy
 
-__all__ = ["AdaptiveRuntime", "ExitResult", "route"]
+__all__ = ["AdaptiveRuntime", "ExitResult", "StepOutput", "route"]
+
+
+class StepOutput(NamedTuple):
+    """What one step (stage i and its exit) gives back, per sample in the step's batch.
+
+    Attributes:
+        features: (B, ...) stage i's map, the input of stage i+1; None after the final stage.
+        logits: (B, classes) exit i's logits (the backbone's at the final stage).
+        state: (B, ...) the exit state handed to exit i+1, or None.
+    """
+
+    features: Any
+    logits: Any
+    state: Any
 
 
 @dataclass
@@ -121,9 +136,40 @@ class AdaptiveRuntime:
         return _finite(self.stages[self._last](x)), self._last
 
     @torch.inference_mode()
+    def step(self, i: int, x: torch.Tensor, state: torch.Tensor | None) -> StepOutput:
+        """Run stage i and its exit on these samples: the step every routing loop is made of.
+
+        Stage i maps `x` (the input for i = 0, else stage i-1's features), exit i turns the
+        map and the exit state into logits and the next state. The final stage (i = S-1) has
+        no exit head: its logits are the backbone's. A batch of one runs the NCHW stages
+        (`run_single`'s), larger batches the channels-last copies (`run_batched`'s); the
+        samples may come from different requests (the server re-batches survivors), so each
+        row depends on its own inputs alone. No input checks, no policy.
+
+        Args:
+            i: 0-based stage, 0..S-1.
+            x: (B, ...) input of stage i.
+            state: (B, ...) exit state from exit i-1, None at i = 0 (and for stateless exits).
+
+        Returns:
+            `StepOutput` (features (B, ...) or None at the final stage, logits (B, classes),
+            state (B, ...) or None).
+        """
+        if x.shape[0] == 1:
+            stage = self.stages[i]
+            x = x.contiguous()
+        else:
+            stage = self.batch_stages[i]
+            x = x.contiguous(memory_format=self.memory_format)
+        if i == self._last:
+            return StepOutput(None, stage(x), None)
+        x = stage(x)
+        logits, state = self.exits.step(i, x, state)
+        return StepOutput(x, logits, state)
+
+    @torch.inference_mode()
     def run_batched(self, x: torch.Tensor) -> ExitResult:
-        """A batch where stopped samples leave and the rest go on. No input checks."""
-        exits, stages, last = self.exits, self.batch_stages, self._last
+        """A batch where stopped samples leave and the rest go on: `route` over `step`. No input checks."""
         state: torch.Tensor | None = None
         x = x.contiguous(memory_format=self.memory_format)
 
@@ -132,13 +178,12 @@ class AdaptiveRuntime:
             if go_on is not None:  # drop the samples that just left
                 x = _take(x, go_on)
                 state = state[go_on] if state is not None else None
-            if i == last:
-                return stages[last](x)
-            x = stages[i](x)
-            logits, state = exits.step(i, x, state)
-            return logits
+            out = self.step(i, x, state)
+            if out.features is not None:
+                x, state = out.features, out.state
+            return out.logits
 
-        return route(self.policy, last + 1, x.shape[0], logits_at, x.device)
+        return route(self.policy, self._last + 1, x.shape[0], logits_at, x.device)
 
 
 def route(

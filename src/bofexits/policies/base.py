@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from bofexits.errors import ConfigError, InputError
 
-__all__ = ["NAN_MESSAGE", "ExitPolicy"]
+__all__ = ["NAN_MESSAGE", "ExitPolicy", "joinable"]
 
 NAN_MESSAGE = "an exit produced NaN or inf logits; the weights are broken (retrain or reload the checkpoint)"
 
@@ -64,6 +65,44 @@ class ExitPolicy:
             return state[remaining]
         return state
 
+    def join(self, states: Sequence[Any]) -> Any:
+        """One state for the samples of several batches placed one after another: the opposite of `keep`.
+
+        A server re-batches the survivors of different requests at each exit, so their carried
+        states must meet in one batch. None (stateless) and tensor states join here; a policy
+        with another kind of per-sample state overrides this (`Patience` does), and one that
+        does not is refused by the server (`joinable`).
+
+        Args:
+            states: the states of the batches, in the order their samples are concatenated.
+
+        Raises:
+            NotImplementedError: a state this method cannot concatenate.
+
+        >>> ExitPolicy().join([None, None]) is None
+        True
+        """
+        if all(s is None for s in states):
+            return None
+        if states and all(isinstance(s, torch.Tensor) for s in states):
+            return torch.cat(list(states))
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot join its per-sample states; override ExitPolicy.join"
+        )
+
     def describe(self) -> dict[str, Any]:
         """JSON-ready description: name and knob values."""
         return {"name": self.name}
+
+
+def joinable(policy: ExitPolicy) -> bool:
+    """Whether `policy`'s per-sample states can be joined across batches (`ExitPolicy.join`).
+
+    >>> joinable(ExitPolicy())
+    True
+    """
+    try:
+        policy.join([policy.begin(1), policy.begin(1)])
+    except NotImplementedError:
+        return False
+    return True

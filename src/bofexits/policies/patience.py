@@ -10,6 +10,7 @@ the first) is `Patience(t + 1)`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -85,6 +86,10 @@ class Patience(ExitPolicy):
     def keep(self, state: PatienceState, remaining: torch.Tensor) -> PatienceState:
         """Both state tensors restricted to the samples that go on (`remaining`: (B,) bool)."""
         return state[0][remaining], state[1][remaining]
+
+    def join(self, states: Sequence[PatienceState]) -> PatienceState:
+        """The states of several batches as one, samples in order (the opposite of `keep`)."""
+        return torch.cat([s[0] for s in states]), torch.cat([s[1] for s in states])
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "patience": self.patience}
