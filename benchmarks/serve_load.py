@@ -43,7 +43,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _readme_blocks import write_block  # noqa: E402
 
-from bofexits.data.registry import load_run_data  # noqa: E402
 from bofexits.deploy.info import deploy_info  # noqa: E402
 from bofexits.devices import describe_device, resolve_device  # noqa: E402
 from bofexits.evaluation.collect import collect_logits  # noqa: E402
@@ -53,6 +52,7 @@ from bofexits.policies.calibrated import CalibratedThreshold  # noqa: E402
 from bofexits.serving import Engine, ModelFacts, Overloaded, SloController  # noqa: E402
 from bofexits.serving.torch_stages import PlainStages, TorchStages  # noqa: E402
 from bofexits.training.checkpoint import load_model  # noqa: E402
+from bofexits.training.splits import load_run_data  # noqa: E402
 
 log = logging.getLogger("serve_load")
 FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)

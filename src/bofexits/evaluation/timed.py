@@ -20,6 +20,7 @@ import torch
 
 from bofexits.data import ImageDataset
 from bofexits.devices import describe_device
+from bofexits.errors import ConfigError
 from bofexits.evaluation.points import PointTiming
 from bofexits.evaluation.schema import SCHEMA_VERSION, check_schema, require
 from bofexits.evaluation.speedup import MAX_EFFICIENCY, SpeedInterval, plausible, ratio_interval
@@ -174,7 +175,7 @@ def time_runtimes(
             moved there before timing, and a CUDA device is synchronised before every clock reading.
     """
     if REFERENCE in runtimes:
-        raise ValueError(f"{REFERENCE!r} is the plain backbone's name; name the runtimes otherwise")
+        raise ConfigError(f"{REFERENCE!r} is the plain backbone's name; name the runtimes otherwise")
     if device is not None:
         images = images.to(device)
     one = interleaved_timing(
