@@ -108,6 +108,8 @@ def test_run_all_heads_outputs_reuse_and_readme(
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(run_all, "train", no_training)
+    write_results = run_all.write_results  # the report is checked above; leaving it out saves a second here
+    monkeypatch.setattr(run_all, "write_results", lambda *a, **k: write_results(*a, **{**k, "report": False}))
     assert (
         run_all.main([*common, "--datasets", "fashion-mnist", "--heads", "conv", "--timing-samples", "0"])
         == 0
