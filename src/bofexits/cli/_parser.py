@@ -303,6 +303,12 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--exit-pools", type=_integer(1), nargs="+", help="per-exit pre-pool factor")
     _choice(g, "--aggregation", _AGGREGATIONS, f"default {m.aggregation}")
     g.add_argument("--per-exit-classifiers", dest="shared_classifier", action="store_false", default=None)
+    g.add_argument(
+        "--shared-width",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"one RBF width per exit, not per codeword: a cheaper fused exit head (default {m.shared_width})",
+    )
     _choice(
         g,
         "--exit-head",
