@@ -250,6 +250,13 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         "--no-flip", dest="flip", action="store_false", default=None, help="no horizontal flips (digits)"
     )
     g.add_argument(
+        "--flip",
+        dest="flip",
+        action="store_true",
+        default=None,
+        help="horizontal flips (default: the dataset's; off for image-folder, whose mirror images may differ)",
+    )
+    g.add_argument(
         "--val-fraction",
         type=_number(0, 0.999),
         help=f"held out of the training set (default {d.val_fraction})",
