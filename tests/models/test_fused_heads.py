@@ -113,6 +113,18 @@ def test_equal_per_codeword_widths_fuse_exactly() -> None:
         torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
 
 
+def test_fuse_false_keeps_the_general_form_with_the_same_logits() -> None:
+    exits, maps = _exits(torch.float64, spatial_level=1, shared_width=True)
+    shapes = [tuple(m.shape[1:]) for m in maps]
+    fused, general = FrozenBoFExits(exits, shapes), FrozenBoFExits(exits, shapes, fuse=False)
+    assert [b.kind for b in general._bof] == ["rbf_sq"] * 3 and general._fused == [False] * 3
+    state_f = state_g = None
+    for i, m in enumerate(maps):
+        a, state_f = fused.step(i, m, state_f)
+        b, state_g = general.step(i, m, state_g)
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
 def test_fused_head_takes_an_empty_batch() -> None:
     exits, maps = _exits(torch.float32, spatial_level=1, shared_width=True)
     frozen = FrozenBoFExits(exits, [tuple(m.shape[1:]) for m in maps])

@@ -118,7 +118,7 @@ class _FrozenBoF:
     channels-last feature map is already (B, H, W, C) in memory, so (B, N, C) is a free view.
     """
 
-    def __init__(self, pooling: BoFPooling) -> None:
+    def __init__(self, pooling: BoFPooling, *, fuse: bool = True) -> None:
         v = pooling.codebook.detach()  # (K, C)
         self.pool = pooling.pool
         self.reduce = copy.deepcopy(pooling.reduce).eval() if pooling.reduce is not None else None
@@ -127,7 +127,7 @@ class _FrozenBoF:
         if pooling.membership == "rbf":
             inv = pooling.log_sigma.detach().neg().exp().expand(k)  # 1 / sigma, (K,)
             self.neg_inv_sigma = -inv.reshape(1, 1, k)
-            if self.kind == "rbf_sq" and bool((inv == inv[0]).all()):
+            if fuse and self.kind == "rbf_sq" and bool((inv == inv[0]).all()):
                 self.kind = "rbf_fused"  # one width: -||x||^2 / sigma is the same for every k
             if self.kind in ("rbf_sq", "rbf_fused"):  # -d/sigma = (2 x.v - ||v||^2)/sigma - ||x||^2/sigma
                 weight = 2 * v * inv[:, None]
@@ -225,15 +225,17 @@ class FrozenBoFExits(ExitHeads):
     Args:
         exits: trained BoF exits.
         feature_shapes: (C, H, W) of the map each exit reads (`MultiExitNetwork.feature_shapes`).
+        fuse: use the fused head where the widths allow it (default); False keeps the general
+            form, the same logits with more operators (for before/after measurements).
     """
 
-    def __init__(self, exits: BoFExits, feature_shapes: list[tuple[int, ...]]) -> None:
+    def __init__(self, exits: BoFExits, feature_shapes: list[tuple[int, ...]], *, fuse: bool = True) -> None:
         super().__init__()
         self.num_exits = exits.num_exits
         self.aggregation = exits.aggregation
         self.graph = False  # see `graph_form`
         self.shared = len(exits.classifiers) == 1
-        self._bof = [_FrozenBoF(p) for p in exits.bof]  # type: ignore[arg-type]
+        self._bof = [_FrozenBoF(p, fuse=fuse) for p in exits.bof]  # type: ignore[arg-type]
         linears = [cast(nn.Linear, c) for c in exits.classifiers]
         k = exits.codewords
         self._beta: list[float] = []
@@ -288,7 +290,12 @@ class FrozenBoFExits(ExitHeads):
         return 0.0, 1.0, bias
 
     def graph_form(self) -> FrozenBoFExits:
-        """A copy whose quantisers run as 1x1 convolutions (`_FrozenBoF.memberships_graph`), for export."""
+        """A copy whose quantisers run as 1x1 convolutions (`_FrozenBoF.memberships_graph`), for export.
+
+        Fused exits with a folded classifier keep `_fused_step` in the graph too: exported, its
+        position-major Gemm, Softmax and Gemm ran as fast as or faster than Conv, Softmax over
+        the codeword axis and Gemm in onnxruntime (docs/decisions.md, "Fused exit heads").
+        """
         other = copy.copy(self)
         other.graph = True
         return other
@@ -339,7 +346,7 @@ class FrozenBoFExits(ExitHeads):
     def step(
         self, index: int, features: torch.Tensor, state: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self._fused[index] and not self.graph:
+        if self._fused[index]:  # eager and graph form alike: onnxruntime folds the permute into its Gemm
             logits = self._fused_step(index, features, state)
             return logits, logits
         u, matrix = self._features(index, features)
