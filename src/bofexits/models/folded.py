@@ -122,7 +122,8 @@ class _FrozenBoF:
         v = pooling.codebook.detach()  # (K, C)
         self.pool = pooling.pool
         self.reduce = copy.deepcopy(pooling.reduce).eval() if pooling.reduce is not None else None
-        self.kind = "rbf_sq" if pooling.membership == "rbf" and pooling.squared else pooling.membership
+        # "rbf_sq", "rbf" (distances), "logistic", or "rbf_fused" (squared, one width: see below)
+        self.kind: str = "rbf_sq" if pooling.membership == "rbf" and pooling.squared else pooling.membership
         k = v.shape[0]
         if pooling.membership == "rbf":
             inv = pooling.log_sigma.detach().neg().exp().expand(k)  # 1 / sigma, (K,)
