@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bofexits.config import ModelConfig
+from bofexits.cli import build_parser, config_from_args
+from bofexits.config import ModelConfig, TrainConfig
 from bofexits.deploy import runner as deploy
 from bofexits.deploy.onnx import export_onnx
 from bofexits.inference.runtime import AdaptiveRuntime
@@ -19,6 +20,8 @@ from bofexits.models.exits import BoFExits
 from bofexits.models.folded import FrozenBoFExits
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies import CalibratedThreshold
+from bofexits.training.checkpoint import load_model
+from bofexits.training.loop import train
 from tests.helpers import fit_calibration
 
 MAPS = ((4, 8), (6, 4), (8, 3))  # (channels, side) of the map each exit reads
@@ -183,3 +186,19 @@ def test_onnx_runner_takes_the_same_exits_and_classes(
     for i in range(0, 40, 5):
         logits, index = runner.run_single(x[i : i + 1].numpy())
         assert index == int(ref.exit_index[i]) and int(logits.argmax()) == int(ref.predictions[i])
+
+
+def test_shared_width_trains_saves_and_runs_fused(
+    fake_data: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    cfg = config_from_args(build_parser().parse_args(["train", "--shared-width"]))
+    assert cfg.model.shared_width is True and TrainConfig().model.shared_width is False
+    run = tmp_path / "run"
+    tiny = tiny_config(fake_data, mode="two-phase", epochs=1, exit_epochs=1)
+    tiny.model.shared_width = True
+    train(tiny, run, progress=False)
+    model, calibrations, loaded = load_model(run / "checkpoint.pt")
+    assert loaded.model.shared_width is True
+    assert all(p.log_sigma.shape == (1,) for p in model.exits.bof)  # type: ignore[union-attr]
+    runtime = AdaptiveRuntime(model, CalibratedThreshold(calibrations[loaded.score], 0.5, loaded.variant))
+    assert isinstance(runtime.exits, FrozenBoFExits) and all(runtime.exits._fused)
