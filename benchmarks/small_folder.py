@@ -11,8 +11,9 @@ bilinearly, ink bright as in MNIST) in the layout `--dataset image-folder` reads
 seed; the folder is built in a temporary sibling and renamed into place, so a rerun reuses a
 complete folder and never sees a half-written one.
 
-One network (`vgg28` with BoF exits, two-phase, the library's defaults but no flips: a mirrored
-digit is another symbol) is trained on the folder; its exits are then calibrated twice with the
+One network (`vgg28` with BoF exits, two-phase, the library's image-folder defaults: no flips,
+since a mirrored digit is another symbol; `--flip` turns them on to measure that choice) is
+trained on the folder; its exits are then calibrated twice with the
 function training calibrates with, on the training split (the default) and on the validation split
 (`calibration_split val`), and every exit policy is compared on the test set for each. The
 baselines' knob grids come from the validation split alone, so they are the same in both; only
@@ -161,12 +162,13 @@ def _config(args: argparse.Namespace, data_dir: Path) -> TrainConfig:
         "epochs": args.epochs,
         "exit_epochs": args.exit_epochs,
         "batch_size": args.batch_size,
-        "flip": False,  # a mirrored digit is another symbol
         "crop_padding": 2,  # as the MNIST recipe
         "device": args.device,
         "threads": args.threads,
         "calibration_split": "train",  # the other split is calibrated below, on the same network
     }
+    if args.flip is not None:  # else the image-folder recipe's (no flips)
+        overrides["flip"] = args.flip
     if args.quick:
         overrides.update(widths=[4, 8, 8, 16], codewords=8, kmeans_images=64, batch_size=64)
     return resolve_config(overrides)
@@ -359,7 +361,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"settings, {result['wall_s']['total']:.0f} s). Data: {SOURCE}, {data['num_train']} train + "
         f"{data['num_test']} test 8x8 scans as {IMAGE_SIZE}x{IMAGE_SIZE} grey PNGs in {data['folder']}; "
         f"training held out {result['num_val']} images for validation. Network: {settings['backbone']}, "
-        f"{settings['mode']}, {settings['epochs']} + {settings['exit_epochs']} epochs, seed {settings['seed']}.",
+        f"{settings['mode']}, {settings['epochs']} + {settings['exit_epochs']} epochs, seed {settings['seed']}, "
+        f"{'with' if settings.get('flip') else 'no'} horizontal flips.",
         "",
         f"Knee: the cheapest point within {pp(MAX_DROP, 1, signed=False)} of the full network. `<= X MACs`: the most "
         "accurate point using at most that share of the backbone's MACs. Cells: accuracy % @ MACs (correct test "
@@ -401,6 +404,12 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="torch threads (1: on a shared 2-core CPU, tiny ops with 2 threads ran ~100x slower)",
     )
+    ap.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips in training (default: the image-folder recipe's, none)",
+    )
     ap.add_argument("--quick", action="store_true", help="a tiny network and schedule: a few seconds")
     return ap
 
@@ -426,7 +435,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     data = build_folder(data_dir)
     built = time.perf_counter()
     cfg = _config(args, data_dir)
-    run_dir = args.out / ("run-quick" if args.quick else f"run-seed{args.seed}")
+    run_dir = args.out / ("run-quick" if args.quick else f"run-seed{args.seed}{'-flip' if cfg.flip else ''}")
     ckpt, train_s, reused = _trained(cfg, run_dir)
     model, calibrations, cfg = load_model(ckpt)
     train_set, val, test = run_splits(cfg)
@@ -458,6 +467,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
             "epochs": cfg.epochs,
             "exit_epochs": cfg.exit_epochs,
             "seed": cfg.seed,
+            "flip": cfg.flip,
             "points": args.points,
             "device": args.device,
             "config": cfg.to_dict(),

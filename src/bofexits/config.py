@@ -90,6 +90,9 @@ class ModelConfig:
         exit_pools: per-exit pre-pool factors (None: the backbone's defaults).
         aggregation: "mean", "sum" or "none" (independent exits).
         shared_classifier: one classifier for all exits.
+        shared_width: one RBF width per exit (shared by its codewords) instead of one per
+            codeword; the exit's inference form is then one 1x1 convolution and a softmax
+            before the classifier (docs/decisions.md, "Fused exit heads").
         exit_head: "bof" (the method), or a baseline head for side-by-side numbers: "pooled"
             (SDN, mixed pooling + linear) or "conv" (BranchyNet-style conv branch). The
             codebook options above apply to "bof" only.
@@ -109,6 +112,7 @@ class ModelConfig:
     exit_pools: list[int] | None = None
     aggregation: Aggregation = "mean"
     shared_classifier: bool = True
+    shared_width: bool = False
     exit_head: ExitHead = "bof"
 
 

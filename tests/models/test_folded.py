@@ -60,7 +60,11 @@ def test_frozen_exits_match_bof_exits(
     exits = BoFExits([4, 6, 8], 5, codewords=6, **kwargs).double().eval()  # type: ignore[arg-type]
     maps = [torch.randn(2, c, s, s, dtype=torch.float64) for c, s in ((4, 8), (6, 4), (8, 3))]
     exits.init_from_features(maps, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # per-codeword widths that differ: the general form (the fused one: test_fused_heads)
+        for p in exits.bof:
+            p.log_sigma.add_(torch.randn(p.log_sigma.shape, dtype=torch.float64) * 0.3)  # type: ignore[operator]
     frozen = FrozenBoFExits(exits, [tuple(m.shape[1:]) for m in maps])
+    assert "rbf_fused" not in [b.kind for b in frozen._bof]
     graph = frozen.graph_form()  # the 1x1-convolution form that export traces
     state_a = state_b = state_c = None
     for i, m in enumerate(maps):

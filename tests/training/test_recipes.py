@@ -27,7 +27,7 @@ def test_fashion_mnist_recipe_is_the_default_config() -> None:
     assert _resolve() == TrainConfig() == _resolve("--dataset", "fashion-mnist")
 
 
-@pytest.mark.parametrize("name", sorted(RECIPES))
+@pytest.mark.parametrize("name", sorted(set(RECIPES) - {"image-folder"}))  # its network comes from the files
 def test_every_recipe_builds_its_network(name: str) -> None:
     cfg = from_dict(apply_recipe(TrainConfig().to_dict(), recipe_for(name)))  # unknown keys would raise
     net = build_model(cfg.model)
@@ -41,7 +41,7 @@ def test_every_recipe_builds_its_network(name: str) -> None:
 
 
 def test_digits_are_not_flipped() -> None:
-    assert {n for n, r in RECIPES.items() if not r["flip"]} == {"mnist", "svhn"}
+    assert {n for n, r in RECIPES.items() if not r["flip"]} == {"mnist", "svhn", "image-folder"}
     assert all(r["augment"] for r in RECIPES.values())
 
 
@@ -50,6 +50,15 @@ def test_cifar100_gives_100_classes_on_rgb() -> None:
     assert (cfg.model.num_classes, cfg.model.in_channels, cfg.model.backbone) == (100, 3, "resnet32")
     assert (cfg.epochs, cfg.crop_padding, cfg.flip) == (RECIPES["cifar100"]["epochs"], 4, True)
     assert _resolve("--dataset", "cifar10").model.num_classes == 10
+
+
+def test_image_folder_flips_only_when_asked() -> None:
+    # A mirrored digit, letter or arrow is another class: user images get no flips unless --flip.
+    assert "model" not in RECIPES["image-folder"]  # channels, size and classes come from the files
+    assert _resolve("--dataset", "image-folder").flip is False
+    assert _resolve("--dataset", "image-folder", "--flip").flip is True
+    assert _resolve("--dataset", "fashion-mnist", "--no-flip").flip is False
+    assert _resolve("--flip").flip is True
 
 
 def test_unknown_dataset_has_no_recipe() -> None:

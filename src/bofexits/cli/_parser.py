@@ -270,6 +270,13 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         "--no-flip", dest="flip", action="store_false", default=None, help="no horizontal flips (digits)"
     )
     g.add_argument(
+        "--flip",
+        dest="flip",
+        action="store_true",
+        default=None,
+        help="horizontal flips (default: the dataset's; off for image-folder, whose mirror images may differ)",
+    )
+    g.add_argument(
         "--val-fraction",
         type=_bounded("val_fraction"),
         help=f"held out of the training set (default {d.val_fraction})",
@@ -323,6 +330,12 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--exit-pools", type=_bounded("exit_pools"), nargs="+", help="per-exit pre-pool factor")
     _choice(g, "--aggregation", _AGGREGATIONS, f"default {m.aggregation}")
     g.add_argument("--per-exit-classifiers", dest="shared_classifier", action="store_false", default=None)
+    g.add_argument(
+        "--shared-width",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"one RBF width per exit, not per codeword: a cheaper fused exit head (default {m.shared_width})",
+    )
     _choice(
         g,
         "--exit-head",

@@ -4,7 +4,10 @@ Neural BoF (Passalis & Tefas, Pattern Recognition 2017; ICCV 2017). A feature ma
 (B, C, H, W) is read as H*W feature vectors; each is softly assigned to K learnable
 codewords and the memberships are averaged into a K-bin histogram whose size does
 not depend on C, H or W. Distances use ||x-v||^2 = ||x||^2 + ||v||^2 - 2 x.v as a
-1x1 convolution, so no (N, K, C) tensor is ever built.
+1x1 convolution, so no (N, K, C) tensor is ever built. With one width shared by all
+codewords (`shared_width`), ||x||^2 / sigma is the same for every codeword and cancels in
+the softmax over them: the inference form is then a 1x1 convolution and a softmax
+(`bofexits.models.folded`).
 """
 
 from __future__ import annotations
@@ -121,6 +124,9 @@ class BoFPooling(nn.Module):
         reduce_channels: if set, a 1x1 conv maps C to this many channels before quantising.
         pool: average-pool the map by this factor first; large early maps cost more than
             a whole stage otherwise (docs/method.md §7).
+        shared_width: one RBF width for all codewords instead of one per codeword. The
+            squared-norm term of the input then cancels in the softmax, so the inference form
+            drops two operators per exit (docs/decisions.md, "Fused exit heads").
     """
 
     def __init__(
@@ -133,6 +139,7 @@ class BoFPooling(nn.Module):
         spatial_level: int = 0,
         reduce_channels: int | None = None,
         pool: int = 1,
+        shared_width: bool = False,
     ) -> None:
         super().__init__()
         if membership not in MEMBERSHIPS:
@@ -154,11 +161,12 @@ class BoFPooling(nn.Module):
         self.squared = squared
         self.spatial_level = spatial_level
         self.pool = pool
+        self.shared_width = shared_width
         self.reduce = nn.Conv2d(in_channels, reduce_channels, 1) if reduce_channels else None
         dim = reduce_channels or in_channels
         self.codebook = nn.Parameter(torch.randn(codewords, dim) * 0.1)
         # RBF widths live in log space so they stay positive; logistic a, c are scalars.
-        self.log_sigma = nn.Parameter(torch.zeros(codewords))
+        self.log_sigma = nn.Parameter(torch.zeros(1 if shared_width else codewords))
         self.a = nn.Parameter(torch.ones(()))
         self.c = nn.Parameter(torch.zeros(()))
 

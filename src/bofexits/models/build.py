@@ -79,6 +79,7 @@ def build_model(cfg: ModelConfig, *, load_weights: bool = True) -> MultiExitNetw
                 pools=pools,
                 aggregation=cfg.aggregation,
                 shared_classifier=cfg.shared_classifier,
+                shared_width=cfg.shared_width,
             )
 
     else:

@@ -78,6 +78,7 @@ class BoFExits(ExitHeads):
         pools: per-exit average-pool factor before quantising (1 = none).
         aggregation: "mean" (running mean, default), "sum", or "none" (independent exits).
         shared_classifier: one classifier for all exits (default) or one per exit.
+        shared_width: one RBF width per exit instead of one per codeword (see `BoFPooling`).
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class BoFExits(ExitHeads):
         pools: Sequence[int] | None = None,
         aggregation: Aggregation = "mean",
         shared_classifier: bool = True,
+        shared_width: bool = False,
     ) -> None:
         super().__init__()
         if aggregation not in AGGREGATIONS:
@@ -116,6 +118,7 @@ class BoFExits(ExitHeads):
                 spatial_level=spatial_level,
                 reduce_channels=reduce_channels,
                 pool=p,
+                shared_width=shared_width,
             )
             for c, p in zip(in_channels, pools, strict=True)
         )

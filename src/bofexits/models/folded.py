@@ -6,10 +6,13 @@ rewrites keep results equal to the training-time modules (tested to 1e-5):
 * `fold_batchnorm`: every Conv2d followed by BatchNorm2d inside an `nn.Sequential`
   becomes one Conv2d (eval statistics folded into weight and bias).
 * `FrozenBoFExits`: the BoF exits with their constants precomputed. RBF on squared
-  distances becomes one batched matrix product with bias (2 v_k / sigma_k, -||v_k||^2 /
-  sigma_k) minus ||x||^2 / sigma_k and a softmax; the logistic form (tanh(z) + 1) / 2 is
-  sigmoid(2z). Histogram pooling, the x K rescaling and the shared classifier fold into
-  one matrix per exit.
+  distances becomes one matrix product with bias (2 v_k / sigma_k, -||v_k||^2 / sigma_k)
+  minus ||x||^2 / sigma_k and a softmax. When every codeword has the same width
+  (`shared_width`), ||x||^2 / sigma is one number per position and cancels in the softmax
+  over codewords, so the quantiser is one matrix product (a 1x1 convolution; a channel
+  reduction folds into it too) and one softmax: the "fused" head. The logistic form
+  (tanh(z) + 1) / 2 is sigmoid(2z). Histogram pooling, the x K rescaling and the shared
+  classifier fold into one matrix per exit.
 """
 
 from __future__ import annotations
@@ -115,16 +118,19 @@ class _FrozenBoF:
     channels-last feature map is already (B, H, W, C) in memory, so (B, N, C) is a free view.
     """
 
-    def __init__(self, pooling: BoFPooling) -> None:
+    def __init__(self, pooling: BoFPooling, *, fuse: bool = True) -> None:
         v = pooling.codebook.detach()  # (K, C)
         self.pool = pooling.pool
         self.reduce = copy.deepcopy(pooling.reduce).eval() if pooling.reduce is not None else None
-        self.kind = "rbf_sq" if pooling.membership == "rbf" and pooling.squared else pooling.membership
+        # "rbf_sq", "rbf" (distances), "logistic", or "rbf_fused" (squared, one width: see below)
+        self.kind: str = "rbf_sq" if pooling.membership == "rbf" and pooling.squared else pooling.membership
         k = v.shape[0]
         if pooling.membership == "rbf":
-            inv = pooling.log_sigma.detach().neg().exp()  # 1 / sigma, (K,)
-            self.neg_inv_sigma = -inv.view(1, 1, k)
-            if self.kind == "rbf_sq":  # -d/sigma = (2 x.v - ||v||^2)/sigma - ||x||^2/sigma
+            inv = pooling.log_sigma.detach().neg().exp().expand(k)  # 1 / sigma, (K,)
+            self.neg_inv_sigma = -inv.reshape(1, 1, k)
+            if fuse and self.kind == "rbf_sq" and bool((inv == inv[0]).all()):
+                self.kind = "rbf_fused"  # one width: -||x||^2 / sigma is the same for every k
+            if self.kind in ("rbf_sq", "rbf_fused"):  # -d/sigma = (2 x.v - ||v||^2)/sigma - ||x||^2/sigma
                 weight = 2 * v * inv[:, None]
                 bias = -(v.square().sum(1)) * inv
             else:  # d^2 = ||v||^2 - 2 x.v + ||x||^2, then the sqrt
@@ -134,13 +140,22 @@ class _FrozenBoF:
             a, c = pooling.a.detach(), pooling.c.detach()
             weight = 2 * a * v
             bias = (2 * c).expand(k).clone()
+        if self.kind == "rbf_fused" and self.reduce is not None:
+            # z = W (R x + r) + b = (W R) x + (W r + b): the 1x1 reduction folds into the product
+            r_weight = self.reduce.weight.detach().flatten(1)  # (C', C)
+            r_bias = self.reduce.bias.detach() if self.reduce.bias is not None else None
+            if r_bias is not None:
+                bias = bias + weight @ r_bias
+            weight = weight @ r_weight
+            self.reduce = None
         self.weight_t = weight.t().contiguous()  # (C, K)
         self.bias2d = bias.view(1, k)
         self.neg_inv_sigma2d = (
             self.neg_inv_sigma.view(1, k) if pooling.membership == "rbf" else v.new_zeros(1, k)
         )
-        # Graph form: one 1x1 convolution over [x, x*x] gives z (and ||x||^2 / sigma_k) at once.
-        if self.kind == "logistic":
+        # Graph form: one 1x1 convolution over [x, x*x] gives z (and ||x||^2 / sigma_k) at once;
+        # over x alone when the ||x||^2 term cancels (fused) or is absent (logistic).
+        if self.kind in ("logistic", "rbf_fused"):
             self.conv_weight = weight.reshape(k, -1, 1, 1)
         else:
             # the x*x channels: -||x||^2 / sigma_k (squared RBF) or +||x||^2 (distance, then the sqrt)
@@ -165,7 +180,9 @@ class _FrozenBoF:
         # (a batched bmm of B small products was 2x slower at batch 256)
         xt = x.permute(0, 2, 3, 1).reshape(-1, c)
         z = torch.addmm(self.bias2d, xt, self.weight_t)  # (B*N, K)
-        if self.kind == "logistic":
+        if self.kind == "rbf_fused":
+            u = torch.softmax(z, -1)
+        elif self.kind == "logistic":
             u = torch.sigmoid(z)
             u = u / (u.sum(-1, keepdim=True) + 1e-6)
         else:
@@ -186,6 +203,8 @@ class _FrozenBoF:
         if self.kind == "logistic":
             u = torch.sigmoid(F.conv2d(x, self.conv_weight, self.conv_bias)).flatten(2)
             return u / (u.sum(1, keepdim=True) + 1e-6)
+        if self.kind == "rbf_fused":
+            return torch.softmax(F.conv2d(x, self.conv_weight, self.conv_bias).flatten(2), 1)  # (B, K, N)
         z = F.conv2d(torch.cat([x, x * x], 1), self.conv_weight, self.conv_bias).flatten(2)  # (B, K, N)
         if self.kind == "rbf_sq":
             return torch.softmax(z, 1)
@@ -207,15 +226,17 @@ class FrozenBoFExits(ExitHeads):
     Args:
         exits: trained BoF exits.
         feature_shapes: (C, H, W) of the map each exit reads (`MultiExitNetwork.feature_shapes`).
+        fuse: use the fused head where the widths allow it (default); False keeps the general
+            form, the same logits with more operators (for before/after measurements).
     """
 
-    def __init__(self, exits: BoFExits, feature_shapes: list[tuple[int, ...]]) -> None:
+    def __init__(self, exits: BoFExits, feature_shapes: list[tuple[int, ...]], *, fuse: bool = True) -> None:
         super().__init__()
         self.num_exits = exits.num_exits
         self.aggregation = exits.aggregation
         self.graph = False  # see `graph_form`
         self.shared = len(exits.classifiers) == 1
-        self._bof = [_FrozenBoF(p) for p in exits.bof]  # type: ignore[arg-type]
+        self._bof = [_FrozenBoF(p, fuse=fuse) for p in exits.bof]  # type: ignore[arg-type]
         linears = [cast(nn.Linear, c) for c in exits.classifiers]
         k = exits.codewords
         self._beta: list[float] = []
@@ -249,6 +270,12 @@ class FrozenBoFExits(ExitHeads):
             self._add_matrix(m)
             self._beta.append(beta)
             self._folded.append(folded)
+        # The fused head's eager fast path: (avg-pool), addmm, softmax, addmm, with no other call.
+        self._fused = [
+            self.shared and folded and bof.kind == "rbf_fused"
+            for bof, folded in zip(self._bof, self._folded, strict=True)
+        ]
+        self._matrix_t = [m.t() for m in self._matrix]  # (N*K, classes) views
 
     def _add_matrix(self, m: torch.Tensor) -> None:
         """Keep (classes, P, K) as (classes, P*K) (eager form) and (classes, K*P) (graph form)."""
@@ -264,7 +291,12 @@ class FrozenBoFExits(ExitHeads):
         return 0.0, 1.0, bias
 
     def graph_form(self) -> FrozenBoFExits:
-        """A copy whose quantisers run as 1x1 convolutions (`_FrozenBoF.memberships_graph`), for export."""
+        """A copy whose quantisers run as 1x1 convolutions (`_FrozenBoF.memberships_graph`), for export.
+
+        Fused exits with a folded classifier keep `_fused_step` in the graph too: exported, its
+        position-major Gemm, Softmax and Gemm ran as fast as or faster than Conv, Softmax over
+        the codeword axis and Gemm in onnxruntime (docs/decisions.md, "Fused exit heads").
+        """
         other = copy.copy(self)
         other.graph = True
         return other
@@ -293,9 +325,31 @@ class FrozenBoFExits(ExitHeads):
             u = torch.matmul(self._pool_t[index], u)  # (B, R, K) region averages
         return u.flatten(1), self._matrix[index]
 
+    def _fused_step(self, index: int, x: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        """Exit `index` as the fused head in eager mode: 3 kernels (4 with a pre-pool), no other call.
+
+        At batch 1 each PyTorch operator costs a few microseconds of dispatch whatever its size,
+        so the head's time is its operator count: the same maths as `_features` + `addmm`,
+        inlined (docs/decisions.md, "Fused exit heads").
+        """
+        bof = self._bof[index]
+        if bof.pool > 1 and min(x.shape[-2:]) >= bof.pool:
+            x = F.avg_pool2d(x, bof.pool)
+        b, c, h, w = x.shape
+        xt = x.permute(0, 2, 3, 1).reshape(-1, c)  # (B*N, C): a view of an NHWC map
+        u = torch.softmax(torch.addmm(bof.bias2d, xt, bof.weight_t), -1)  # (B*N, K)
+        u = u.view(b, h * w * bof.bias2d.shape[1])  # (B, N*K); explicit size: B may be 0
+        beta = self._beta[index]
+        if state is None or beta == 0.0:
+            return torch.mm(u, self._matrix_t[index])
+        return torch.addmm(state, u, self._matrix_t[index], beta=beta)
+
     def step(
         self, index: int, features: torch.Tensor, state: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self._fused[index]:  # eager and graph form alike: onnxruntime folds the permute into its Gemm
+            logits = self._fused_step(index, features, state)
+            return logits, logits
         u, matrix = self._features(index, features)
         if self.shared:
             beta = self._beta[index]
