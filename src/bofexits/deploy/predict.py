@@ -37,6 +37,7 @@ __all__ = [
     "format_predictions",
     "load_image",
     "onnx_providers",
+    "open_onnx_runner",
     "predict_files",
 ]
 
@@ -222,10 +223,17 @@ class _Backend:
     device: str
 
 
-def _onnx_backend(export_dir: Path, beta: float | None, threads: int | None, device: str) -> _Backend:
+def open_onnx_runner(
+    export_dir: Path, beta: float | None, threads: int | None, device: str, *, who: str = "predict"
+) -> OnnxAdaptiveRunner:
+    """The runner of an ONNX export on `device`'s execution provider, which must have started.
+
+    What `predict` and `bofexits serve` both open; `who` names the verb in the message that
+    refuses a TorchScript export.
+    """
     if isinstance(read_manifest(export_dir, verify_files=False), TorchScriptManifest):
         raise CheckpointError(
-            f"{export_dir} is a TorchScript export; predict reads checkpoints and ONNX exports "
+            f"{export_dir} is a TorchScript export; {who} reads checkpoints and ONNX exports "
             "(bofexits export CHECKPOINT --format onnx DIR), or load adaptive.pt with torch.jit.load"
         )
     providers = onnx_providers(device, _onnxruntime().get_available_providers())
@@ -233,6 +241,11 @@ def _onnx_backend(export_dir: Path, beta: float | None, threads: int | None, dev
         export_dir, threads=1 if threads is None else threads, beta=beta, providers=providers
     )
     _check_started(runner, device)
+    return runner
+
+
+def _onnx_backend(export_dir: Path, beta: float | None, threads: int | None, device: str) -> _Backend:
+    runner = open_onnx_runner(export_dir, beta, threads, device)
     return _Backend(
         "onnxruntime",
         runner.classes,

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bofexits.deploy.manifest import TorchScriptManifest, read_manifest
 from bofexits.devices import check_device_name
 from bofexits.errors import CheckpointError
 from bofexits.serving.stages import ModelFacts, OnnxStages, StageBackend
@@ -47,18 +46,9 @@ def open_stages(
 
 
 def _onnx(export_dir: Path, beta: float | None, threads: int | None, device: str) -> OnnxStages:
-    from bofexits.deploy.predict import _check_started, onnx_providers
-    from bofexits.deploy.runner import OnnxAdaptiveRunner, _onnxruntime
+    from bofexits.deploy.predict import open_onnx_runner
 
-    if isinstance(read_manifest(export_dir, verify_files=False), TorchScriptManifest):
-        raise CheckpointError(
-            f"{export_dir} is a TorchScript export; the server reads checkpoints and ONNX exports "
-            "(bofexits export CHECKPOINT --format onnx DIR)"
-        )
-    providers = onnx_providers(device, _onnxruntime().get_available_providers())
-    runner = OnnxAdaptiveRunner(export_dir, threads=threads or 1, beta=beta, providers=providers)
-    _check_started(runner, device)
-    return OnnxStages(runner)
+    return OnnxStages(open_onnx_runner(export_dir, beta, threads or 1, device, who="the server"))
 
 
 def _torch(source: Path, beta: float | None, threads: int | None, data_dir: str | None, device: str) -> Any:
