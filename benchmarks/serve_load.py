@@ -22,7 +22,8 @@ Capacity at a target = the highest offered rate with p95 <= `--slo-ms` and no dr
 
 Writes serve_load.json, serve_load.md (the README block) and serve_load.png into `--out`;
 ``--readme`` replaces the README's serve_load block. This measures the engine in-process: the
-HTTP layer (uvicorn + FastAPI) adds its own per-request cost, measured by ``--http-check``.
+HTTP layer (uvicorn + FastAPI) adds its own per-request cost, which `benchmarks/serve_ray.py`
+measures as the embedded server's round trip beside Ray Serve's.
 """
 
 from __future__ import annotations
