@@ -89,7 +89,7 @@ def _rows(timing: Timing, batch: int, relative: dict[str, float]) -> list[dict[s
         mean = timing.mean(key)
         rel = relative.get(config, 1.0)
         speedup = plain / mean
-        interval = ratio_interval(timing, f"{runtime}/{PLAIN}", key)
+        interval = ratio_interval(timing, f"{runtime}/{PLAIN}", key) if config != PLAIN else None
         rows.append(
             {
                 "runtime": runtime,
@@ -101,8 +101,8 @@ def _rows(timing: Timing, batch: int, relative: dict[str, float]) -> list[dict[s
                 "p99_ms": timing.percentile(key, 99) * 1e3,
                 "images_per_s": 1.0 / mean,
                 "speedup": speedup,
-                "speedup_low": interval.low,
-                "speedup_high": interval.high,
+                "speedup_low": interval.low if interval else None,
+                "speedup_high": interval.high if interval else None,
                 "relative_macs": rel,
                 "compute_speedup": 1.0 / rel,
                 "efficiency": runtime_efficiency(speedup, rel) if config != PLAIN else math.nan,
