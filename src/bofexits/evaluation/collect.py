@@ -68,19 +68,13 @@ def collect_runtime_logits(
         ([(N, classes)] * S on CPU, labels (N,)).
     """
     where = device_of(*runtime.stages)
-    stages, last = runtime.batch_stages, len(runtime.batch_stages) - 1
-    outs: list[list[torch.Tensor]] = [[] for _ in range(last + 1)]
+    outs: list[list[torch.Tensor]] = [[] for _ in runtime.stages]
     labels = []
     for x, y in data.batches(batch_size, shuffle=False):
-        h = x.to(where).contiguous(memory_format=runtime.memory_format)
-        state: torch.Tensor | None = None
-        for i, stage in enumerate(stages):
-            h = stage(h)
-            if i == last:
-                outs[i].append(h.float().cpu())
-            else:
-                logits, state = runtime.exits.step(i, h, state)
-                outs[i].append(logits.float().cpu())
+        h, state = x.to(where), None
+        for i, store in enumerate(outs):  # `step` is what `run_batched` runs, batch of one included
+            h, logits, state = runtime.step(i, h, state)
+            store.append(logits.float().cpu())
         labels.append(y)
     return [torch.cat(o) for o in outs], torch.cat(labels)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -263,27 +263,27 @@ def _time_families(
         rounds,
         runtime_check=check,
         refused=refused,
-        speed_contrasts=_speed_contrasts(results, timed, refused, knee_accuracy),
+        speed_contrasts=_speed_contrasts(results, timed, knee_accuracy),
     )
 
 
 def _speed_contrasts(
-    results: Sequence[FamilyResult], timed: TimedRuns, refused: Mapping[str, str], knee_accuracy: float
+    results: Sequence[FamilyResult], timed: TimedRuns, knee_accuracy: float
 ) -> dict[str, SpeedInterval]:
     """Baseline name -> how many times faster the proposed knee ran at batch 1 than that baseline's
-    cheapest point reaching the knee's accuracy (both timed in the same rounds; a ratio of times)."""
+    cheapest point reaching the knee's accuracy (both timed in the same rounds; a ratio of times).
+
+    A point keeps a timing only when it ran in these rounds and was not refused, so that is the test.
+    """
     proposed = next((r for r in results if r.proposed), None)
-    if proposed is None or (knee := proposed.knee) is None:
+    knee = proposed.knee if proposed is not None else None
+    if proposed is None or knee is None or knee.timing is None:
         return {}
-    mine = f"{proposed.name}/{knee.index}"
     out = {}
     for result in results:
-        other = cheapest_reaching(result.points, knee_accuracy) if not result.proposed else None
-        theirs = f"{result.name}/{other.index}" if other is not None else ""
-        if other is None or other.timing is None or mine in refused or theirs in refused:
-            continue
-        if mine in timed.batch1.rounds and theirs in timed.batch1.rounds:
-            out[result.name] = timed.faster(theirs, mine)
+        other = None if result.proposed else cheapest_reaching(result.points, knee_accuracy)
+        if other is not None and other.timing is not None:
+            out[result.name] = timed.faster(f"{result.name}/{other.index}", f"{proposed.name}/{knee.index}")
     return out
 
 

@@ -10,7 +10,6 @@ before timing, and every clock reading waits for the GPU (`interleaved_timing`).
 from __future__ import annotations
 
 import logging
-import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -141,8 +140,8 @@ class TimedRuns:
         out = {}
         for name, rel in relative_macs.items():
             for what, timing in (("batch-1", self.batch1), ("batched", self.batched)):
-                speedup = timing.mean_speedup(name) if name in timing.rounds else math.nan
-                if name in timing.rounds and not plausible(speedup, rel, max_efficiency):
+                speedup = timing.mean_speedup(name)
+                if not plausible(speedup, rel, max_efficiency):
                     out[name] = (
                         f"{what} speedup {speedup:.2f}x at {100 * rel:.1f}% of the MACs is an efficiency of "
                         f"{speedup * rel:.2f} (> {max_efficiency:g}): a stalled round of the plain backbone, "
