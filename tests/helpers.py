@@ -29,14 +29,19 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
-def write_tiny_checkpoint(path: Path, data_dir: Path) -> Path:
-    """A small vgg28 (untrained: exports and timing do not care), calibrated on the fake data, at `path`."""
+def write_tiny_checkpoint(path: Path, data_dir: Path, **train_options: Any) -> Path:
+    """A small vgg28 (untrained: exports and timing do not care), calibrated on the fake data, at `path`.
+
+    `train_options` set `TrainConfig` fields (e.g. `variant="quantile"`, which needs no labels).
+    """
     from bofexits.config import ModelConfig, TrainConfig
     from bofexits.data.registry import load_dataset
     from bofexits.models.build import build_model
     from bofexits.training.checkpoint import save_checkpoint
 
-    cfg = TrainConfig(data_dir=str(data_dir), model=ModelConfig(widths=[4, 8, 8, 16], codewords=8))
+    cfg = TrainConfig(
+        data_dir=str(data_dir), model=ModelConfig(widths=[4, 8, 8, 16], codewords=8), **train_options
+    )
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
     train, _ = load_dataset("fashion-mnist", data_dir)
@@ -47,6 +52,23 @@ def write_tiny_checkpoint(path: Path, data_dir: Path) -> Path:
     payload = {"config": cfg.to_dict(), "model": model.state_dict(), "calibration": {cfg.score: cal.to_dict()}}
     save_checkpoint(path, payload)
     return path
+
+
+def tiny_run_with_export(root: Path, data_dir: Path, pngs: int) -> dict[str, Any]:
+    """A tiny quantile-rule checkpoint, its ONNX export and the first `pngs` test images as PNGs, in `root`."""
+    from PIL import Image
+
+    from bofexits.data.registry import load_dataset
+    from bofexits.deploy.onnx import export_onnx
+
+    ckpt = write_tiny_checkpoint(root / "checkpoint.pt", data_dir, variant="quantile")
+    export = export_onnx(ckpt, root / "export", exporter="legacy")
+    _, test = load_dataset("fashion-mnist", data_dir)
+    files = []
+    for i in range(pngs):
+        files.append(root / f"img{i}.png")
+        Image.fromarray(test.images[i, 0].numpy(), mode="L").save(files[-1])
+    return {"root": root, "ckpt": ckpt, "export": export, "test": test, "pngs": files}
 
 
 def by_id_policy() -> Any:
@@ -72,3 +94,14 @@ def fit_calibration(outputs: list[torch.Tensor], score: str = "max_prob") -> Exi
     With labels the calibration carries every variant's table, the default `accuracy` included.
     """
     return ExitCalibration.fit(outputs[:-1], score, outputs[-1].argmax(1))
+
+
+def tiny_facts() -> Any:
+    """The `ModelFacts` a server reports for the tiny network of tests/conftest.py (quantile rule)."""
+    from bofexits.serving import ModelFacts
+    from tests.conftest import TINY_CLASSES, TINY_SHAPE
+
+    return ModelFacts(
+        "pytorch", "cpu", [str(i) for i in range(TINY_CLASSES)], TINY_SHAPE, [0.0, 0.0], [1.0, 1.0], None,
+        "max_prob", "quantile",
+    )  # fmt: skip

@@ -11,23 +11,12 @@ import torch
 
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies import GlobalThreshold
-from bofexits.serving import Engine, ModelFacts
+from bofexits.serving import Engine
 from bofexits.serving.torch_stages import PlainStages, TorchStages
-from tests.conftest import TINY_CLASSES, TINY_SHAPE
-from tests.helpers import load_script
+from tests.helpers import load_script, tiny_facts
 
 bench = load_script("serve_load")
-FACTS = ModelFacts(
-    "pytorch",
-    "cpu",
-    [str(i) for i in range(TINY_CLASSES)],
-    TINY_SHAPE,
-    [0.0, 0.0],
-    [1.0, 1.0],
-    None,
-    "max_prob",
-    "quantile",
-)
+FACTS = tiny_facts()
 
 
 def test_an_open_loop_rate_and_its_report(

@@ -10,21 +10,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from bofexits.cli import main
-from bofexits.config import ModelConfig, TrainConfig
 from bofexits.data import FASHION_MNIST_CLASSES
-from bofexits.data.registry import load_dataset
 from bofexits.deploy.info import deploy_info
-from bofexits.deploy.onnx import export_onnx
 from bofexits.deploy.predict import Prediction, format_predictions, load_image, onnx_providers, predict_files
 from bofexits.errors import ConfigError
 from bofexits.inference.runtime import AdaptiveRuntime
-from bofexits.models.build import build_model
-from bofexits.training.checkpoint import save_checkpoint
-from tests.helpers import fit_calibration
+from tests.helpers import tiny_run_with_export
 
 N_IMAGES = 6
 
@@ -34,26 +28,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, write_fake_data: Callable[..
     """A checkpoint (small vgg28, calibrated, untrained: predict does not care), its export, PNGs."""
     root = tmp_path_factory.mktemp("predict")
     data = write_fake_data(root / "data", n_train=64, n_test=16)
-    cfg = TrainConfig(
-        data_dir=str(data), variant="quantile", model=ModelConfig(widths=[4, 8, 8, 16], codewords=8)
-    )
-    torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
-    train, test = load_dataset("fashion-mnist", data)
-    x, _ = next(train.batches(64, shuffle=False))
-    with torch.no_grad():
-        cal = fit_calibration(model(x))
-    ckpt = root / "checkpoint.pt"
-    save_checkpoint(
-        ckpt,
-        {"config": cfg.to_dict(), "model": model.state_dict(), "calibration": {"max_prob": cal.to_dict()}},
-    )
-    export = export_onnx(ckpt, root / "export", exporter="legacy")
-    pngs = []
-    for i in range(N_IMAGES):
-        pngs.append(root / f"img{i}.png")
-        Image.fromarray(test.images[i, 0].numpy(), mode="L").save(pngs[-1])
-    return {"root": root, "ckpt": ckpt, "export": export, "test": test, "pngs": pngs}
+    return tiny_run_with_export(root, data, N_IMAGES)
 
 
 def _reference(setup: dict[str, Any]) -> tuple[list[int], list[int]]:

@@ -14,24 +14,9 @@ from bofexits.errors import ConfigError, InputError
 from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies import CalibratedThreshold, ExitPolicy, GlobalThreshold, Patience
-from bofexits.serving import Answer, Engine, ModelFacts, Overloaded, ShuttingDown, SloController
+from bofexits.serving import Answer, Engine, Overloaded, ShuttingDown, SloController
 from bofexits.serving.torch_stages import TorchStages
-from tests.conftest import TINY_CLASSES, TINY_SHAPE
-from tests.helpers import fit_calibration
-
-
-def _facts() -> ModelFacts:
-    return ModelFacts(
-        "pytorch",
-        "cpu",
-        [str(i) for i in range(TINY_CLASSES)],
-        TINY_SHAPE,
-        [0.0, 0.0],
-        [1.0, 1.0],
-        None,
-        "max_prob",
-        "quantile",
-    )
+from tests.helpers import fit_calibration, tiny_facts
 
 
 def _collect(engine: Engine, x: np.ndarray, results: dict[int, Any], offset: int) -> None:
@@ -73,7 +58,7 @@ def test_answers_equal_the_runtime(
     with torch.no_grad():
         policy = POLICIES[name](tiny_net, x)
     reference = AdaptiveRuntime(tiny_net, policy)(x)
-    engine = Engine(TorchStages(tiny_net, policy, _facts()), max_batch=max_batch, max_wait_ms=0)
+    engine = Engine(TorchStages(tiny_net, policy, tiny_facts()), max_batch=max_batch, max_wait_ms=0)
     answers = _served(engine, x.numpy())
     assert [a.exit - 1 for a in answers] == reference.exit_index.tolist()
     assert [a.class_index for a in answers] == reference.predictions.tolist()
@@ -90,7 +75,7 @@ def test_a_policy_whose_state_cannot_join_is_refused(tiny_net: MultiExitNetwork)
             return [0] * batch_size
 
     with pytest.raises(ConfigError, match="cannot be joined across requests"):
-        TorchStages(tiny_net, Listed(0.5), _facts())
+        TorchStages(tiny_net, Listed(0.5), tiny_facts())
 
 
 class _Flaky(TorchStages):
@@ -109,7 +94,7 @@ class _Flaky(TorchStages):
 def test_a_failing_batch_fails_only_its_requests(
     tiny_net: MultiExitNetwork, images: Callable[..., torch.Tensor]
 ) -> None:
-    engine = Engine(_Flaky(tiny_net, GlobalThreshold(0.4), _facts()), max_batch=4, max_wait_ms=0)
+    engine = Engine(_Flaky(tiny_net, GlobalThreshold(0.4), tiny_facts()), max_batch=4, max_wait_ms=0)
     x = images(8, seed=2).numpy()
     results: dict[int, Any] = {}
     _collect(engine, x, results, 0)
@@ -125,7 +110,7 @@ def test_a_failing_batch_fails_only_its_requests(
 def test_bad_inputs_are_refused_before_they_share_a_batch(
     tiny_net: MultiExitNetwork, images: Callable[..., torch.Tensor]
 ) -> None:
-    engine = Engine(TorchStages(tiny_net, GlobalThreshold(0.4), _facts()))
+    engine = Engine(TorchStages(tiny_net, GlobalThreshold(0.4), tiny_facts()))
     x = images(2).numpy()
     bad = x.copy()
     bad[0, 0, 0, 0] = np.nan
@@ -138,7 +123,7 @@ def test_bad_inputs_are_refused_before_they_share_a_batch(
 def test_overload_is_refused_with_a_retry_time(
     tiny_net: MultiExitNetwork, images: Callable[..., torch.Tensor]
 ) -> None:
-    engine = Engine(TorchStages(tiny_net, GlobalThreshold(0.4), _facts()), max_queue=2)
+    engine = Engine(TorchStages(tiny_net, GlobalThreshold(0.4), tiny_facts()), max_queue=2)
     x = images(3).numpy()
     engine.submit(x[:2], lambda row, a: None)
     with pytest.raises(Overloaded, match="limit is 2") as info:
@@ -150,7 +135,7 @@ def test_overload_is_refused_with_a_retry_time(
 def test_the_worker_thread_answers_and_drains(
     tiny_net: MultiExitNetwork, images: Callable[..., torch.Tensor]
 ) -> None:
-    engine = Engine(TorchStages(tiny_net, GlobalThreshold(0.4), _facts()), max_batch=8)
+    engine = Engine(TorchStages(tiny_net, GlobalThreshold(0.4), tiny_facts()), max_batch=8)
     engine.start()
     x = images(20).numpy()
     done = threading.Event()
@@ -177,7 +162,7 @@ class _Signals:
         self.latencies: list[float] = []
         self.oldest = 0.0
         self.beta = 0.9
-        self.backend = type("B", (), {"facts": _facts()})()
+        self.backend = type("B", (), {"facts": tiny_facts()})()
         self.telemetry = self
 
     def recent(self, since_s: float | None = None) -> list[float]:
