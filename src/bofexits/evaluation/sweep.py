@@ -268,14 +268,14 @@ def sweep(
     model.eval()
     costs = measure_costs(model)
     betas = list(betas) if betas is not None else DEFAULT_BETAS[variant]
-    runtime = runtime_for(model, CalibratedThreshold(calibrations[score], betas[0], variant))
+    policies = [CalibratedThreshold(calibrations[score], b, variant) for b in betas]
+    runtime = runtime_for(model, policies[0])
     # Every exit's outputs as the runtime computes them: the simulation then replays its arithmetic.
     all_logits, labels = collect_runtime_logits(runtime, test)
     best = oracle(all_logits, labels)
-    points, real_exits = _points(runtime, calibrations[score], test, costs, variant, betas)
+    points, real_exits = _points(runtime, policies, test, costs)
     # The headline points come from real early exit; the comparisons are simulated from all
     # exits' outputs, which is exact when the simulation agrees with the runtime (checked here).
-    policies = [CalibratedThreshold(calibrations[score], b, variant) for b in betas]
     found = [
         mismatch(pol, real, simulate(pol, all_logits).exit_index, all_logits)
         for pol, real in zip(policies, real_exits, strict=True)
@@ -306,19 +306,15 @@ def sweep(
 
 
 def _points(
-    runtime: AdaptiveRuntime,
-    cal: ExitCalibration,
-    test: ImageDataset,
-    costs: CostTable,
-    variant: str,
-    betas: Sequence[float],
+    runtime: AdaptiveRuntime, policies: Sequence[CalibratedThreshold], test: ImageDataset, costs: CostTable
 ) -> tuple[list[Point], list[torch.Tensor]]:
     """Real early exit at each beta: summaries and the exit each test sample took."""
     out, exits = [], []
-    for beta in betas:
-        policy = CalibratedThreshold(cal, beta, variant)
+    for policy in policies:
         result, labels = run_adaptive(runtime.with_policy(policy), test)
-        point = summarize(result.predictions, result.exit_index, labels, costs, knob="beta", value=beta)
+        point = summarize(
+            result.predictions, result.exit_index, labels, costs, knob="beta", value=policy.beta
+        )
         point.thresholds = list(policy.thresholds)
         out.append(point)
         exits.append(result.exit_index)
