@@ -47,7 +47,7 @@ from bofexits.devices import DEVICE_HELP, describe_device, device_argument, devi
 from bofexits.evaluation.cost import CostTable, measure_costs
 from bofexits.evaluation.points import runtime_efficiency
 from bofexits.evaluation.speedup import MAX_EFFICIENCY, plausible, ratio_interval
-from bofexits.evaluation.timed import MEASURE_RETRIES
+from bofexits.evaluation.timed import MEASURE_RETRIES, remeasured
 from bofexits.evaluation.timing import Timing, interleaved_timing
 from bofexits.inference.runtime import AdaptiveRuntime, ExitResult
 from bofexits.policies import CalibratedThreshold
@@ -152,25 +152,28 @@ def _measured_rows(
 ) -> list[dict[str, Any]]:
     """One batch size's rows, measured again (up to `MEASURE_RETRIES` times) while a speedup is
     implausible for its compute; rows still implausible then carry `refused` and no figures."""
-    for attempt in range(MEASURE_RETRIES + 1):
-        rows = _rows(
-            interleaved_timing(runs, inputs, reference=f"pytorch eager/{PLAIN}", rounds=rounds),
-            batch,
-            relative,
-        )
-        faults = [r for r in rows if not plausible(r["speedup"], r["relative_macs"], max_efficiency)]
-        if not faults:
-            return rows
-        print(
-            f"batch {batch}: implausible efficiency ({len(faults)} rows), measuring again ({attempt + 1})",
-            flush=True,
-        )
-    for r in faults:
-        r["refused"] = (
-            f"efficiency {r['efficiency']:.2f} > {max_efficiency:g} after {MEASURE_RETRIES} re-measurements"
-        )
-        for key in ("mean_ms", "p50_ms", "p95_ms", "p99_ms", "images_per_s", "speedup", "efficiency"):
-            r[key] = math.nan
+
+    def measure() -> list[dict[str, Any]]:
+        timing = interleaved_timing(runs, inputs, reference=f"pytorch eager/{PLAIN}", rounds=rounds)
+        return _rows(timing, batch, relative)
+
+    def name(r: dict[str, Any]) -> str:
+        return f"{r['runtime']}/{r['config']} at batch {batch}"
+
+    def faults(rows: list[dict[str, Any]]) -> dict[str, str]:
+        return {
+            name(r): f"efficiency {r['efficiency']:.2f} > {max_efficiency:g}"
+            for r in rows
+            if not plausible(r["speedup"], r["relative_macs"], max_efficiency)
+        }
+
+    rows, refused = remeasured(measure, faults)
+    for r in rows:
+        why = refused.get(name(r))
+        if why is not None:
+            r["refused"] = f"{why} after {MEASURE_RETRIES} re-measurements"
+            for key in ("mean_ms", "p50_ms", "p95_ms", "p99_ms", "images_per_s", "speedup", "efficiency"):
+                r[key] = math.nan
     return rows
 
 
