@@ -47,6 +47,7 @@ from bofexits.recipes import apply_recipe, recipe_for
 __all__ = [
     "BOUNDS",
     "CALIBRATION_SPLITS",
+    "FINETUNE_KEYS",
     "MODES",
     "OPTIMIZERS",
     "CalibrationSplit",
@@ -142,6 +143,19 @@ class TrainConfig:
         distill_temperature: the softening temperature T of the distillation term (scaled
             by T^2, so its gradients keep their size as T changes).
         score / variant: the confidence score and rule variant the calibration serves.
+        finetune_epochs: epochs of joint fine-tuning after the exits are trained on the frozen
+            backbone (two-phase or frozen mode): backbone and exits together on the weighted sum
+            of every exit's loss (`exit_weights`), so the early stages learn features their
+            exits can separate (docs/method.md §4, docs/decisions.md "Joint fine-tuning").
+        finetune_lr: peak learning rate of the backbone's stages while fine-tuning: small, so
+            the features move toward the exits without losing what the final classifier knows.
+        finetune_exit_lr: peak learning rate of the exit heads while fine-tuning.
+        finetune_distill: weight of distillation in the final exit's fine-tuning loss, in
+            [0, 1]: (1 - w) x cross-entropy + w x KL from the frozen two-phase network's final
+            logits (the teacher, softened by `distill_temperature`), which keeps the final
+            exit's accuracy while the stages change under it.
+        finetune_weights: loss weight per exit while fine-tuning, final exit last (None: the
+            `exit_weights`).
     """
 
     dataset: str = "fashion-mnist"
@@ -171,6 +185,11 @@ class TrainConfig:
     variant: Variant = DEFAULT_VARIANT
     backbone_checkpoint: str | None = None
     limit_train: int | None = None
+    finetune_epochs: int = 0
+    finetune_lr: float = 3e-4
+    finetune_exit_lr: float = 3e-3
+    finetune_distill: float = 0.5
+    finetune_weights: list[float] | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,7 +238,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     except RecursionError:  # json recurses once per level: 100 000 nested brackets overflow it
-        raise ConfigError(f"config {path} is nested too deeply to be a config; pass a run's config.json") from None
+        raise ConfigError(
+            f"config {path} is nested too deeply to be a config; pass a run's config.json"
+        ) from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config {path} must hold a JSON object, like a run's config.json")
     return loaded
@@ -328,6 +349,10 @@ class Bound:
         return f"{text} (or unset for {self.unset})" if self.unset and with_unset else text
 
 
+FINETUNE_KEYS = ("finetune_epochs", "finetune_lr", "finetune_exit_lr", "finetune_distill", "finetune_weights")
+"""The settings of joint fine-tuning, the last phase: a finished run may be resumed with other
+values of these (and only these) to fine-tune it (`training.progress.adds_finetuning`)."""
+
 BOUNDS: dict[str, Bound] = {
     "epochs": Bound(0, MAX_EPOCHS, integer=True),
     "exit_epochs": Bound(0, MAX_EPOCHS, integer=True),
@@ -344,6 +369,11 @@ BOUNDS: dict[str, Bound] = {
     "distill": Bound(0, 1),
     "distill_temperature": Bound(0, 100, open_low=True),
     "limit_train": Bound(1, integer=True, unset="all images"),
+    "finetune_epochs": Bound(0, MAX_EPOCHS, integer=True),
+    "finetune_lr": Bound(0, open_low=True),
+    "finetune_exit_lr": Bound(0, open_low=True),
+    "finetune_distill": Bound(0, 1),
+    "finetune_weights": Bound(0),
     "widths": Bound(1, 65536, integer=True),
     "image_size": Bound(1, MAX_IMAGE_SIZE, integer=True),
     "codewords": Bound(2, 65536, integer=True),
@@ -368,6 +398,11 @@ def check_config(cfg: TrainConfig) -> None:
     check_ranges(cfg)
     if cfg.mode == "frozen" and not cfg.backbone_checkpoint:
         raise ConfigError("frozen mode trains exits on a trained backbone: pass --backbone-checkpoint PATH")
+    if cfg.mode == "joint" and cfg.finetune_epochs:
+        raise ConfigError(
+            "fine-tuning follows exits trained on a frozen backbone; joint mode already trains backbone and "
+            "exits together: use --mode two-phase (or frozen) with --finetune-epochs, or drop --finetune-epochs"
+        )
 
 
 def check_ranges(cfg: TrainConfig) -> None:
@@ -395,10 +430,10 @@ def check_ranges(cfg: TrainConfig) -> None:
             continue
         each = " each" if isinstance(value, list) else ""
         raise ConfigError(f"config key {name!r} must be {bound.describe()}{each}, got {value}")
-    if cfg.exit_weights and sum(cfg.exit_weights) <= 0:
-        raise ConfigError(
-            f"config key 'exit_weights' needs finite values >= 0, not all zero; got {cfg.exit_weights}"
-        )
+    for key in ("exit_weights", "finetune_weights"):
+        weights = getattr(cfg, key)
+        if weights and sum(weights) <= 0:
+            raise ConfigError(f"config key {key!r} needs finite values >= 0, not all zero; got {weights}")
     try:  # the spelling only: whether a GPU is there is checked when training starts
         check_device_name(cfg.device)
     except ConfigError as exc:

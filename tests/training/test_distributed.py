@@ -124,12 +124,13 @@ def test_a_rank_left_without_images_in_the_last_batch_still_steps_with_the_other
 def test_two_processes_train_a_network_whose_batchnorm_learns(
     fake_data: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
 ) -> None:
-    """Joint mode: BatchNorm trains on each rank's half batch, so the result is close, not equal."""
-    cfg = tiny_config(fake_data, mode="two-phase", epochs=1, exit_epochs=1)
+    """Backbone and fine-tuning phases: BatchNorm trains on each rank's half batch, so the result is
+    close, not equal; fine-tuning's teacher runs on each rank's rows as the network does."""
+    cfg = tiny_config(fake_data, mode="two-phase", epochs=1, exit_epochs=1, finetune_epochs=1)
     one = train(cfg, tmp_path / "one", progress=False)
     _cli_train_on_two(cfg, tmp_path)
     data = load_checkpoint(tmp_path / "two" / "checkpoint.pt")
-    assert data["complete"] and [h["phase"] for h in data["history"]] == ["backbone", "exits"]
+    assert data["complete"] and [h["phase"] for h in data["history"]] == ["backbone", "exits", "finetune"]
     two_loss = [h["loss"] for h in data["history"]]
     assert two_loss == pytest.approx([h["loss"] for h in one.history], rel=0.2)
     bn = [k for k in data["model"] if k.endswith("running_mean")]

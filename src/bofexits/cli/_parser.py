@@ -289,6 +289,34 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     _choice(g, "--variant", _VARIANTS, f"rule variant (default {d.variant})")
     g.add_argument("--backbone-checkpoint", type=_file, help="trained run whose backbone frozen mode reuses")
     g.add_argument(
+        "--finetune-epochs",
+        type=_bounded("finetune_epochs"),
+        help="epochs of joint fine-tuning (backbone and exits together) after the exits are trained on the "
+        f"frozen backbone; resume a finished run with it to fine-tune that run (default {d.finetune_epochs})",
+    )
+    g.add_argument(
+        "--finetune-lr",
+        type=_bounded("finetune_lr"),
+        help=f"peak learning rate of the backbone while fine-tuning (default {d.finetune_lr})",
+    )
+    g.add_argument(
+        "--finetune-exit-lr",
+        type=_bounded("finetune_exit_lr"),
+        help=f"peak learning rate of the exits while fine-tuning (default {d.finetune_exit_lr})",
+    )
+    g.add_argument(
+        "--finetune-distill",
+        type=_bounded("finetune_distill"),
+        help="weight of distillation from the pre-fine-tuning network in the final exit's loss, 0..1 "
+        f"(default {d.finetune_distill})",
+    )
+    g.add_argument(
+        "--finetune-weights",
+        type=_bounded("finetune_weights"),
+        nargs="+",
+        help="loss weight per exit while fine-tuning, final last (default: --exit-weights)",
+    )
+    g.add_argument(
         "--limit-train", type=_bounded("limit_train"), help="use only the first N training images (quick runs)"
     )
 

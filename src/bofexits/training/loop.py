@@ -1,10 +1,11 @@
-"""Training: joint weighted loss over all exits, frozen-backbone and two-phase modes (docs/method.md §4).
+"""Training: joint weighted loss over all exits, frozen-backbone and two-phase modes, and joint
+fine-tuning after them (docs/method.md §4).
 
 This module is the loop itself: epochs, optimiser steps and when to checkpoint. Its parts
 live beside it: `run` (set-up and checks before the first epoch), `loss` (phases, forward
 pass, the weighted loss), `optim` (optimiser and schedule), `codebooks` (k-means),
-`calibrate` (logits over a split, gathered across ranks) and `progress` (start, resume and
-checkpoint writes).
+`calibrate` (logits over a split, gathered across ranks), `teacher` (the frozen copy that
+fine-tuning distils the final exit from) and `progress` (start, resume and checkpoint writes).
 
 Every epoch ends with an atomic checkpoint (model, optimiser, schedule, RNG, history and
 the resolved config); `resume=True` continues an interrupted run from it. After the last
@@ -47,6 +48,7 @@ from bofexits.training.loss import forward, loss, set_train_mode
 from bofexits.training.optim import make_optimizer
 from bofexits.training.progress import Progress, resume_from, save_epoch, start_fresh, write_final
 from bofexits.training.run import Run, set_up
+from bofexits.training.teacher import make_teacher, teacher_logits
 
 # calibrate and kmeans_init are re-exported: callers imported them from here before the split.
 __all__ = ["CHECKPOINT", "TrainResult", "calibrate", "kmeans_init", "resolve_device", "train"]
@@ -140,10 +142,14 @@ def _train_epochs(
         if phase != "backbone" and not state.codebooks_ready:
             _kmeans(run)
             state.codebooks_ready = True
+        if phase == "finetune" and state.teacher is None and run.cfg.finetune_distill > 0:
+            state.teacher = make_teacher(run.model)  # the network as the frozen-backbone phases left it
+        if state.teacher is not None:
+            state.teacher.to(run.device)
         if opt is None or sched is None or epoch == 0 or run.phases[epoch - 1] != phase:
             opt, sched = _phase_optimizer(run, phase, state.resumed_from if epoch == first else None)
         t0 = time.perf_counter()
-        epoch_loss = _train_one_epoch(run, epoch, opt, sched, progress=progress)
+        epoch_loss = _train_one_epoch(run, epoch, opt, sched, state.teacher, progress=progress)
         record = {
             "epoch": epoch + 1,
             "phase": phase,
@@ -182,6 +188,7 @@ def _train_one_epoch(
     epoch: int,
     opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LambdaLR,
+    teacher: torch.nn.ModuleList | None,
     *,
     progress: bool,
 ) -> float:
@@ -206,7 +213,7 @@ def _train_one_epoch(
     params = [p for group in opt.param_groups for p in group["params"]]
     with distributed.data_parallel(run.model, params, partial(forward, phase=phase), run.device) as net:
         for x, y in bar:
-            step_total, step_seen = _step(run, net, phase, opt, x, y)
+            step_total, step_seen = _step(run, net, phase, opt, x, y, teacher)
             sched.step()
             total += step_total
             seen += step_seen
@@ -224,6 +231,7 @@ def _step(
     opt: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
+    teacher: torch.nn.ModuleList | None = None,
 ) -> tuple[float, int]:
     """One optimiser step on the global batch `(x, y)`; this rank's (loss sum, samples).
 
@@ -239,7 +247,18 @@ def _step(
     if not len(y):
         x, y = x.new_zeros((1, *x.shape[1:])), y.new_zeros((1,))
     x, y = x.to(run.device), y.to(run.device)
-    value = loss(net(x), y, run.weights, phase, run.cfg.distill, run.cfg.distill_temperature)
+    soft = teacher_logits(teacher, x) if teacher is not None and phase == "finetune" else None
+    cfg = run.cfg
+    value = loss(
+        net(x),
+        y,
+        run.weights_of(phase),
+        phase,
+        cfg.distill,
+        cfg.distill_temperature,
+        soft,
+        cfg.finetune_distill,
+    )
     opt.zero_grad(set_to_none=True)
     (value * weight).backward()  # weight 1 in one process
     opt.step()

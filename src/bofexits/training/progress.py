@@ -7,14 +7,16 @@ the calibration and what deployment reads (class names, normalisation). Only ran
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from bofexits.config import from_dict
+from bofexits.config import FINETUNE_KEYS, TrainConfig, from_dict
 from bofexits.errors import CheckpointError, ConfigError
 from bofexits.policies.calibration import ExitCalibration
 from bofexits.training.checkpoint import (
@@ -25,9 +27,11 @@ from bofexits.training.checkpoint import (
     save_checkpoint,
     update_checkpoint,
 )
+from bofexits.training.loss import phases
 from bofexits.training.run import Run
+from bofexits.training.teacher import make_teacher
 
-__all__ = ["Progress", "resume_from", "save_epoch", "start_fresh", "write_final"]
+__all__ = ["Progress", "adds_finetuning", "resume_from", "save_epoch", "start_fresh", "write_final"]
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +44,46 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     codebooks_ready: bool = False
     resumed_from: dict[str, Any] | None = None  # the checkpoint read on resume (optimiser state)
+    teacher: nn.ModuleList | None = None  # fine-tuning's frozen teacher, once fine-tuning has begun
 
 
 def resume_from(run: Run) -> Progress:
     """Weights, history and RNG from the run's checkpoint, which must hold the same config."""
     state = load_checkpoint(run.ckpt_path)
     check_training_state(state, run.ckpt_path, len(run.phases))
-    if from_dict(state["config"]) != run.cfg:
+    saved, epoch = from_dict(state["config"]), int(state["epoch"])
+    if saved != run.cfg and not adds_finetuning(saved, run.cfg, epoch):
         raise CheckpointError(
             f"{run.ckpt_path} was written with a different config; resume with the same options or use a "
-            "new --out"
+            "new --out (only the fine-tuning settings may change, and only before fine-tuning has begun)"
         )
     load_state_into(run.model, state.get("model"), f"checkpoint {run.ckpt_path}")
+    teacher = None
+    tuned = epoch - sum(1 for p in run.phases if p != "finetune")  # fine-tuning epochs done
+    if tuned > 0 and run.cfg.finetune_distill > 0 and state.get("teacher") is None:
+        raise CheckpointError(
+            f"checkpoint {run.ckpt_path} is {tuned} epoch(s) into fine-tuning but holds no teacher to distil "
+            "from; resume from an intact checkpoint, or start a new run in another --out"
+        )
+    if state.get("teacher") is not None:
+        teacher = make_teacher(run.model)
+        load_state_into(teacher, state["teacher"], f"checkpoint {run.ckpt_path} (fine-tuning teacher)")
     torch.set_rng_state(state["rng"])
     if run.world.is_main:
-        log.info("resuming %s after epoch %d of %d", run.ckpt_path, int(state["epoch"]), len(run.phases))
-    return Progress(int(state["epoch"]), list(state["history"]), bool(state.get("codebooks_ready")), state)
+        log.info("resuming %s after epoch %d of %d", run.ckpt_path, epoch, len(run.phases))
+    return Progress(epoch, list(state["history"]), bool(state.get("codebooks_ready")), state, teacher)
+
+
+def adds_finetuning(saved: TrainConfig, cfg: TrainConfig, epoch: int) -> bool:
+    """Whether `cfg` is the `saved` run's config with other fine-tuning settings, none of them used yet.
+
+    A finished two-phase or frozen run can then be fine-tuned in place (`train --resume
+    --finetune-epochs N`): the fine-tuning settings do not touch the epochs before them, so the
+    checkpoint is exactly what the new config would have written by then.
+    """
+    unchanged = dataclasses.replace(saved, **{k: getattr(cfg, k) for k in FINETUNE_KEYS})
+    first_finetune = sum(1 for p in phases(cfg) if p != "finetune")
+    return unchanged == cfg and epoch <= first_finetune
 
 
 def start_fresh(run: Run, run_dir: Path) -> Progress:
@@ -92,6 +120,7 @@ def save_epoch(
             "history": state.history,
             "rng": torch.get_rng_state(),
             "codebooks_ready": state.codebooks_ready,
+            "teacher": state.teacher.state_dict() if state.teacher is not None else None,
             "calibration": None,
         },
     )
@@ -106,6 +135,7 @@ def write_final(run: Run, state: Progress, calibrations: dict[str, ExitCalibrati
         history=state.history,
         calibration={k: c.to_dict() for k, c in calibrations.items()},
         epoch=len(run.phases),
+        teacher=None,  # needed only while fine-tuning: the finished checkpoint stays the network's size
         complete=True,
         # What deployment needs to preprocess and name outputs without the training files.
         data={

@@ -45,6 +45,13 @@ class Run:
     transform: Transform | None
     ckpt_path: Path
     world: World = distributed.ONE_PROCESS
+    finetune_weights: list[float] | None = None  # None: `weights`
+
+    def weights_of(self, phase: str) -> list[float]:
+        """The loss weight of each exit in `phase` (final last)."""
+        if phase == "finetune" and self.finetune_weights is not None:
+            return self.finetune_weights
+        return self.weights
 
     @property
     def steps_per_epoch(self) -> int:
@@ -68,18 +75,31 @@ def set_up(cfg: TrainConfig, ckpt_path: Path, world: World = distributed.ONE_PRO
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model)
     weights = exit_weights(cfg, model.num_exits)
+    tuning = exit_weights(cfg, model.num_exits, "finetune_weights") if cfg.finetune_weights else None
     check_dataset(model, train_set)
     transform = augmentation(train_set, cfg.crop_padding, flip=cfg.flip) if cfg.augment else None
-    return Run(cfg, model, train_set, val_set, test, device, weights, phases(cfg), transform, ckpt_path, world)
+    return Run(
+        cfg,
+        model,
+        train_set,
+        val_set,
+        test,
+        device,
+        weights,
+        phases(cfg),
+        transform,
+        ckpt_path,
+        world,
+        tuning,
+    )
 
 
-def exit_weights(cfg: TrainConfig, num_exits: int) -> list[float]:
-    """The loss weight of each exit (final last): `cfg.exit_weights`, or 1 each, checked against the network."""
-    weights = cfg.exit_weights if cfg.exit_weights is not None else [1.0] * num_exits
+def exit_weights(cfg: TrainConfig, num_exits: int, key: str = "exit_weights") -> list[float]:
+    """The loss weight of each exit (final last): `cfg.<key>`, or 1 each, checked against the network."""
+    given = getattr(cfg, key)
+    weights = given if given is not None else [1.0] * num_exits
     if len(weights) != num_exits or any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ConfigError(
-            f"exit_weights needs {num_exits} non-negative values (final exit last), got {weights}"
-        )
+        raise ConfigError(f"{key} needs {num_exits} non-negative values (final exit last), got {weights}")
     return [float(w) for w in weights]
 
 

@@ -22,17 +22,17 @@ from bofexits.config import TrainConfig
 from bofexits.data import ImageDataset
 from bofexits.devices import describe_device, place_model, resolve_device
 from bofexits.errors import ConfigError, TargetUnreachableError
-from bofexits.evaluation.collect import collect_logits, summarize
+from bofexits.evaluation.collect import collect_logits
 from bofexits.evaluation.cost import CostTable, measure_costs
+from bofexits.evaluation.frontier import beta_points, simulated_beta_points  # beta_points re-exported
 from bofexits.evaluation.grids import GRID_POINTS, beta_grid  # beta_grid re-exported: its home is grids
 from bofexits.evaluation.metrics import accuracy
 from bofexits.evaluation.points import Point, at_compute, knee_point
 from bofexits.evaluation.timing import interleaved_timing
 from bofexits.inference.gpu import runtime_for
-from bofexits.inference.offline import simulate
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.options import DEFAULT_VARIANT
-from bofexits.policies.calibrated import CalibratedThreshold, ExitCalibration
+from bofexits.policies.calibrated import ExitCalibration
 from bofexits.policies.fixed import SingleExit
 from bofexits.training.checkpoint import load_model
 from bofexits.training.splits import run_splits
@@ -109,7 +109,9 @@ def tune_beta(
     """
     _check_target(max_drop_pp, budget, latency_ms, exit_latency_ms, len(exit_logits))
     full = accuracy(exit_logits[-1].argmax(1), labels)
-    candidates, latencies = _candidates(exit_logits, labels, calibration, costs, variant, points, exit_latency_ms)
+    candidates, latencies = _candidates(
+        exit_logits, labels, calibration, costs, variant, points, exit_latency_ms
+    )
     chosen: Point | None
     if max_drop_pp is not None:
         chosen, target = knee_point(candidates, full, max_drop_pp / 100), f"max_drop={max_drop_pp}pp"
@@ -167,19 +169,6 @@ def _check_target(
         )
 
 
-def beta_points(
-    exit_logits: Sequence[torch.Tensor],
-    labels: torch.Tensor,
-    calibration: ExitCalibration,
-    costs: CostTable,
-    variant: str,
-    points: int = GRID_POINTS,
-) -> list[Point]:
-    """Every beta of `beta_grid(variant, points)`, simulated from all exits' outputs, as the
-    policy comparison's points are (`summarize`: knob "beta", the value and its grid index)."""
-    return _candidates(exit_logits, labels, calibration, costs, variant, points, None)[0]
-
-
 def _candidates(
     exit_logits: Sequence[torch.Tensor],
     labels: torch.Tensor,
@@ -190,14 +179,11 @@ def _candidates(
     exit_latency_ms: Sequence[float] | None,
 ) -> tuple[list[Point], list[float] | None]:
     """`beta_points`, and with `exit_latency_ms` each point's mean batch-1 latency."""
-    lat = torch.tensor(exit_latency_ms, dtype=torch.float64) if exit_latency_ms is not None else None
-    out, latencies = [], []
-    for i, beta in enumerate(beta_grid(variant, points)):
-        r = simulate(CalibratedThreshold(calibration, beta, variant), list(exit_logits))
-        out.append(summarize(r.predictions, r.exit_index, labels, costs, knob="beta", value=beta, index=i))
-        if lat is not None:
-            latencies.append(float(lat[r.exit_index].mean()))
-    return out, latencies if lat is not None else None
+    out, exits = simulated_beta_points(exit_logits, labels, calibration, costs, variant, points)
+    if exit_latency_ms is None:
+        return out, None
+    lat = torch.tensor(exit_latency_ms, dtype=torch.float64)
+    return out, [float(lat[e].mean()) for e in exits]
 
 
 def _within_latency(candidates: Sequence[Point], latencies: Sequence[float], latency_ms: float) -> Point:
