@@ -64,6 +64,7 @@ __all__ = [
     "from_dict",
     "load_config_file",
     "resolve_config",
+    "stored_config",
 ]
 
 
@@ -93,7 +94,9 @@ class ModelConfig:
         shared_classifier: one classifier for all exits.
         shared_width: one RBF width per exit (shared by its codewords) instead of one per
             codeword; the exit's inference form is then one 1x1 convolution and a softmax
-            before the classifier (docs/decisions.md, "Fused exit heads").
+            before the classifier (docs/decisions.md, "Fused exit heads"). On by default
+            since it cost no accuracy and made beta 1 cheaper; a stored config written before
+            it existed reads as off (`stored_config`).
         exit_head: "bof" (the method), or a baseline head for side-by-side numbers: "pooled"
             (SDN, mixed pooling + linear) or "conv" (BranchyNet-style conv branch). The
             codebook options above apply to "bof" only.
@@ -113,7 +116,7 @@ class ModelConfig:
     exit_pools: list[int] | None = None
     aggregation: Aggregation = "mean"
     shared_classifier: bool = True
-    shared_width: bool = False
+    shared_width: bool = True
     exit_head: ExitHead = "bof"
 
 
@@ -227,6 +230,30 @@ def config_keys(cls: type[TrainConfig] = TrainConfig) -> dict[str, tuple[str, ..
     return dict(_keys(cls, ()))
 
 
+STORED_BEFORE: dict[str, Any] = {"shared_width": False}
+"""Network keys whose default changed after runs were stored without them, with the value those
+runs were built with. A complete stored network config (a checkpoint's, a run's `config.json`)
+that lacks one of these keys was written before the key existed, so it takes that value, not
+the new default; a partial config file still takes the defaults."""
+
+
+def stored_config(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` with the `STORED_BEFORE` values filled in when it is a complete dump that lacks them.
+
+    >>> old = TrainConfig().to_dict()
+    >>> del old["model"]["shared_width"]
+    >>> from_dict(stored_config(old)).model.shared_width, from_dict(stored_config({})).model.shared_width
+    (False, True)
+    """
+    model = data.get("model")
+    if not isinstance(model, dict):
+        return dict(data)
+    keys = {f.name for f in dataclasses.fields(ModelConfig)}
+    if not keys - set(STORED_BEFORE) <= set(model):
+        return dict(data)  # partial: the defaults apply
+    return {**data, "model": {**{k: v for k, v in STORED_BEFORE.items() if k not in model}, **model}}
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """The JSON object in `path` (a run's `config.json`, or a partial one), unchecked.
 
@@ -243,7 +270,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         ) from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config {path} must hold a JSON object, like a run's config.json")
-    return loaded
+    return stored_config(loaded)  # an older run's config.json rebuilds the network it trained
 
 
 def resolve_config(

@@ -191,8 +191,8 @@ def test_onnx_runner_takes_the_same_exits_and_classes(
 def test_shared_width_trains_saves_and_runs_fused(
     fake_data: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
 ) -> None:
-    cfg = config_from_args(build_parser().parse_args(["train", "--shared-width"]))
-    assert cfg.model.shared_width is True and TrainConfig().model.shared_width is False
+    cfg = config_from_args(build_parser().parse_args(["train", "--no-shared-width"]))
+    assert cfg.model.shared_width is False and TrainConfig().model.shared_width is True  # the default
     run = tmp_path / "run"
     tiny = tiny_config(fake_data, mode="two-phase", epochs=1, exit_epochs=1)
     tiny.model.shared_width = True

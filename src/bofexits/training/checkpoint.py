@@ -9,7 +9,7 @@ import torch
 
 from bofexits._checks import state_mismatch, unsafe_load_reason
 from bofexits._io import atomic_path
-from bofexits.config import TrainConfig, from_dict
+from bofexits.config import TrainConfig, from_dict, stored_config
 from bofexits.errors import CheckpointError, ConfigError
 from bofexits.models.build import build_model
 from bofexits.models.multiexit import MultiExitNetwork
@@ -117,7 +117,7 @@ def load_model(path: str | Path) -> tuple[MultiExitNetwork, dict[str, ExitCalibr
     """
     data = load_checkpoint(path)
     try:
-        cfg = from_dict(data["config"])
+        cfg = from_dict(stored_config(data["config"]))
         model = build_model(cfg.model, load_weights=False)  # the checkpoint holds every weight
     except (KeyError, TypeError, ConfigError) as exc:
         raise CheckpointError(f"checkpoint {path} has an unusable config ({exc}); retrain") from exc

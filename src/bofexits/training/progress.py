@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bofexits.config import FINETUNE_KEYS, TrainConfig, from_dict
+from bofexits.config import FINETUNE_KEYS, TrainConfig, from_dict, stored_config
 from bofexits.errors import CheckpointError, ConfigError
 from bofexits.policies.calibration import ExitCalibration
 from bofexits.training.checkpoint import (
@@ -51,7 +51,7 @@ def resume_from(run: Run) -> Progress:
     """Weights, history and RNG from the run's checkpoint, which must hold the same config."""
     state = load_checkpoint(run.ckpt_path)
     check_training_state(state, run.ckpt_path, len(run.phases))
-    saved, epoch = from_dict(state["config"]), int(state["epoch"])
+    saved, epoch = from_dict(stored_config(state["config"])), int(state["epoch"])
     if saved != run.cfg and not adds_finetuning(saved, run.cfg, epoch):
         raise CheckpointError(
             f"{run.ckpt_path} was written with a different config; resume with the same options or use a "
