@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+
 import torch
 
 from bofexits.config import TrainConfig, check_config
