@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import shlex
 from pathlib import Path
 from types import ModuleType
 
@@ -23,6 +25,7 @@ from bofexits.config import ModelConfig, TrainConfig, check_config, resolve_conf
 from bofexits.errors import ConfigError
 
 CLASSES = ("dark", "light", "mid")
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +63,15 @@ def user_weights(tvm: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> t
     return path, model
 
 
+def _readme_command(folder: Path, weights: Path, out: Path) -> list[str]:
+    """The README's frozen-mode command as written, on this test's folder, weights and output."""
+    block = re.search(r"```sh\n(bofexits train [^`]*--mode frozen[^`]*)```", README.read_text())
+    assert block is not None, "README.md lost its frozen-mode command"
+    argv = shlex.split(block.group(1).replace("\\\n", " "))[1:]
+    paths = {"DIGITS": str(folder), "my_resnet18.pt": str(weights), "runs/x": str(out)}
+    return ["-q", *(paths.get(a, a) for a in argv)]
+
+
 def _train_argv(folder: Path, weights: Path, out: Path, *extra: str) -> list[str]:
     return [
         "-q", "train", "--dataset", "image-folder", "--data-dir", str(folder), "--backbone", "tv:resnet18",
@@ -82,9 +94,10 @@ def test_frozen_exits_on_your_own_resnet18(
 
     weights, user = user_weights
     out = tmp_path / "run"
-    assert main(_train_argv(grey_folder, weights, out)) == 0, capsys.readouterr().err
+    argv = _readme_command(grey_folder, weights, out)
+    assert main([*argv, "--threads", "1", "--batch-size", "8", "--codewords", "8", "--device", "cpu"]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["mode"], cfg["epochs"]) == ("frozen", 1)  # --exit-epochs 1 was the run's one epoch
+    assert (cfg["mode"], cfg["epochs"]) == ("frozen", 2)  # --exit-epochs 2: the run's epochs
     # The grey images load with the 3 channels the user's conv1 takes; classes from the folders.
     assert (cfg["model"]["in_channels"], cfg["model"]["num_classes"], cfg["model"]["image_size"]) == (3, 3, 32)
 
