@@ -94,8 +94,9 @@ def test_frozen_exits_on_your_own_resnet18(
 
     weights, user = user_weights
     out = tmp_path / "run"
-    argv = _readme_command(grey_folder, weights, out)
-    assert main([*argv, "--threads", "1", "--batch-size", "8", "--codewords", "8", "--device", "cpu"]) == 0
+    argv = [*_readme_command(grey_folder, weights, out), "--threads", "1", "--batch-size", "8", "--codewords", "8"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert main([*argv, "--device", "cpu", "--resume"]) == 0  # the same command resolves to the stored config
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["mode"], cfg["epochs"]) == ("frozen", 2)  # --exit-epochs 2: the run's epochs
     # The grey images load with the 3 channels the user's conv1 takes; classes from the folders.
