@@ -138,7 +138,7 @@ def test_a_head_for_other_classes_is_refused(
     err = _one_line_error(capsys)
     assert "head (fc) has 5 outputs but the data has 3 classes" in err
     assert "--mode two-phase" in err and "trained on these 3 classes" in err
-    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_weights_of_another_architecture_are_refused(
@@ -216,3 +216,28 @@ def test_replacing_a_head_outside_frozen_mode_is_logged(
         backbone = create_backbone("tv:resnet18", num_classes=3, image_size=32, weights=weights)
     assert "head fc" in caplog.text and "has 1000 outputs, the network 3" in caplog.text
     assert backbone.stages[-1].fc.inner.out_features == 3  # type: ignore[union-attr]
+
+
+def test_a_grey_dataset_feeds_your_rgb_model_its_grey_copies(
+    tvm: ModuleType, fake_data: Path, tmp_path: Path
+) -> None:
+    # Fashion-MNIST has 1 channel: the RGB model runs through its one-channel form (kernels summed),
+    # which gives what the model gives on the grey images copied to 3 channels.
+    from bofexits.training.loop import train
+    from bofexits.training.splits import run_splits
+
+    user = _user_classifier(tvm, 10)
+    weights = tmp_path / "fmnist_resnet18.pt"
+    torch.save(user.state_dict(), weights)
+    model = ModelConfig(backbone="tv:resnet18", backbone_weights=str(weights), codewords=8)
+    cfg = TrainConfig(
+        data_dir=str(fake_data), mode="frozen", epochs=1, batch_size=32, kmeans_images=64, threads=1,
+        device="cpu", limit_train=64, model=model,
+    )  # fmt: skip
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.model.input_shape == (1, 28, 28)
+    _, val, _ = run_splits(cfg)
+    (x, _), *_ = val.batches(len(val), shuffle=False)
+    with torch.no_grad():
+        final, expected = result.model(x)[-1], user(x.expand(-1, 3, -1, -1))
+    torch.testing.assert_close(final, expected, atol=1e-4, rtol=1e-4)

@@ -131,14 +131,15 @@ def user_classifier(cfg: TrainConfig) -> WeightsFile | None:
 
 
 def fit_network_to_weights(cfg: TrainConfig, weights: WeightsFile) -> TrainConfig:
-    """`cfg` taking the input channels of your classifier, so its images load as it was trained on them.
+    """`cfg` taking the input channels of your classifier, so an image folder loads as it was trained on.
 
     An image folder loads as grey for 1 channel and RGB for 3 (`training.splits`): the RGB
     network on grey loading would see colour images turned grey. A grey folder loaded as RGB
     gives each pixel's grey level on all three channels, which is what the one-channel form
-    (kernels summed over RGB) computes anyway.
+    (kernels summed over RGB) computes anyway. Other datasets have fixed channels (grey
+    Fashion-MNIST is fed to an RGB network through that one-channel form).
     """
-    if cfg.model.in_channels == weights.in_channels:
+    if cfg.dataset != "image-folder" or cfg.model.in_channels == weights.in_channels:
         return cfg
     log.info(
         "frozen mode keeps your classifier as it is: images load with the %d channels its first convolution "
