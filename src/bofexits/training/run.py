@@ -77,19 +77,19 @@ def set_up(cfg: TrainConfig, ckpt_path: Path, world: World = distributed.ONE_PRO
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
-    weights = user_classifier(cfg)
-    if weights is not None:
-        cfg = fit_network_to_weights(cfg, weights)
+    user = user_classifier(cfg)
+    if user is not None:
+        cfg = fit_network_to_weights(cfg, user)
     train_set, val_set, test = run_splits(cfg)
     cfg = fit_network_to_data(cfg, train_set)
-    if weights is not None:
-        check_head(cfg, weights)
+    if user is not None:
+        check_head(user, len(train_set.classes))
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model)
-    loss_weights = exit_weights(cfg, model.num_exits)
+    weights = exit_weights(cfg, model.num_exits)
     check_dataset(model, train_set)
     transform = augmentation(train_set, cfg.crop_padding, flip=cfg.flip) if cfg.augment else None
-    return Run(cfg, model, train_set, val_set, test, device, loss_weights, phases(cfg), transform, ckpt_path, world)
+    return Run(cfg, model, train_set, val_set, test, device, weights, phases(cfg), transform, ckpt_path, world)
 
 
 def exit_weights(cfg: TrainConfig, num_exits: int) -> list[float]:
@@ -149,13 +149,12 @@ def fit_network_to_weights(cfg: TrainConfig, weights: WeightsFile) -> TrainConfi
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, in_channels=weights.in_channels))
 
 
-def check_head(cfg: TrainConfig, weights: WeightsFile) -> None:
+def check_head(weights: WeightsFile, data_classes: int) -> None:
     """Your classifier's head, the frozen run's final exit, has the data's class count, or a `ConfigError`.
 
     Elsewhere a head of another size is replaced by a fresh one that training learns; in
     frozen mode nothing would train it, and the final exit would guess.
     """
-    data_classes = cfg.model.num_classes  # the data's: `fit_network_to_data` set it (image folders)
     if weights.num_classes != data_classes:
         raise ConfigError(
             f"your classifier's head ({weights.head}) has {weights.num_classes} outputs but the data has "
