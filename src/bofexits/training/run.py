@@ -2,7 +2,8 @@
 
 `set_up` reads the splits, fills in what the data decides (classes of an image folder, the
 input size of a `tv:` backbone), builds the seeded network and checks that the data fits it;
-the loop then only reads `Run`.
+the loop then only reads `Run`. A frozen run on your own classifier's weights is fitted to the
+file first (an image folder's channels) and its head checked against the data's classes.
 """
 
 from __future__ import annotations
