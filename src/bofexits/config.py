@@ -125,10 +125,13 @@ class TrainConfig:
     """How the exits (and the backbone) are trained, calibrated and checkpointed.
 
     Attributes:
-        mode: "joint" (backbone + exits, weighted loss), "frozen" (exits only, backbone from
-            `backbone_checkpoint`), or "two-phase" (backbone alone, then exits on it frozen).
+        mode: "joint" (backbone + exits, weighted loss), "frozen" (exits only, on a trained
+            backbone: your classifier's `model.backbone_weights` on a `tv:` backbone, or a bofexits
+            run's `backbone_checkpoint`), or "two-phase" (backbone alone, then exits on it frozen).
         epochs: epochs of joint/frozen training, or of phase 1 in two-phase mode.
-        exit_epochs: epochs of exit training in two-phase mode.
+        exit_epochs: epochs of exit training in two-phase mode. In frozen mode, where every
+            epoch trains exits, `exit_epochs` given (a flag or a config file) without `epochs`
+            sets `epochs` (`resolve_config`; docs/decisions.md, "Exits for a model you already trained").
         lr: peak learning rate of the backbone (joint and backbone phases).
         exit_lr: peak learning rate when only the exits train (frozen mode, two-phase phase 2);
             BoF exits on a frozen backbone learned far faster at 3e-2 than at 3e-3.
@@ -315,12 +318,35 @@ def resolve_config(
         for name in keys[key]:
             section = section[name]
         section[key] = value
+    _frozen_epochs(data, overrides, loaded)
     cfg = from_dict(data, cls)
     try:
         check_ranges(cfg)
     except ConfigError as exc:
         raise ConfigError(f"{config_file}: {exc}" if config_file is not None else str(exc)) from None
     return cfg
+
+
+def _frozen_epochs(data: dict[str, Any], overrides: Mapping[str, Any], loaded: Mapping[str, Any]) -> None:
+    """In frozen mode, `exit_epochs` set without `epochs` is the run's epoch count (`epochs`).
+
+    Frozen mode trains exits for `epochs` epochs (every stored frozen config means that), so
+    `--mode frozen --exit-epochs 2` would silently train the default 10. The highest layer
+    that sets either key decides: the flags, else the config file. Flags giving both must
+    agree; a file giving both (a run's config.json) keeps its meaning, `epochs`.
+    """
+    if data.get("mode") != "frozen":
+        return
+    layer = next((part for part in (overrides, loaded) if "epochs" in part or "exit_epochs" in part), None)
+    if layer is None or "exit_epochs" not in layer:
+        return
+    if "epochs" in layer and layer is overrides and layer["epochs"] != layer["exit_epochs"]:
+        raise ConfigError(
+            f"frozen mode trains only exits, so --epochs ({layer['epochs']}) and --exit-epochs "
+            f"({layer['exit_epochs']}) both count its epochs; give one"
+        )
+    if "epochs" not in layer:
+        data["epochs"] = layer["exit_epochs"]
 
 
 #: Largest `image_size` accepted: 4096x4096 inputs are already far beyond any classifier's training size.
@@ -419,16 +445,37 @@ def check_config(cfg: TrainConfig) -> None:
     """Everything `resolve_config` checks, for a `TrainConfig` built in Python, and what one key asks of another.
 
     The types of every field (a `TrainConfig(mode="bogus")` is refused as a config file
-    holding it would be), the ranges (`check_ranges`), and a frozen run's donor backbone.
+    holding it would be), the ranges (`check_ranges`), and a frozen run's trained backbone.
     """
     from_dict(cfg.to_dict(), type(cfg))  # the types, each named like a config file's key
     check_ranges(cfg)
-    if cfg.mode == "frozen" and not cfg.backbone_checkpoint:
-        raise ConfigError("frozen mode trains exits on a trained backbone: pass --backbone-checkpoint PATH")
     if cfg.mode == "joint" and cfg.finetune_epochs:
         raise ConfigError(
             "fine-tuning follows exits trained on a frozen backbone; joint mode already trains backbone and "
             "exits together: use --mode two-phase (or frozen) with --finetune-epochs, or drop --finetune-epochs"
+        )
+    if cfg.mode == "frozen":
+        _check_frozen_backbone(cfg)
+
+
+def _check_frozen_backbone(cfg: TrainConfig) -> None:
+    """Frozen mode's backbone comes from exactly one place: your classifier's weights or a bofexits run."""
+    weights, checkpoint, backbone = cfg.model.backbone_weights, cfg.backbone_checkpoint, cfg.model.backbone
+    if weights and checkpoint:
+        raise ConfigError(
+            f"frozen mode takes its trained backbone from one place, got two: --backbone-weights {weights} "
+            f"(your classifier) and --backbone-checkpoint {checkpoint} (a bofexits run); drop one"
+        )
+    if weights and not backbone.startswith("tv:"):
+        raise ConfigError(
+            f"--backbone-weights loads your torchvision classifier into a tv: backbone, not {backbone!r}; "
+            "pass --backbone tv:NAME (e.g. tv:resnet18), or reuse a bofexits run with --backbone-checkpoint PATH"
+        )
+    if not weights and not checkpoint:
+        raise ConfigError(
+            "frozen mode trains exits on a trained backbone: pass your classifier "
+            "(--backbone tv:NAME --backbone-weights FILE, saved with torch.save(model.state_dict(), FILE)) "
+            "or a bofexits run (--backbone-checkpoint PATH)"
         )
 
 

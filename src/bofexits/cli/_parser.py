@@ -236,7 +236,8 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--exit-epochs",
         type=_bounded("exit_epochs"),
-        help=f"exit epochs in two-phase mode (default {d.exit_epochs})",
+        help=f"exit epochs in two-phase mode (default {d.exit_epochs}); in frozen mode, which trains only "
+        "exits, the run's epochs (as --epochs)",
     )
     g.add_argument("--batch-size", type=_bounded("batch_size"), help=f"default {d.batch_size}")
     _choice(g, "--optimizer", OPTIMIZERS, f"default {d.optimizer}")
@@ -287,7 +288,11 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     _choice(g, "--calibration-split", CALIBRATION_SPLITS, f"default {d.calibration_split}")
     _choice(g, "--score", _SCORES, f"confidence score the rule is calibrated on (default {d.score})")
     _choice(g, "--variant", _VARIANTS, f"rule variant (default {d.variant})")
-    g.add_argument("--backbone-checkpoint", type=_file, help="trained run whose backbone frozen mode reuses")
+    g.add_argument(
+        "--backbone-checkpoint",
+        type=_file,
+        help="trained bofexits run whose backbone frozen mode reuses (your own classifier: --backbone-weights)",
+    )
     g.add_argument(
         "--finetune-epochs",
         type=_bounded("finetune_epochs"),
@@ -340,7 +345,8 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
         "--backbone-weights",
         type=_weights_file,
         metavar="PATH",
-        help="state_dict file loaded into a tv: backbone (never downloaded; read with weights_only=True)",
+        help="state_dict file loaded into a tv: backbone (never downloaded; read with weights_only=True); "
+        "with --mode frozen your classifier stays as it is, its head the final exit",
     )
     g.add_argument(
         "--codewords", type=_bounded("codewords"), help=f"K, shared by all exits (default {m.codewords})"

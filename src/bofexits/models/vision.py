@@ -31,10 +31,12 @@ by 2 first. All three exits together then cost, as a share of the backbone's MAC
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -50,14 +52,18 @@ from bofexits.models.multiexit import ExitFactory, MultiExitNetwork, _Flatten2d,
 
 __all__ = [
     "MAX_EXIT_SIDE",
+    "WeightsFile",
     "attach",
     "check_torchvision_installed",
     "check_weights_file",
     "default_points",
     "exit_pools",
     "load_weights_file",
+    "read_weights_file",
     "torchvision_backbone",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Largest map side an exit quantises; larger maps are average-pooled first (56 -> 28 at 224x224).
 MAX_EXIT_SIDE = 28
@@ -191,6 +197,12 @@ def torchvision_backbone(
         raise ConfigError(f"torchvision has no model {arch!r} ({exc})") from None
     if state is not None:
         _load_into(model, state, arch, weights)
+        head, linear = _head(model)
+        if linear.out_features != num_classes:  # fine-tuning to new classes; frozen mode refuses it first
+            log.info(
+                "the head %s of %s has %d outputs, the network %d: it is replaced by a freshly initialised one",
+                head, weights, linear.out_features, num_classes,
+            )
         _replace_head(model, num_classes)
     _adapt_input_conv(model, require_int("in_channels", in_channels, minimum=1))
     input_shape = (in_channels, require_int("image_size", image_size, minimum=1), image_size)
@@ -199,6 +211,44 @@ def torchvision_backbone(
 
 
 # --- weights files ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """What a torchvision weights file fixes of the network: its head and its input channels.
+
+    Attributes:
+        head: the name of the classifier's last Linear ("fc", "classifier.3").
+        num_classes: that Linear's outputs in the file.
+        first_conv: the name of the first convolution ("conv1", "features.0.0").
+        in_channels: that convolution's input channels in the file.
+    """
+
+    head: str
+    num_classes: int
+    first_conv: str
+    in_channels: int
+
+
+def read_weights_file(arch: str, weights: str | Path) -> WeightsFile:
+    """The head and input channels of a state_dict file of torchvision's `arch`, checked to fit it.
+
+    Frozen mode reads this before the data: the file's head is the final exit, so its class
+    count must be the data's, and its first convolution says which channels the images load as.
+
+    Raises:
+        ConfigError, CheckpointError: as `torchvision_backbone` raises them for this file.
+    """
+    state = load_weights_file(weights)
+    try:
+        model = _torchvision().get_model(arch, weights=None)
+    except ValueError as exc:
+        raise ConfigError(f"torchvision has no model {arch!r} ({exc})") from None
+    _load_into(model, state, arch, weights)  # refuses a file of another architecture
+    head, linear = _head(model)
+    conv, first = _first_conv(model)
+    return WeightsFile(head, linear.out_features, conv, first.in_channels)
+
 
 # A torchvision weights name rather than a file: "DEFAULT", "IMAGENET1K_V2", "ResNet18_Weights.DEFAULT".
 _WEIGHTS_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Z0-9_]+)?")

@@ -87,14 +87,16 @@ def adds_finetuning(saved: TrainConfig, cfg: TrainConfig, epoch: int) -> bool:
 
 
 def start_fresh(run: Run, run_dir: Path) -> Progress:
-    """A fresh run: refuse to overwrite one, and in frozen mode take the donor's backbone."""
+    """A fresh run: refuse to overwrite one, and in frozen mode take the donor's backbone.
+
+    (Frozen on your own classifier's weights: `build_model` loaded them already.)
+    """
     if run.ckpt_path.exists():
         raise ConfigError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
         )
-    if run.cfg.mode == "frozen":
-        source = run.cfg.backbone_checkpoint
-        assert source is not None
+    source = run.cfg.backbone_checkpoint
+    if run.cfg.mode == "frozen" and source:
         donor, _, _ = load_model(source)
         load_state_into(run.model.stages, donor.stages.state_dict(), f"backbone checkpoint {source}")
     return Progress()

@@ -2,12 +2,14 @@
 
 `set_up` reads the splits, fills in what the data decides (classes of an image folder, the
 input size of a `tv:` backbone), builds the seeded network and checks that the data fits it;
-the loop then only reads `Run`.
+the loop then only reads `Run`. A frozen run on your own classifier's weights is fitted to the
+file first (an image folder's channels) and its head checked against the data's classes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -22,12 +24,25 @@ from bofexits.errors import ConfigError
 from bofexits.models.backbones import backbone_options
 from bofexits.models.build import build_model
 from bofexits.models.multiexit import MultiExitNetwork
+from bofexits.models.vision import WeightsFile, read_weights_file
 from bofexits.training import distributed
 from bofexits.training.distributed import World
 from bofexits.training.loss import phases
 from bofexits.training.splits import run_splits
 
-__all__ = ["Run", "augmentation", "check_dataset", "exit_weights", "fit_network_to_data", "set_up"]
+__all__ = [
+    "Run",
+    "augmentation",
+    "check_dataset",
+    "check_head",
+    "exit_weights",
+    "fit_network_to_data",
+    "fit_network_to_weights",
+    "set_up",
+    "user_classifier",
+]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,8 +85,13 @@ def set_up(cfg: TrainConfig, ckpt_path: Path, world: World = distributed.ONE_PRO
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
+    user = user_classifier(cfg)
+    if user is not None:
+        cfg = fit_network_to_weights(cfg, user)
     train_set, val_set, test = run_splits(cfg)
     cfg = fit_network_to_data(cfg, train_set)
+    if user is not None:
+        check_head(user, len(train_set.classes))
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model)
     weights = exit_weights(cfg, model.num_exits)
@@ -117,6 +137,52 @@ def fit_network_to_data(cfg: TrainConfig, train_set: ImageDataset) -> TrainConfi
     if any_size and model_cfg.image_size is None and height == width:
         model_cfg = dataclasses.replace(model_cfg, image_size=height)
     return cfg if model_cfg == cfg.model else dataclasses.replace(cfg, model=model_cfg)
+
+
+def user_classifier(cfg: TrainConfig) -> WeightsFile | None:
+    """What a frozen run's own classifier (`backbone_weights` on a `tv:` backbone) fixes; None otherwise.
+
+    In frozen mode the file's network is kept as it is, head included: its head is the final
+    exit, and nothing trains it.
+    """
+    m = cfg.model
+    if cfg.mode != "frozen" or m.backbone_weights is None or not m.backbone.startswith("tv:"):
+        return None
+    return read_weights_file(m.backbone.removeprefix("tv:"), m.backbone_weights)
+
+
+def fit_network_to_weights(cfg: TrainConfig, weights: WeightsFile) -> TrainConfig:
+    """`cfg` taking the input channels of your classifier, so an image folder loads as it was trained on.
+
+    An image folder loads as grey for 1 channel and RGB for 3 (`training.splits`): the RGB
+    network on grey loading would see colour images turned grey. A grey folder loaded as RGB
+    gives each pixel's grey level on all three channels, which is what the one-channel form
+    (kernels summed over RGB) computes anyway. Other datasets have fixed channels (grey
+    Fashion-MNIST is fed to an RGB network through that one-channel form).
+    """
+    if cfg.dataset != "image-folder" or cfg.model.in_channels == weights.in_channels:
+        return cfg
+    log.info(
+        "frozen mode keeps your classifier as it is: images load with the %d channels its first convolution "
+        "(%s) takes, not %d",
+        weights.in_channels, weights.first_conv, cfg.model.in_channels,
+    )
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, in_channels=weights.in_channels))
+
+
+def check_head(weights: WeightsFile, data_classes: int) -> None:
+    """Your classifier's head, the frozen run's final exit, has the data's class count, or a `ConfigError`.
+
+    Elsewhere a head of another size is replaced by a fresh one that training learns; in
+    frozen mode nothing would train it, and the final exit would guess.
+    """
+    if weights.num_classes != data_classes:
+        raise ConfigError(
+            f"your classifier's head ({weights.head}) has {weights.num_classes} outputs but the data has "
+            f"{data_classes} classes; in frozen mode that head is the final exit and is not trained. Pass the "
+            f"weights of a model trained on these {data_classes} classes, or train a new head with --mode "
+            "two-phase (or joint)"
+        )
 
 
 def augmentation(data: ImageDataset, padding: int, *, flip: bool = True) -> Transform | None:
