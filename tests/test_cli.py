@@ -256,6 +256,7 @@ def test_demo_trains_sweeps_compares_and_reports(
         demo.DEMO_CONFIG,
         data_dir=str(fake_data),
         exit_epochs=1,
+        finetune_epochs=1,
         batch_size=32,
         kmeans_images=64,
         threads=1,
@@ -266,7 +267,7 @@ def test_demo_trains_sweeps_compares_and_reports(
     out = tmp_path / "demo"
     assert main(["-q", "demo", "--out", str(out), "--epochs", "1", "--timing-samples", "4"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["dataset"] == "fashion-mnist" and results["training"]["epochs"] == 2
+    assert results["dataset"] == "fashion-mnist" and results["training"]["epochs"] == 3  # 1 + 1 + 1 fine-tuning
     assert (out / "policies.json").exists() and (out / "report.html").exists()
     assert "## Targets" in capsys.readouterr().out  # the report, printed
 

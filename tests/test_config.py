@@ -176,7 +176,10 @@ def test_resolve_precedence_without_a_command_line(tmp_path: Path) -> None:
     cfg = resolve_config({"epochs": 7, "codewords": 16}, config_file=path)
     assert (cfg.dataset, cfg.model.num_classes) == ("cifar100", 100)  # the file's dataset picks the recipe
     assert (cfg.epochs, cfg.model.codewords) == (7, 16)  # overrides over the file and the recipe
-    assert resolve_config() == TrainConfig()
+    from bofexits.recipes import RECIPES
+
+    default = resolve_config()  # the default dataset's recipe over the defaults, nothing else
+    assert default == from_dict({k: v for k, v in RECIPES["fashion-mnist"].items()}) and default != TrainConfig()
 
 
 @pytest.mark.parametrize(

@@ -257,6 +257,17 @@ def stored_config(data: Mapping[str, Any]) -> dict[str, Any]:
     return {**data, "model": {**{k: v for k, v in STORED_BEFORE.items() if k not in model}, **model}}
 
 
+def _recipe_finetuning(data: dict[str, Any], overrides: Mapping[str, Any], loaded: Mapping[str, Any]) -> None:
+    """A recipe's fine-tuning applies to two-phase runs only: joint mode has no frozen-backbone
+    phase to follow, and a frozen run keeps the backbone it was given unless asked otherwise.
+
+    Asked for (a flag or the config file), it stays, and `check_config` judges it.
+    """
+    asked = "finetune_epochs" in overrides or "finetune_epochs" in loaded
+    if data.get("mode") != "two-phase" and not asked:
+        data["finetune_epochs"] = 0
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """The JSON object in `path` (a run's `config.json`, or a partial one), unchecked.
 
@@ -319,6 +330,7 @@ def resolve_config(
             section = section[name]
         section[key] = value
     _frozen_epochs(data, overrides, loaded)
+    _recipe_finetuning(data, overrides, loaded)
     cfg = from_dict(data, cls)
     try:
         check_ranges(cfg)

@@ -1,6 +1,6 @@
 """`bofexits demo` / `make demo`: the command line's verbs in a row on Fashion-MNIST.
 
-`train` (BoF exits, two-phase), `sweep` (the proposed rule's knob with real early exit,
+`train` (BoF exits, two-phase and joint fine-tuning, the Fashion-MNIST recipe), `sweep` (the proposed rule's knob with real early exit,
 timed against the plain backbone), `compare` (every exit policy side by side) and
 `report`: writes results.json, policies.json/csv, plots, report.md and report.html.
 """
@@ -11,7 +11,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from bofexits.config import TrainConfig
+from bofexits.config import TrainConfig, resolve_config
 from bofexits.evaluation.compare import compare_policies
 from bofexits.evaluation.sweep import TrainingInfo, sweep
 from bofexits.reporting.report import write_results
@@ -24,7 +24,8 @@ __all__ = ["DEMO_CONFIG", "run_demo"]
 
 log = logging.getLogger(__name__)
 
-DEMO_CONFIG = TrainConfig(dataset="fashion-mnist", mode="two-phase", epochs=10, exit_epochs=12)
+DEMO_CONFIG: TrainConfig = resolve_config({"dataset": "fashion-mnist", "mode": "two-phase"})
+"""What `make demo` trains: the Fashion-MNIST recipe (`recipes.py`), two-phase with fine-tuning."""
 EXTRA = (("max_prob", "quantile"), ("max_prob", "mean"), ("max_logit", "quantile"), ("max_logit", "mean"))
 
 
