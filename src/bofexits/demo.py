@@ -1,7 +1,8 @@
 """`bofexits demo` / `make demo`: the command line's verbs in a row on Fashion-MNIST.
 
-`train` (BoF exits, two-phase and joint fine-tuning, the Fashion-MNIST recipe), `sweep` (the proposed rule's knob with real early exit,
-timed against the plain backbone), `compare` (every exit policy side by side) and
+`train` (BoF exits, two-phase and joint fine-tuning, the Fashion-MNIST recipe), `sweep`
+(the proposed rule's knob with real early exit, timed against the plain backbone),
+`compare` (every exit policy side by side) and
 `report`: writes results.json, policies.json/csv, plots, report.md and report.html.
 """
 

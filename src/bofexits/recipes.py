@@ -8,7 +8,8 @@ size, whether mirror images are the same class) and a schedule that suits its si
 The Fashion-MNIST recipe is what `make demo` trains and measures (`demo.DEMO_CONFIG` is it,
 resolved): the `TrainConfig` defaults plus joint fine-tuning after the exits, which was
 measured there (docs/decisions.md, "Joint fine-tuning"); a recipe's fine-tuning applies to
-two-phase runs only (`config.resolve_config`). The RGB recipes are starting points chosen from the literature's usual CIFAR/SVHN practice (crops
+two-phase runs only (`config.resolve_config`). The RGB recipes are starting points chosen
+from the literature's usual CIFAR/SVHN practice (crops
 with 4-px padding, flips for objects but not digits, more epochs than the 28x28 sets need),
 not yet tuned here.
 """
