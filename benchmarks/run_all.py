@@ -12,7 +12,8 @@ from the validation split, chosen points run for real and timed against the plai
 and writes each run's policies.json/csv and report.md into OUT/<dataset>/<head>/.
 
 The backbone is trained once per dataset, so the heads differ only in their exits: the `bof`
-run is the recipe's two-phase run (backbone, then BoF exits on it frozen); the `pooled` and
+run is the recipe's two-phase run (backbone, then BoF exits on it frozen; no fine-tuning, which
+would tune the backbone for one head); the `pooled` and
 `conv` runs train only their exits, in "frozen" mode on the `bof` run's backbone, with the
 recipe's exit epochs and exit learning rate.
 
@@ -135,8 +136,14 @@ def _data_root(data_dir: Path | None, name: str, several: bool) -> Path | None:
 def base_config(dataset: str, root: Path | None, args: argparse.Namespace) -> TrainConfig:
     """Defaults < the dataset's recipe < --quick < the advanced schedule and network options."""
     d = apply_recipe(TrainConfig().to_dict(), recipe_for(dataset))
+    # Every head on one frozen backbone: fine-tuning would tune that backbone for one head, so it
+    # is off here and measured on its own (benchmarks/finetune_ablation.py).
     d.update(
-        mode="two-phase", data_dir=str(root) if root is not None else None, threads=None, device=args.device
+        mode="two-phase",
+        data_dir=str(root) if root is not None else None,
+        threads=None,
+        device=args.device,
+        finetune_epochs=0,
     )
     if args.quick:
         d["epochs"] = min(d["epochs"], QUICK["epochs"])
