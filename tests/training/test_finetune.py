@@ -185,3 +185,32 @@ def test_a_torchvision_backbone_is_fine_tuned_through_attach(
     assert [h["phase"] for h in result.history] == ["exits", "finetune"]
     model, cals, saved = load_model(result.checkpoint)
     assert saved.model.backbone == "tv:resnet18" and cals and model.num_exits == 4
+
+
+def test_a_run_stored_before_shared_widths_existed_loads_resumes_and_exports_as_trained(
+    fake_data: Path, tmp_path: Path, tiny_config: Callable[..., TrainConfig]
+) -> None:
+    """`shared_width` became the default; a stored config without the key was per-codeword."""
+    import json
+
+    from bofexits.config import resolve_config
+
+    cfg = tiny_config(fake_data, mode="two-phase", epochs=1, exit_epochs=1)
+    cfg.model.shared_width = False
+    train(cfg, tmp_path / "old", progress=False)
+    ckpt = tmp_path / "old" / "checkpoint.pt"
+    state = load_checkpoint(ckpt)
+    del state["config"]["model"]["shared_width"]  # as written before the key existed
+    save_checkpoint(ckpt, state)
+    stored = json.loads((tmp_path / "old" / "config.json").read_text())
+    del stored["model"]["shared_width"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(stored))
+    model, _, loaded = load_model(ckpt)
+    assert loaded.model.shared_width is False and model.exits.bof[0].log_sigma.numel() > 1  # type: ignore[union-attr]
+    again = resolve_config(config_file=tmp_path / "old" / "config.json")
+    assert again.model.shared_width is False  # its config.json rebuilds the network it trained ...
+    assert resolve_config().model.shared_width is True  # ... while new runs get the default
+    extended = train(
+        dataclasses.replace(again, finetune_epochs=1), tmp_path / "old", resume=True, progress=False
+    )
+    assert [h["phase"] for h in extended.history][-1] == "finetune"
