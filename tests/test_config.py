@@ -214,7 +214,7 @@ def _outside(bound: Bound) -> float:
 def _with(key: str, value: object) -> TrainConfig:
     cfg = TrainConfig()
     section = cfg.model if key in {f.name for f in dataclasses.fields(ModelConfig)} else cfg
-    setattr(section, key, [value] if key in ("exit_weights", "widths", "exit_pools") else value)
+    setattr(section, key, [value] if key in ("exit_weights", "widths", "exit_pools", "exit_points") else value)
     return cfg
 
 

@@ -88,6 +88,10 @@ class ModelConfig:
         spatial_level: 0 or 1.
         reduce_channels: optional 1x1 channel reduction before quantising.
         exit_pools: per-exit pre-pool factors (None: the backbone's defaults).
+        exit_points: where the exits sit, as indices of the backbone's units
+            (`bofexits.models.placement.fine_units`: conv-BN-ReLU blocks, pools, residual
+            blocks), an exit after each; None: after each of the backbone's default stages but
+            the last. Written by `bofexits place`, which keeps the exits that pay.
         aggregation: "mean", "sum" or "none" (independent exits).
         shared_classifier: one classifier for all exits.
         shared_width: one RBF width per exit (shared by its codewords) instead of one per
@@ -110,6 +114,7 @@ class ModelConfig:
     spatial_level: int = 1
     reduce_channels: int | None = None
     exit_pools: list[int] | None = None
+    exit_points: list[int] | None = None
     aggregation: Aggregation = "mean"
     shared_classifier: bool = True
     shared_width: bool = False
@@ -352,6 +357,7 @@ BOUNDS: dict[str, Bound] = {
     "spatial_level": Bound(0, 1, integer=True),
     "reduce_channels": Bound(1, 65536, integer=True),
     "exit_pools": Bound(1, integer=True),
+    "exit_points": Bound(0, integer=True),
 }
 """The range of every numeric config key, by its flat name (`config_keys`): the one table the
 command line's flags (`cli._parser`), `check_ranges` (config files, the Python API) and

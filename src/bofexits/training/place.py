@@ -1,0 +1,462 @@
+"""Cost-aware exit placement: exits at every boundary, kept only where they pay (`bofexits place`).
+
+From a trained run: candidate BoF exits after every unit of the backbone that yields a map
+(`bofexits.models.placement`) are trained together on the run's frozen backbone at its
+`exit_lr`. In each batch a random half of the candidates is kept and the running mean runs over
+those alone, so the shared classifier learns the aggregate of any subset, the thing the
+subset search then scores. `bofexits.training.subsets` picks the subset whose validation knee
+is cheapest; the kept exits (their codebooks and the classifier) move into an ordinary
+`MultiExitNetwork` whose stages end at the kept units (`ModelConfig.exit_points`), are
+re-trained together for `retrain_epochs`, recalibrated, and written as a normal run folder
+(`checkpoint.pt`, `config.json`, plus `placement.json`), which evaluate, export and serve read.
+The test set is never read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bofexits._io import ensure_writable_dir, write_json
+from bofexits.config import ModelConfig, TrainConfig
+from bofexits.data import ImageDataset
+from bofexits.errors import CheckpointError, ConfigError
+from bofexits.evaluation.cost import count_macs
+from bofexits.evaluation.timing import interleaved_timing
+from bofexits.models.build import build_model
+from bofexits.models.exits import BoFExits
+from bofexits.models.multiexit import MultiExitNetwork
+from bofexits.models.placement import candidate_points, fine_units, unit_shapes
+from bofexits.training.calibrate import calibrate, exit_accuracies
+from bofexits.training.checkpoint import load_checkpoint, load_model, save_checkpoint
+from bofexits.training.codebooks import kmeans_init
+from bofexits.training.loss import forward, loss, set_train_mode
+from bofexits.training.optim import make_optimizer
+from bofexits.training.run import augmentation
+from bofexits.training.splits import run_splits
+from bofexits.training.subsets import (
+    PLACEMENT_COSTS,
+    CachedOutputs,
+    SubsetScore,
+    choose_subset,
+    score_subset,
+    subset_logits,
+)
+
+__all__ = ["CandidateExit", "Placement", "candidate_network", "place", "placed_network"]
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class CandidateExit:
+    """One candidate position and what its exit costs.
+
+    Attributes:
+        point: index of the backbone unit the exit follows (`fine_units`).
+        unit: that unit's layer type (e.g. "MaxPool2d", "Sequential" for conv-BN-ReLU).
+        map_shape: (C, H, W) the exit reads.
+        backbone_share: MACs of the units up to it, a fraction of the backbone's.
+        head_macs: the head's counted MACs (BoF layer and classifier).
+        head_ms: the head's measured batch-1 time (median of interleaved rounds), ms.
+        val_accuracy: validation accuracy of this exit kept alone.
+    """
+
+    point: int
+    unit: str
+    map_shape: list[int]
+    backbone_share: float
+    head_macs: int
+    head_ms: float
+    val_accuracy: float
+
+
+@dataclass
+class Placement:
+    """What `place` did: the candidates, the subset kept and the run it wrote."""
+
+    checkpoint: Path
+    candidates: list[CandidateExit]
+    kept: list[int]
+    exit_points: list[int]
+    cost: str
+    backbone_macs: int
+    backbone_ms: float
+    chosen: SubsetScore
+    default: SubsetScore | None
+    subsets_scored: int
+    val_accuracy_before_retrain: list[float]
+    val_accuracy: list[float]
+    seconds: dict[str, float] = field(default_factory=dict)
+    candidate_net: MultiExitNetwork | None = None  # for callers that measure more; not written
+
+    def to_dict(self) -> dict[str, Any]:
+        def subset(s: SubsetScore | None) -> dict[str, Any] | None:
+            if s is None:
+                return None
+            return {
+                "kept": s.keep,
+                "exit_points": [self.candidates[i].point for i in s.keep],
+                "val_knee_macs": s.knee_macs,
+                "val_knee_objective": s.objective,
+                "val_knee_accuracy": None if s.knee is None else s.knee.accuracy,
+                "val_knee_head_ms": s.head_ms,
+                "val_exit_accuracy": s.exit_accuracy,
+            }
+
+        return {
+            "checkpoint": str(self.checkpoint),
+            "cost": self.cost,
+            "backbone_macs": self.backbone_macs,
+            "backbone_ms": self.backbone_ms,
+            "candidates": [dataclasses.asdict(c) for c in self.candidates],
+            "kept": self.kept,
+            "exit_points": self.exit_points,
+            "chosen": subset(self.chosen),
+            "default": subset(self.default),
+            "subsets_scored": self.subsets_scored,
+            "val_accuracy_before_retrain": self.val_accuracy_before_retrain,
+            "val_accuracy": self.val_accuracy,
+            "seconds": self.seconds,
+        }
+
+
+def _copy_backbone(source: MultiExitNetwork, target: MultiExitNetwork) -> None:
+    """The source's trained units into the target's (same units, stages cut elsewhere)."""
+    src, dst = fine_units(source.stages), fine_units(target.stages)
+    if len(src) != len(dst):
+        raise ConfigError(f"the backbones differ: {len(src)} units against {len(dst)}")
+    for a, b in zip(src, dst, strict=True):
+        b.load_state_dict(a.state_dict())
+
+
+def candidate_network(
+    model: MultiExitNetwork, cfg: ModelConfig, points: Sequence[int]
+) -> tuple[MultiExitNetwork, ModelConfig]:
+    """`model`'s trained backbone with fresh exits after the units at `points`, and its config."""
+    if cfg.exit_head != "bof":
+        raise ConfigError(f"placement places BoF exits; this run has {cfg.exit_head!r} exits")
+    cand_cfg = dataclasses.replace(cfg, exit_points=list(points), exit_pools=None)
+    net = build_model(cand_cfg, load_weights=False)
+    _copy_backbone(model, net)
+    return net, cand_cfg
+
+
+def placed_network(
+    candidates: MultiExitNetwork, cand_cfg: ModelConfig, keep: Sequence[int]
+) -> tuple[MultiExitNetwork, ModelConfig]:
+    """An ordinary network keeping the candidate exits `keep`: their codebooks, the classifier(s).
+
+    Its config records the kept units (`exit_points`) and pre-pool factors (`exit_pools`), so
+    the checkpoint rebuilds it.
+    """
+    assert cand_cfg.exit_points is not None
+    exits: BoFExits = candidates.exits  # type: ignore[assignment]
+    pools = [exits.bof[i].pool for i in keep]  # type: ignore[union-attr]
+    cfg = dataclasses.replace(
+        cand_cfg, exit_points=[cand_cfg.exit_points[i] for i in keep], exit_pools=[int(p) for p in pools]
+    )
+    net = build_model(cfg, load_weights=False)
+    _copy_backbone(candidates, net)
+    target: BoFExits = net.exits  # type: ignore[assignment]
+    for k, i in enumerate(keep):
+        target.bof[k].load_state_dict(exits.bof[i].state_dict())
+    if len(exits.classifiers) == 1:
+        target.classifiers[0].load_state_dict(exits.classifiers[0].state_dict())
+    else:
+        for k, i in enumerate(keep):
+            target.classifiers[k].load_state_dict(exits.classifiers[i].state_dict())
+    return net.eval(), cfg
+
+
+def _train_candidates(
+    net: MultiExitNetwork, cfg: TrainConfig, data: ImageDataset, epochs: int, device: torch.device
+) -> None:
+    """Train every candidate exit on the frozen backbone, a random half of them per batch."""
+    exits: BoFExits = net.exits  # type: ignore[assignment]
+    n = exits.num_exits
+    steps = epochs * -(-len(data) // cfg.batch_size)
+    opt, sched = make_optimizer(cfg, net, "exits", max(1, steps))
+    transform = augmentation(data, cfg.crop_padding, flip=cfg.flip) if cfg.augment else None
+    gen = torch.Generator().manual_seed(cfg.seed + 22)
+    for epoch in range(epochs):
+        set_train_mode(net, "exits")
+        batches = data.batches(cfg.batch_size, shuffle=True, generator=gen, transform=transform)
+        total, seen = 0.0, 0
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
+            with torch.no_grad():
+                maps, _ = net.features(x)
+            mask = torch.rand(n, generator=gen) < 0.5
+            if not bool(mask.any()):
+                mask[torch.randint(n, (1,), generator=gen)] = True
+            keep = [int(i) for i in torch.nonzero(mask).flatten()]
+            hists = {i: exits.histogram(i, maps[i]) for i in keep}
+            logits = subset_logits(hists, keep, exits.classify, exits.aggregation)
+            value = torch.stack([F.cross_entropy(lg, y) for lg in logits]).mean()
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            sched.step()
+            total, seen = total + value.item() * len(y), seen + len(y)
+        log.info("candidate exits: epoch %d/%d loss %.4f", epoch + 1, epochs, total / max(1, seen))
+
+
+@torch.no_grad()
+def _cache(net: MultiExitNetwork, data: ImageDataset, device: torch.device) -> CachedOutputs:
+    net.eval()
+    exits: BoFExits = net.exits  # type: ignore[assignment]
+    hists: list[list[torch.Tensor]] = [[] for _ in range(exits.num_exits)]
+    finals, labels = [], []
+    for x, y in data.batches(512, shuffle=False):
+        maps, final = net.features(x.to(device))
+        for store, i in zip(hists, range(exits.num_exits), strict=True):
+            store.append(exits.histogram(i, maps[i]).cpu())
+        finals.append(final.cpu())
+        labels.append(y)
+    return CachedOutputs([torch.cat(h) for h in hists], torch.cat(finals), torch.cat(labels))
+
+
+@torch.no_grad()
+def _unit_macs(units: Sequence[nn.Module], input_shape: Sequence[int]) -> list[int]:
+    x = torch.zeros(1, *input_shape)
+    out = []
+    for u in units:
+        out.append(count_macs(partial(u, x)))
+        x = u(x)
+    return out
+
+
+@torch.no_grad()
+def _head_costs(
+    net: MultiExitNetwork, images: torch.Tensor, rounds: int
+) -> tuple[list[int], list[float], float]:
+    """Each candidate head's counted MACs and batch-1 ms, and the plain backbone's batch-1 ms.
+
+    The heads and the backbone are timed interleaved in the same rounds (`interleaved_timing`),
+    each head on the maps its unit produces for the same images.
+    """
+    net.eval()
+    exits: BoFExits = net.exits  # type: ignore[assignment]
+    maps, _ = net.features(images)
+    macs = [count_macs(partial(lambda i, m: exits.classify(i, exits.histogram(i, m)), i, m[:1])) for i, m in enumerate(maps)]
+    singles = [images[j : j + 1] for j in range(images.shape[0])]
+    runs: dict[str, Any] = {"backbone": net.forward_backbone}
+    inputs: dict[str, list[torch.Tensor]] = {"backbone": singles}
+    for i, m in enumerate(maps):
+        runs[f"head{i}"] = partial(lambda i, f: exits.classify(i, exits.histogram(i, f)), i)
+        inputs[f"head{i}"] = [m[j : j + 1] for j in range(m.shape[0])]
+    timing = interleaved_timing(runs, inputs, reference="backbone", rounds=rounds)
+    return macs, [timing.median(f"head{i}") * 1e3 for i in range(len(maps))], timing.median("backbone") * 1e3
+
+
+def _retrain(net: MultiExitNetwork, cfg: TrainConfig, data: ImageDataset, epochs: int, device: torch.device) -> None:
+    """The kept exits together, on the frozen backbone, with the training loss of the exits phase."""
+    if epochs <= 0:
+        return
+    steps = epochs * -(-len(data) // cfg.batch_size)
+    opt, sched = make_optimizer(cfg, net, "exits", steps)
+    transform = augmentation(data, cfg.crop_padding, flip=cfg.flip) if cfg.augment else None
+    gen = torch.Generator().manual_seed(cfg.seed + 23)
+    weights = [1.0] * net.num_exits
+    for _ in range(epochs):
+        set_train_mode(net, "exits")
+        for x, y in data.batches(cfg.batch_size, shuffle=True, generator=gen, transform=transform):
+            x, y = x.to(device), y.to(device)
+            value = loss(forward(net, x, "exits"), y, weights, "exits", cfg.distill, cfg.distill_temperature)
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            sched.step()
+    net.eval()
+
+
+def place(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    epochs: int = 3,
+    retrain_epochs: int = 1,
+    cost: str = "macs",
+    data_dir: str | None = None,
+    threads: int | None = None,
+    points: Sequence[int] | None = None,
+    calibration_images: int = 5000,
+    timing_images: int = 100,
+    timing_rounds: int = 3,
+    grid: int = 100,
+    device: str = "cpu",
+) -> Placement:
+    """Place exits on a trained run's backbone where they pay, and write the placed run to `out`.
+
+    Args:
+        checkpoint: a finished run's `checkpoint.pt` (its backbone stays frozen).
+        out: the new run folder; refused when it already holds a run.
+        epochs: epochs of candidate-exit training (at the run's `exit_lr`).
+        retrain_epochs: epochs re-training the kept exits together (0: keep them as trained).
+        cost: "macs" (each head at its counted MACs; ties broken by batch-1 head time) or
+            "time" (each head at its measured batch-1 time, in MACs at the backbone's rate).
+        data_dir: where the run's dataset is (None: the run's own).
+        threads: torch threads (None: torch's default).
+        points: candidate unit indices (None: every unit that yields a map, `candidate_points`).
+        calibration_images: calibration-split images the subset search calibrates on.
+        timing_images, timing_rounds: batch-1 images and interleaved rounds timing the heads.
+        grid: beta values tried per subset (`beta_grid`).
+        device: where training runs ("cpu" or a CUDA name); heads are timed there too.
+
+    Raises:
+        ConfigError: a run folder already at `out`, a non-BoF run, a bad option.
+        CheckpointError: an unfinished or unreadable checkpoint.
+    """
+    if cost not in PLACEMENT_COSTS:
+        raise ConfigError(f"unknown placement cost {cost!r}; choose one of {', '.join(PLACEMENT_COSTS)}")
+    if epochs < 1 or retrain_epochs < 0:
+        raise ConfigError(f"--epochs must be >= 1 and --retrain-epochs >= 0, got {epochs} and {retrain_epochs}")
+    out = Path(out)
+    if (out / CHECKPOINT).exists():
+        raise ConfigError(f"{out} already holds a run; choose another --out")
+    ensure_writable_dir(out)
+    if threads:
+        torch.set_num_threads(threads)
+    where = torch.device(device)
+    clock = time.perf_counter()
+    model, calibrations, cfg = load_model(checkpoint)
+    if cfg.score not in calibrations:
+        raise CheckpointError(f"{checkpoint} has no calibration (training did not finish); finish training first")
+    raw = load_checkpoint(checkpoint)
+    train, val, _ = run_splits(cfg, data_dir)
+    units = fine_units(model.stages)
+    shapes = unit_shapes(units, model.input_shape)
+    cands = list(points) if points is not None else candidate_points(shapes)
+    if not cands:
+        raise ConfigError("the backbone offers no unit with a map an exit can read; nothing to place")
+    torch.manual_seed(cfg.seed)
+    cand_net, cand_cfg = candidate_network(model, cfg.model, cands)
+    cand_net.to(where)
+    kmeans_init(cand_net, train, cfg.kmeans_images, cfg.seed, where)
+    _train_candidates(cand_net, cfg, train, epochs, where)
+    seconds = {"train_candidates": time.perf_counter() - clock}
+
+    clock = time.perf_counter()
+    cal_source = train if cfg.calibration_split == "train" else val
+    if len(cal_source) > calibration_images:
+        pick = torch.randperm(len(cal_source), generator=torch.Generator().manual_seed(0))[:calibration_images]
+        cal_source = cal_source.subset(pick)
+    cand_net.cpu()
+    val_cache, cal_cache = _cache(cand_net, val, torch.device("cpu")), _cache(cand_net, cal_source, torch.device("cpu"))
+    unit_macs = _unit_macs(fine_units(cand_net.stages), cand_net.input_shape)
+    timing_x = next(iter(val.batches(max(1, timing_images), shuffle=False)))[0]
+    head_macs, head_ms, backbone_ms = _head_costs(cand_net, timing_x, timing_rounds)
+    seconds["time_heads"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    exits: BoFExits = cand_net.exits  # type: ignore[assignment]
+    evaluate = partial(
+        score_subset,
+        val=val_cache,
+        cal=cal_cache,
+        classify=exits.classify,
+        aggregation=exits.aggregation,
+        unit_macs=unit_macs,
+        points=cands,
+        head_macs=head_macs,
+        head_ms=head_ms,
+        backbone_ms=backbone_ms,
+        cost=cost,
+        score=cfg.score,
+        variant=cfg.variant,
+        grid=grid,
+    )
+    with torch.no_grad():
+        best, seen = choose_subset(len(cands), evaluate)
+        default_points = _default_points(cfg.model)
+        default = None
+        if default_points is not None and set(default_points) <= set(cands):
+            default = evaluate([cands.index(p) for p in default_points])
+    seconds["search"] = time.perf_counter() - clock
+    backbone_macs = sum(unit_macs)
+    candidates = [
+        CandidateExit(
+            point=p,
+            unit=type(units[p][0] if isinstance(units[p], nn.Sequential) else units[p]).__name__,
+            map_shape=list(shapes[p]),
+            backbone_share=sum(unit_macs[: p + 1]) / backbone_macs,
+            head_macs=head_macs[i],
+            head_ms=head_ms[i],
+            val_accuracy=_alone_accuracy(val_cache, exits, i),
+        )
+        for i, p in enumerate(cands)
+    ]
+
+    clock = time.perf_counter()
+    net, placed_cfg = placed_network(cand_net, cand_cfg, best.keep)
+    net.to(where)
+    before = exit_accuracies(net, val, where)
+    _retrain(net, cfg, train, retrain_epochs, where)
+    after = exit_accuracies(net, val, where)
+    run_cfg = dataclasses.replace(cfg, model=placed_cfg, exit_weights=None)
+    split = train if cfg.calibration_split == "train" else val
+    new_cal = calibrate(net, split, where)
+    net.cpu().eval()
+    seconds["retrain_and_calibrate"] = time.perf_counter() - clock
+    result = Placement(
+        checkpoint=out / CHECKPOINT,
+        candidates=candidates,
+        kept=best.keep,
+        exit_points=list(placed_cfg.exit_points or []),
+        cost=cost,
+        backbone_macs=backbone_macs,
+        backbone_ms=backbone_ms,
+        chosen=best,
+        default=default,
+        subsets_scored=len(seen),
+        val_accuracy_before_retrain=before,
+        val_accuracy=after,
+        seconds=seconds,
+        candidate_net=cand_net,
+    )
+    save_checkpoint(
+        out / CHECKPOINT,
+        {
+            "config": run_cfg.to_dict(),
+            "model": net.state_dict(),
+            "history": raw.get("history", []),
+            "calibration": {k: c.to_dict() for k, c in new_cal.items()},
+            "epoch": raw.get("epoch"),
+            "complete": True,
+            "data": raw.get("data"),
+            "placement": {k: v for k, v in result.to_dict().items() if k != "candidates"},
+        },
+    )
+    write_json(out / "config.json", run_cfg.to_dict())
+    write_json(out / "placement.json", result.to_dict())
+    log.info("placed exits after units %s (of candidates %s)", result.exit_points, cands)
+    return result
+
+
+def _default_points(cfg: ModelConfig) -> list[int] | None:
+    """The units the backbone's default stages end at (None when the run is already placed)."""
+    if cfg.exit_points is not None:
+        return None
+    stages = build_model(dataclasses.replace(cfg, exit_pools=None), load_weights=False).stages
+    ends, count = [], 0
+    for stage in list(stages)[:-1]:
+        count += len(fine_units([stage]))
+        ends.append(count - 1)
+    return ends
+
+
+def _alone_accuracy(cache: CachedOutputs, exits: BoFExits, index: int) -> float:
+    logits = exits.classify(index, cache.histograms[index])
+    return float((logits.argmax(1) == cache.labels).float().mean())
