@@ -36,7 +36,7 @@ from bofexits.evaluation.timing import interleaved_timing
 from bofexits.models.build import build_model
 from bofexits.models.exits import BoFExits
 from bofexits.models.multiexit import MultiExitNetwork
-from bofexits.models.placement import candidate_points, fine_units, unit_shapes
+from bofexits.models.placement import candidate_points, fine_units, regroup, unit_shapes
 from bofexits.training.calibrate import calibrate, exit_accuracies
 from bofexits.training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from bofexits.training.codebooks import kmeans_init
@@ -326,7 +326,6 @@ def place(
     out = Path(out)
     if (out / CHECKPOINT).exists():
         raise ConfigError(f"{out} already holds a run; choose another --out")
-    ensure_writable_dir(out)
     if threads:
         torch.set_num_threads(threads)
     where = torch.device(device)
@@ -335,12 +334,14 @@ def place(
     if cfg.score not in calibrations:
         raise CheckpointError(f"{checkpoint} has no calibration (training did not finish); finish training first")
     raw = load_checkpoint(checkpoint)
-    train, val, _ = run_splits(cfg, data_dir)
     units = fine_units(model.stages)
     shapes = unit_shapes(units, model.input_shape)
     cands = list(points) if points is not None else candidate_points(shapes)
     if not cands:
         raise ConfigError("the backbone offers no unit with a map an exit can read; nothing to place")
+    regroup(units, cands)  # bad points are refused before anything is created
+    ensure_writable_dir(out)
+    train, val, _ = run_splits(cfg, data_dir)
     torch.manual_seed(cfg.seed)
     cand_net, cand_cfg = candidate_network(model, cfg.model, cands)
     cand_net.to(where)
@@ -389,7 +390,7 @@ def place(
     candidates = [
         CandidateExit(
             point=p,
-            unit=type(units[p][0] if isinstance(units[p], nn.Sequential) else units[p]).__name__,
+            unit="+".join(type(m).__name__ for m in (units[p] if type(units[p]) is nn.Sequential else [units[p]])),
             map_shape=list(shapes[p]),
             backbone_share=sum(unit_macs[: p + 1]) / backbone_macs,
             head_macs=head_macs[i],
