@@ -127,7 +127,8 @@ def _pct(x: float | None, digits: int = 1) -> str:
 def markdown(report: dict[str, Any]) -> str:
     p = report["placement"]
     lines = [
-        "| unit | layer | map | backbone MACs before | head MACs (share) | head batch-1 ms | val acc alone | test acc alone | kept |",
+        "| unit | layer | map | backbone MACs before | head MACs (share) | head batch-1 ms "
+        "| val acc alone | test acc alone | kept |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for i, c in enumerate(p["candidates"]):
@@ -143,19 +144,23 @@ def markdown(report: dict[str, Any]) -> str:
         f"re-training: {', '.join(_pct(a, 2) for a in p['val_accuracy_before_retrain'])} / "
         f"{', '.join(_pct(a, 2) for a in p['val_accuracy'])}.",
         "",
-        "| run | exits after units | exit accuracies (test) | test knee MACs | knee accuracy | oracle at that accuracy | oracle ratio | val knee MACs |",
+        "| run | exits after units | exit accuracies (test) | test knee MACs | knee accuracy "
+        "| oracle at that accuracy | oracle ratio | val knee MACs (candidate exits) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, key, val in (("source", "source", p["default"]), ("placed", "placed", p["chosen"])):
         r = report[key]
         ratio = "-" if r["oracle_ratio"] is None else f"{r['oracle_ratio']:.2f}x"
         lines.append(
-            f"| {name} | {r['exit_points'] or 'default stages'} | {', '.join(_pct(a, 2) for a in r['exit_accuracy'])} | "
+            f"| {name} | {r['exit_points'] or 'default stages'} | "
+            f"{', '.join(_pct(a, 2) for a in r['exit_accuracy'])} | "
             f"{_pct(r['knee_macs'])} | {_pct(r['knee_accuracy'], 2)} | {_pct(r['oracle_macs_at_knee_accuracy'])} | "
             f"{ratio} | {_pct(val['val_knee_macs']) if val else '-'} |"
         )
     lines.append("")
-    lines.append(f"place took {report['place_seconds']:.0f} s ({json.dumps({k: round(v) for k, v in p['seconds'].items()})}).")
+    lines.append(
+        f"place took {report['place_seconds']:.0f} s ({json.dumps({k: round(v) for k, v in p['seconds'].items()})})."
+    )
     return "\n".join(lines) + "\n"
 
 

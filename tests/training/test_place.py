@@ -57,8 +57,9 @@ def test_a_subset_is_scored_by_the_knee_of_its_cost() -> None:
     assert s.knee is not None and s.knee.exit_fractions == [1.0, 0.0]
     assert s.knee_macs == pytest.approx(15 / 100) and s.objective == pytest.approx(0.15)
     assert s.head_ms == pytest.approx(0.1)
-    timed = score_subset([0], cache, cache, lambda i, h: h, head_ms=[0.2, 0.1], backbone_ms=1.0, grid=10,
-                         cost="time", **kw)
+    timed = score_subset(
+        [0], cache, cache, lambda i, h: h, head_ms=[0.2, 0.1], backbone_ms=1.0, grid=10, cost="time", **kw
+    )
     assert timed.objective == pytest.approx((10 + 0.2 * 100) / 100)  # the head at 20% of the backbone's time
     assert timed.knee_macs == pytest.approx(0.15)
     assert subset_costs([10, 30, 60], [0, 1], [5, 1], [0, 1]).macs_at_exit() == [15, 46, 106]
@@ -66,7 +67,9 @@ def test_a_subset_is_scored_by_the_knee_of_its_cost() -> None:
 
 @pytest.mark.slow  # a whole placement on tiny data and an ONNX export: about 2 s
 def test_placed_run_loads_recalibrated_and_exports_like_the_runtime(fake_data: Path, tmp_path: Path) -> None:
-    ckpt = write_tiny_checkpoint(tmp_path / "src" / "checkpoint.pt", fake_data, kmeans_images=64, batch_size=64)
+    ckpt = write_tiny_checkpoint(
+        tmp_path / "src" / "checkpoint.pt", fake_data, kmeans_images=64, batch_size=64
+    )
     out = tmp_path / "placed"
     result = place(ckpt, out, points=[0, 2, 5], **FAST)  # type: ignore[arg-type]
     assert result.subsets_scored == 7 and result.kept == result.chosen.keep
@@ -98,7 +101,9 @@ def test_placed_run_loads_recalibrated_and_exports_like_the_runtime(fake_data: P
 def test_cli_place_writes_a_run_and_refuses_bad_input(
     fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ckpt = write_tiny_checkpoint(tmp_path / "src" / "checkpoint.pt", fake_data, kmeans_images=64, batch_size=64)
+    ckpt = write_tiny_checkpoint(
+        tmp_path / "src" / "checkpoint.pt", fake_data, kmeans_images=64, batch_size=64
+    )
     args = ["place", str(ckpt), "--out", str(tmp_path / "p"), "--epochs", "1", "--retrain-epochs", "0"]
     assert main([*args, "--points", "2", "5", "--threads", "1"]) == 0
     printed = capsys.readouterr().out

@@ -17,7 +17,7 @@ so a checkpoint rebuilds the same modules, with the same state_dict keys, from i
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -48,7 +48,7 @@ def _open(module: nn.Module) -> list[nn.Module]:
     return [module]
 
 
-def fine_units(stages: Sequence[nn.Module]) -> list[nn.Module]:
+def fine_units(stages: Iterable[nn.Module]) -> list[nn.Module]:
     """The backbone as a chain of units, each a boundary an exit may follow.
 
     A piece followed by a normalisation or activation is joined to it in one `nn.Sequential`.
@@ -109,14 +109,12 @@ def candidate_points(shapes: Sequence[tuple[int, ...]], min_side: int = 2) -> li
     >>> candidate_points([(4, 8, 8), (4, 4, 4), (4, 1, 1), (4,), (10,)])
     [0, 1]
     """
-    return [
-        i
-        for i, s in enumerate(shapes[:-1])
-        if len(s) == 3 and min(s[1], s[2]) >= min_side
-    ]
+    return [i for i, s in enumerate(shapes[:-1]) if len(s) == 3 and min(s[1], s[2]) >= min_side]
 
 
-def candidate_pools(sides: Sequence[int], default_sides: Sequence[int], default_pools: Sequence[int]) -> list[int]:
+def candidate_pools(
+    sides: Sequence[int], default_sides: Sequence[int], default_pools: Sequence[int]
+) -> list[int]:
     """Pre-pool factors for exits on maps of the given sides, as coarse as the backbone's defaults.
 
     The defaults (e.g. vgg28's [2, 1, 1] on 14, 7 and 3 px) fix the largest side an exit

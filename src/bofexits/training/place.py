@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ from bofexits.data import ImageDataset
 from bofexits.errors import CheckpointError, ConfigError
 from bofexits.evaluation.cost import count_macs
 from bofexits.evaluation.timing import interleaved_timing
+from bofexits.models.bof import BoFPooling
 from bofexits.models.build import build_model
 from bofexits.models.exits import BoFExits
 from bofexits.models.multiexit import MultiExitNetwork
@@ -163,10 +164,8 @@ def placed_network(
     """
     assert cand_cfg.exit_points is not None
     exits: BoFExits = candidates.exits  # type: ignore[assignment]
-    pools = [exits.bof[i].pool for i in keep]  # type: ignore[union-attr]
-    cfg = dataclasses.replace(
-        cand_cfg, exit_points=[cand_cfg.exit_points[i] for i in keep], exit_pools=[int(p) for p in pools]
-    )
+    pools = [int(cast(BoFPooling, exits.bof[i]).pool) for i in keep]
+    cfg = dataclasses.replace(cand_cfg, exit_points=[cand_cfg.exit_points[i] for i in keep], exit_pools=pools)
     net = build_model(cfg, load_weights=False)
     _copy_backbone(candidates, net)
     target: BoFExits = net.exits  # type: ignore[assignment]
@@ -250,7 +249,10 @@ def _head_costs(
     net.eval()
     exits: BoFExits = net.exits  # type: ignore[assignment]
     maps, _ = net.features(images)
-    macs = [count_macs(partial(lambda i, m: exits.classify(i, exits.histogram(i, m)), i, m[:1])) for i, m in enumerate(maps)]
+    macs = [
+        count_macs(partial(lambda i, m: exits.classify(i, exits.histogram(i, m)), i, m[:1]))
+        for i, m in enumerate(maps)
+    ]
     singles = [images[j : j + 1] for j in range(images.shape[0])]
     runs: dict[str, Any] = {"backbone": net.forward_backbone}
     inputs: dict[str, list[torch.Tensor]] = {"backbone": singles}
@@ -261,7 +263,9 @@ def _head_costs(
     return macs, [timing.median(f"head{i}") * 1e3 for i in range(len(maps))], timing.median("backbone") * 1e3
 
 
-def _retrain(net: MultiExitNetwork, cfg: TrainConfig, data: ImageDataset, epochs: int, device: torch.device) -> None:
+def _retrain(
+    net: MultiExitNetwork, cfg: TrainConfig, data: ImageDataset, epochs: int, device: torch.device
+) -> None:
     """The kept exits together, on the frozen backbone, with the training loss of the exits phase."""
     if epochs <= 0:
         return
@@ -322,7 +326,9 @@ def place(
     if cost not in PLACEMENT_COSTS:
         raise ConfigError(f"unknown placement cost {cost!r}; choose one of {', '.join(PLACEMENT_COSTS)}")
     if epochs < 1 or retrain_epochs < 0:
-        raise ConfigError(f"--epochs must be >= 1 and --retrain-epochs >= 0, got {epochs} and {retrain_epochs}")
+        raise ConfigError(
+            f"--epochs must be >= 1 and --retrain-epochs >= 0, got {epochs} and {retrain_epochs}"
+        )
     out = Path(out)
     if (out / CHECKPOINT).exists():
         raise ConfigError(f"{out} already holds a run; choose another --out")
@@ -332,7 +338,9 @@ def place(
     clock = time.perf_counter()
     model, calibrations, cfg = load_model(checkpoint)
     if cfg.score not in calibrations:
-        raise CheckpointError(f"{checkpoint} has no calibration (training did not finish); finish training first")
+        raise CheckpointError(
+            f"{checkpoint} has no calibration (training did not finish); finish training first"
+        )
     raw = load_checkpoint(checkpoint)
     units = fine_units(model.stages)
     shapes = unit_shapes(units, model.input_shape)
@@ -352,10 +360,15 @@ def place(
     clock = time.perf_counter()
     cal_source = train if cfg.calibration_split == "train" else val
     if len(cal_source) > calibration_images:
-        pick = torch.randperm(len(cal_source), generator=torch.Generator().manual_seed(0))[:calibration_images]
+        pick = torch.randperm(len(cal_source), generator=torch.Generator().manual_seed(0))[
+            :calibration_images
+        ]
         cal_source = cal_source.subset(pick)
     cand_net.cpu()
-    val_cache, cal_cache = _cache(cand_net, val, torch.device("cpu")), _cache(cand_net, cal_source, torch.device("cpu"))
+    val_cache, cal_cache = (
+        _cache(cand_net, val, torch.device("cpu")),
+        _cache(cand_net, cal_source, torch.device("cpu")),
+    )
     unit_macs = _unit_macs(fine_units(cand_net.stages), cand_net.input_shape)
     timing_x = next(iter(val.batches(max(1, timing_images), shuffle=False)))[0]
     head_macs, head_ms, backbone_ms = _head_costs(cand_net, timing_x, timing_rounds)
@@ -390,7 +403,7 @@ def place(
     candidates = [
         CandidateExit(
             point=p,
-            unit="+".join(type(m).__name__ for m in (units[p] if type(units[p]) is nn.Sequential else [units[p]])),
+            unit=_unit_name(units[p]),
             map_shape=list(shapes[p]),
             backbone_share=sum(unit_macs[: p + 1]) / backbone_macs,
             head_macs=head_macs[i],
@@ -456,6 +469,12 @@ def _default_points(cfg: ModelConfig) -> list[int] | None:
         count += len(fine_units([stage]))
         ends.append(count - 1)
     return ends
+
+
+def _unit_name(unit: nn.Module) -> str:
+    """"Conv2d+BatchNorm2d+ReLU" for a joined unit, the layer's type otherwise."""
+    parts = list(unit.children()) if type(unit) is nn.Sequential else [unit]
+    return "+".join(type(m).__name__ for m in parts)
 
 
 def _alone_accuracy(cache: CachedOutputs, exits: BoFExits, index: int) -> float:

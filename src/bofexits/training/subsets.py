@@ -176,7 +176,10 @@ def _better(a: SubsetScore, b: SubsetScore) -> bool:
 
 
 def choose_subset(
-    num_candidates: int, evaluate: Callable[[Sequence[int]], SubsetScore], *, exhaustive_limit: int = EXHAUSTIVE_LIMIT
+    num_candidates: int,
+    evaluate: Callable[[Sequence[int]], SubsetScore],
+    *,
+    exhaustive_limit: int = EXHAUSTIVE_LIMIT,
 ) -> tuple[SubsetScore, list[SubsetScore]]:
     """The best non-empty subset of the candidates, and every subset scored on the way.
 
@@ -210,7 +213,9 @@ def choose_subset(
         return best
 
     if 2**num_candidates - 1 <= exhaustive_limit:
-        subsets = [c for n in range(1, num_candidates + 1) for c in itertools.combinations(range(num_candidates), n)]
+        subsets = [
+            c for n in range(1, num_candidates + 1) for c in itertools.combinations(range(num_candidates), n)
+        ]
         return best_of([score(k) for k in subsets]), list(scored.values())
     current = best_of([score([c]) for c in range(num_candidates)])
     while True:
