@@ -38,6 +38,7 @@ from bofexits.models.build import build_model
 from bofexits.models.exits import BoFExits
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.models.placement import candidate_points, fine_units, regroup, unit_shapes
+from bofexits.policies.calibration import ExitCalibration
 from bofexits.training.calibrate import calibrate, exit_accuracies
 from bofexits.training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from bofexits.training.codebooks import kmeans_init
@@ -54,7 +55,18 @@ from bofexits.training.subsets import (
     subset_logits,
 )
 
-__all__ = ["CandidateExit", "Placement", "candidate_network", "place", "placed_network"]
+__all__ = [
+    "CandidateExit",
+    "Candidates",
+    "Placement",
+    "candidate_network",
+    "finish",
+    "place",
+    "placed_network",
+    "search",
+    "train_candidates",
+    "write_placed_run",
+]
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -286,6 +298,155 @@ def _retrain(
     net.eval()
 
 
+@dataclass
+class Candidates:
+    """Trained candidate exits on a run's frozen backbone, with their cached outputs and costs.
+
+    `train_candidates` makes it; `search` and `finish` read it, so one candidate training
+    serves several searches (e.g. both costs, in benchmarks/placement.py).
+    """
+
+    source_cfg: TrainConfig
+    net: MultiExitNetwork
+    model_cfg: ModelConfig
+    points: list[int]
+    units: list[nn.Module]
+    shapes: list[tuple[int, ...]]
+    train: ImageDataset
+    val: ImageDataset
+    val_cache: CachedOutputs
+    cal_cache: CachedOutputs
+    unit_macs: list[int]
+    head_macs: list[int]
+    head_ms: list[float]
+    backbone_ms: float
+    seconds: dict[str, float]
+
+    def table(self) -> list[CandidateExit]:
+        """One row per candidate: where it is, what it costs, how accurate it is alone on validation."""
+        exits: BoFExits = self.net.exits  # type: ignore[assignment]
+        total = sum(self.unit_macs)
+        return [
+            CandidateExit(
+                point=p,
+                unit=_unit_name(self.units[p]),
+                map_shape=list(self.shapes[p]),
+                backbone_share=sum(self.unit_macs[: p + 1]) / total,
+                head_macs=self.head_macs[i],
+                head_ms=self.head_ms[i],
+                val_accuracy=_alone_accuracy(self.val_cache, exits, i),
+            )
+            for i, p in enumerate(self.points)
+        ]
+
+
+def _check_points(model: MultiExitNetwork, points: Sequence[int] | None) -> list[int]:
+    units = fine_units(model.stages)
+    cands = list(points) if points is not None else candidate_points(unit_shapes(units, model.input_shape))
+    if not cands:
+        raise ConfigError("the backbone offers no unit with a map an exit can read; nothing to place")
+    regroup(units, cands)  # refuses bad points in one line
+    return cands
+
+
+def train_candidates(
+    model: MultiExitNetwork,
+    cfg: TrainConfig,
+    *,
+    epochs: int = 3,
+    points: Sequence[int] | None = None,
+    data_dir: str | None = None,
+    calibration_images: int = 5000,
+    timing_images: int = 100,
+    timing_rounds: int = 3,
+    device: str = "cpu",
+) -> Candidates:
+    """Candidate exits at `points` (default: every unit with a map) on `model`'s frozen backbone,
+    trained `epochs` epochs; their validation and calibration outputs cached, their MACs counted
+    and their batch-1 times measured interleaved with the plain backbone's."""
+    where = torch.device(device)
+    cands = _check_points(model, points)
+    clock = time.perf_counter()
+    train, val, _ = run_splits(cfg, data_dir)
+    torch.manual_seed(cfg.seed)
+    cand_net, cand_cfg = candidate_network(model, cfg.model, cands)
+    cand_net.to(where)
+    kmeans_init(cand_net, train, cfg.kmeans_images, cfg.seed, where)
+    _train_candidates(cand_net, cfg, train, epochs, where)
+    seconds = {"train_candidates": time.perf_counter() - clock}
+
+    clock = time.perf_counter()
+    cal_source = train if cfg.calibration_split == "train" else val
+    if len(cal_source) > calibration_images:
+        gen = torch.Generator().manual_seed(0)
+        cal_source = cal_source.subset(torch.randperm(len(cal_source), generator=gen)[:calibration_images])
+    cand_net.cpu()
+    cpu = torch.device("cpu")
+    val_cache, cal_cache = _cache(cand_net, val, cpu), _cache(cand_net, cal_source, cpu)
+    units = fine_units(cand_net.stages)
+    shapes = unit_shapes(units, cand_net.input_shape)
+    unit_macs = _unit_macs(units, cand_net.input_shape)
+    timing_x = next(iter(val.batches(max(1, timing_images), shuffle=False)))[0]
+    head_macs, head_ms, backbone_ms = _head_costs(cand_net, timing_x, timing_rounds)
+    seconds["cache_and_time_heads"] = time.perf_counter() - clock
+    return Candidates(
+        cfg, cand_net, cand_cfg, cands, units, shapes, train, val, val_cache, cal_cache,
+        unit_macs, head_macs, head_ms, backbone_ms, seconds,
+    )  # fmt: skip
+
+
+def search(
+    cands: Candidates, cost: str = "macs", grid: int = 100
+) -> tuple[SubsetScore, list[SubsetScore], SubsetScore | None]:
+    """The best subset for `cost`, every subset scored, and the backbone's default positions
+    scored the same way (None when they are not all candidates)."""
+    if cost not in PLACEMENT_COSTS:
+        raise ConfigError(f"unknown placement cost {cost!r}; choose one of {', '.join(PLACEMENT_COSTS)}")
+    exits: BoFExits = cands.net.exits  # type: ignore[assignment]
+    cfg = cands.source_cfg
+    evaluate = partial(
+        score_subset,
+        val=cands.val_cache,
+        cal=cands.cal_cache,
+        classify=exits.classify,
+        aggregation=exits.aggregation,
+        unit_macs=cands.unit_macs,
+        points=cands.points,
+        head_macs=cands.head_macs,
+        head_ms=cands.head_ms,
+        backbone_ms=cands.backbone_ms,
+        cost=cost,
+        score=cfg.score,
+        variant=cfg.variant,
+        grid=grid,
+    )
+    with torch.no_grad():
+        best, seen = choose_subset(len(cands.points), evaluate)
+        default_points = _default_points(cfg.model)
+        default = None
+        if default_points is not None and set(default_points) <= set(cands.points):
+            default = evaluate([cands.points.index(p) for p in default_points])
+    return best, seen, default
+
+
+def finish(
+    cands: Candidates, keep: Sequence[int], retrain_epochs: int = 1, device: str = "cpu"
+) -> tuple[MultiExitNetwork, TrainConfig, dict[str, ExitCalibration], list[float], list[float]]:
+    """The network keeping candidates `keep`, re-trained `retrain_epochs` epochs and recalibrated
+    as training calibrates: (network, its run config, calibrations, validation accuracy per exit
+    before and after re-training)."""
+    where = torch.device(device)
+    cfg = cands.source_cfg
+    net, placed_cfg = placed_network(cands.net, cands.model_cfg, keep)
+    net.to(where)
+    before = exit_accuracies(net, cands.val, where)
+    _retrain(net, cfg, cands.train, retrain_epochs, where)
+    after = exit_accuracies(net, cands.val, where)
+    run_cfg = dataclasses.replace(cfg, model=placed_cfg, exit_weights=None)
+    calibrations = calibrate(net, cands.train if cfg.calibration_split == "train" else cands.val, where)
+    return net.cpu().eval(), run_cfg, calibrations, before, after
+
+
 def place(
     checkpoint: str | Path,
     out: str | Path,
@@ -317,7 +478,7 @@ def place(
         calibration_images: calibration-split images the subset search calibrates on.
         timing_images, timing_rounds: batch-1 images and interleaved rounds timing the heads.
         grid: beta values tried per subset (`beta_grid`).
-        device: where training runs ("cpu" or a CUDA name); heads are timed there too.
+        device: where training runs ("cpu" or a CUDA name); heads are timed on the CPU.
 
     Raises:
         ConfigError: a run folder already at `out`, a non-BoF run, a bad option.
@@ -334,129 +495,76 @@ def place(
         raise ConfigError(f"{out} already holds a run; choose another --out")
     if threads:
         torch.set_num_threads(threads)
-    where = torch.device(device)
-    clock = time.perf_counter()
     model, calibrations, cfg = load_model(checkpoint)
     if cfg.score not in calibrations:
         raise CheckpointError(
             f"{checkpoint} has no calibration (training did not finish); finish training first"
         )
-    raw = load_checkpoint(checkpoint)
-    units = fine_units(model.stages)
-    shapes = unit_shapes(units, model.input_shape)
-    cands = list(points) if points is not None else candidate_points(shapes)
-    if not cands:
-        raise ConfigError("the backbone offers no unit with a map an exit can read; nothing to place")
-    regroup(units, cands)  # bad points are refused before anything is created
+    _check_points(model, points)  # bad points are refused before anything is created
     ensure_writable_dir(out)
-    train, val, _ = run_splits(cfg, data_dir)
-    torch.manual_seed(cfg.seed)
-    cand_net, cand_cfg = candidate_network(model, cfg.model, cands)
-    cand_net.to(where)
-    kmeans_init(cand_net, train, cfg.kmeans_images, cfg.seed, where)
-    _train_candidates(cand_net, cfg, train, epochs, where)
-    seconds = {"train_candidates": time.perf_counter() - clock}
-
-    clock = time.perf_counter()
-    cal_source = train if cfg.calibration_split == "train" else val
-    if len(cal_source) > calibration_images:
-        pick = torch.randperm(len(cal_source), generator=torch.Generator().manual_seed(0))[
-            :calibration_images
-        ]
-        cal_source = cal_source.subset(pick)
-    cand_net.cpu()
-    val_cache, cal_cache = (
-        _cache(cand_net, val, torch.device("cpu")),
-        _cache(cand_net, cal_source, torch.device("cpu")),
+    cands = train_candidates(
+        model,
+        cfg,
+        epochs=epochs,
+        points=points,
+        data_dir=data_dir,
+        calibration_images=calibration_images,
+        timing_images=timing_images,
+        timing_rounds=timing_rounds,
+        device=device,
     )
-    unit_macs = _unit_macs(fine_units(cand_net.stages), cand_net.input_shape)
-    timing_x = next(iter(val.batches(max(1, timing_images), shuffle=False)))[0]
-    head_macs, head_ms, backbone_ms = _head_costs(cand_net, timing_x, timing_rounds)
-    seconds["time_heads"] = time.perf_counter() - clock
-
+    seconds = dict(cands.seconds)
     clock = time.perf_counter()
-    exits: BoFExits = cand_net.exits  # type: ignore[assignment]
-    evaluate = partial(
-        score_subset,
-        val=val_cache,
-        cal=cal_cache,
-        classify=exits.classify,
-        aggregation=exits.aggregation,
-        unit_macs=unit_macs,
-        points=cands,
-        head_macs=head_macs,
-        head_ms=head_ms,
-        backbone_ms=backbone_ms,
-        cost=cost,
-        score=cfg.score,
-        variant=cfg.variant,
-        grid=grid,
-    )
-    with torch.no_grad():
-        best, seen = choose_subset(len(cands), evaluate)
-        default_points = _default_points(cfg.model)
-        default = None
-        if default_points is not None and set(default_points) <= set(cands):
-            default = evaluate([cands.index(p) for p in default_points])
+    best, seen, default = search(cands, cost, grid)
     seconds["search"] = time.perf_counter() - clock
-    backbone_macs = sum(unit_macs)
-    candidates = [
-        CandidateExit(
-            point=p,
-            unit=_unit_name(units[p]),
-            map_shape=list(shapes[p]),
-            backbone_share=sum(unit_macs[: p + 1]) / backbone_macs,
-            head_macs=head_macs[i],
-            head_ms=head_ms[i],
-            val_accuracy=_alone_accuracy(val_cache, exits, i),
-        )
-        for i, p in enumerate(cands)
-    ]
-
     clock = time.perf_counter()
-    net, placed_cfg = placed_network(cand_net, cand_cfg, best.keep)
-    net.to(where)
-    before = exit_accuracies(net, val, where)
-    _retrain(net, cfg, train, retrain_epochs, where)
-    after = exit_accuracies(net, val, where)
-    run_cfg = dataclasses.replace(cfg, model=placed_cfg, exit_weights=None)
-    split = train if cfg.calibration_split == "train" else val
-    new_cal = calibrate(net, split, where)
-    net.cpu().eval()
+    net, run_cfg, new_cal, before, after = finish(cands, best.keep, retrain_epochs, device)
     seconds["retrain_and_calibrate"] = time.perf_counter() - clock
     result = Placement(
         checkpoint=out / CHECKPOINT,
-        candidates=candidates,
+        candidates=cands.table(),
         kept=best.keep,
-        exit_points=list(placed_cfg.exit_points or []),
+        exit_points=list(run_cfg.model.exit_points or []),
         cost=cost,
-        backbone_macs=backbone_macs,
-        backbone_ms=backbone_ms,
+        backbone_macs=sum(cands.unit_macs),
+        backbone_ms=cands.backbone_ms,
         chosen=best,
         default=default,
         subsets_scored=len(seen),
         val_accuracy_before_retrain=before,
         val_accuracy=after,
         seconds=seconds,
-        candidate_net=cand_net,
+        candidate_net=cands.net,
     )
+    write_placed_run(out, net, run_cfg, new_cal, load_checkpoint(checkpoint), result)
+    log.info("placed exits after units %s (of candidates %s)", result.exit_points, cands.points)
+    return result
+
+
+def write_placed_run(
+    out: Path,
+    net: MultiExitNetwork,
+    run_cfg: TrainConfig,
+    calibrations: dict[str, ExitCalibration],
+    source: dict[str, Any],
+    result: Placement,
+) -> None:
+    """`checkpoint.pt` (complete: what evaluate, export and serve read), `config.json`, `placement.json`."""
     save_checkpoint(
         out / CHECKPOINT,
         {
             "config": run_cfg.to_dict(),
             "model": net.state_dict(),
-            "history": raw.get("history", []),
-            "calibration": {k: c.to_dict() for k, c in new_cal.items()},
-            "epoch": raw.get("epoch"),
+            "history": source.get("history", []),
+            "calibration": {k: c.to_dict() for k, c in calibrations.items()},
+            "epoch": source.get("epoch"),
             "complete": True,
-            "data": raw.get("data"),
+            "data": source.get("data"),
             "placement": {k: v for k, v in result.to_dict().items() if k != "candidates"},
         },
     )
     write_json(out / "config.json", run_cfg.to_dict())
     write_json(out / "placement.json", result.to_dict())
-    log.info("placed exits after units %s (of candidates %s)", result.exit_points, cands)
-    return result
 
 
 def _default_points(cfg: ModelConfig) -> list[int] | None:
@@ -472,7 +580,7 @@ def _default_points(cfg: ModelConfig) -> list[int] | None:
 
 
 def _unit_name(unit: nn.Module) -> str:
-    """"Conv2d+BatchNorm2d+ReLU" for a joined unit, the layer's type otherwise."""
+    """ "Conv2d+BatchNorm2d+ReLU" for a joined unit, the layer's type otherwise."""
     parts = list(unit.children()) if type(unit) is nn.Sequential else [unit]
     return "+".join(type(m).__name__ for m in parts)
 
