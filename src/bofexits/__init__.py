@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
     from .models.kmeans import kmeans
     from .models.multiexit import MultiExitNetwork, check_input
     from .models.vision import attach
+    from .training.place import Placement, place
     from .options import DEFAULT_SCORE, DEFAULT_VARIANT
     from .policies import (
         BudgetedThreshold,
@@ -120,6 +121,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "inference.gpu": ("CudaAdaptiveRuntime",),
     "deploy.torchscript": ("export_torchscript",),
     "training.loop": ("TrainResult", "train"),
+    "training.place": ("Placement", "place"),
     "inference.runtime": ("AdaptiveRuntime", "ExitResult", "StepOutput"),
     "serving.engine": ("Engine",),
     "serving.load": ("open_stages",),
