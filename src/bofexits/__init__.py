@@ -45,7 +45,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
     from .models.kmeans import kmeans
     from .models.multiexit import MultiExitNetwork, check_input
     from .models.vision import attach
-    from .training.place import Placement, place
     from .options import DEFAULT_SCORE, DEFAULT_VARIANT
     from .policies import (
         BudgetedThreshold,
@@ -69,6 +68,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
     from .serving.load import open_stages
     from .training.checkpoint import load_checkpoint, load_model, save_checkpoint
     from .training.loop import TrainResult, train
+    from .training.place import Placement, place
 
 # Submodule -> the public names it defines (the single list `__all__` is built from).
 _EXPORTS: dict[str, tuple[str, ...]] = {

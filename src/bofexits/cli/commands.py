@@ -179,10 +179,9 @@ def tune(args: argparse.Namespace) -> int:
 
 
 def place(args: argparse.Namespace) -> int:
+    from bofexits._io import ensure_writable_dir
     from bofexits.training.checkpoint import load_checkpoint
     from bofexits.training.place import place
-
-    from bofexits._io import ensure_writable_dir
 
     source = Path(args.checkpoint).absolute().parent
     out = args.out if args.out else source.with_name(source.name + "-placed")
