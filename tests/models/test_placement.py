@@ -36,7 +36,10 @@ def test_vgg28_units_chain_to_the_backbone_and_offer_every_map() -> None:
         "Linear",
     ]
     assert [type(m) for m in units[0]] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    for s in bb.stages:
+        s.eval()
     shapes = unit_shapes(units, bb.input_shape)
+    assert all(not m.training for s in bb.stages for m in s.modules())  # the layers' own modes kept
     assert candidate_points(shapes) == list(range(10))  # not the 1x1 pool, the flatten or the classifier
     x = _x()
     y = x

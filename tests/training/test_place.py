@@ -84,6 +84,11 @@ def test_placed_run_loads_recalibrated_and_exports_like_the_runtime(fake_data: P
     assert on_disk["kept"] == result.kept and len(on_disk["candidates"]) == 3
     assert json.loads((out / "config.json").read_text())["model"]["exit_points"] == result.exit_points
 
+    source, _, _ = load_model(ckpt)
+    x = next(load_dataset("fashion-mnist", fake_data)[1].batches(24, shuffle=False))[0]
+    with torch.no_grad():  # the frozen backbone is the source's, BatchNorm statistics included
+        torch.testing.assert_close(model.forward_backbone(x), source.forward_backbone(x), rtol=0, atol=0)
+
     export = export_onnx(out / "checkpoint.pt", tmp_path / "export", exporter="legacy")
     beta = json.loads((export / "manifest.json").read_text())["policy"]["beta"]
     _, test = load_dataset("fashion-mnist", fake_data)

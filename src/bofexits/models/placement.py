@@ -86,8 +86,13 @@ def regroup(units: Sequence[nn.Module], points: Sequence[int]) -> list[nn.Module
 
 @torch.no_grad()
 def unit_shapes(units: Sequence[nn.Module], input_shape: Sequence[int]) -> list[tuple[int, ...]]:
-    """The output shape of each unit without the batch (eval mode, one zero image)."""
-    modes = [u.training for u in units]
+    """The output shape of each unit without the batch (eval mode, one zero image).
+
+    Every layer's own mode is restored afterwards (the units' `nn.Sequential` wrappers are new
+    and in training mode, so restoring theirs would put a frozen backbone's BatchNorm in
+    training mode, where the next forward would overwrite its statistics).
+    """
+    modes = [(m, m.training) for u in units for m in u.modules()]
     x = torch.zeros(1, *input_shape)
     shapes = []
     try:
@@ -95,8 +100,8 @@ def unit_shapes(units: Sequence[nn.Module], input_shape: Sequence[int]) -> list[
             x = u.eval()(x)
             shapes.append(tuple(int(s) for s in x.shape[1:]))
     finally:
-        for u, mode in zip(units, modes, strict=True):
-            u.train(mode)
+        for m, mode in modes:
+            m.training = mode
     return shapes
 
 

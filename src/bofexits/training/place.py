@@ -241,11 +241,18 @@ def _cache(net: MultiExitNetwork, data: ImageDataset, device: torch.device) -> C
 
 @torch.no_grad()
 def _unit_macs(units: Sequence[nn.Module], input_shape: Sequence[int]) -> list[int]:
+    """Counted MACs of each unit (eval mode: a zero image must not reach BatchNorm statistics)."""
+    modes = [(m, m.training) for u in units for m in u.modules()]
     x = torch.zeros(1, *input_shape)
     out = []
-    for u in units:
-        out.append(count_macs(partial(u, x)))
-        x = u(x)
+    try:
+        for u in units:
+            u.eval()
+            out.append(count_macs(partial(u, x)))
+            x = u(x)
+    finally:
+        for m, mode in modes:
+            m.training = mode
     return out
 
 
