@@ -35,8 +35,9 @@ from bofexits.evaluation.points import knee_point
 from bofexits.inference.offline import oracle_frontier
 from bofexits.models.multiexit import MultiExitNetwork
 from bofexits.policies.calibration import ExitCalibration
+from bofexits.training.candidates import train_candidates
 from bofexits.training.checkpoint import load_checkpoint, load_model
-from bofexits.training.place import Placement, finish, search, train_candidates, write_placed_run
+from bofexits.training.place import Placement, finish, search, write_placed_run
 from bofexits.training.splits import run_splits
 from bofexits.training.subsets import SubsetScore
 from bofexits.training.tuning import beta_points

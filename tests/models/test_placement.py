@@ -16,7 +16,8 @@ from bofexits.models.build import build_model, configured_backbone
 from bofexits.models.exits import BoFExits
 from bofexits.models.placement import candidate_points, fine_units, regroup, unit_shapes
 from bofexits.policies.fixed import SingleExit
-from bofexits.training.place import candidate_network, placed_network
+from bofexits.training.candidates import candidate_network
+from bofexits.training.place import placed_network
 
 TINY = ModelConfig(widths=[4, 8, 8, 16], codewords=4)
 

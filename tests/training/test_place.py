@@ -20,8 +20,9 @@ from bofexits.inference.runtime import AdaptiveRuntime
 from bofexits.models.build import build_model
 from bofexits.models.exits import BoFExits
 from bofexits.policies.calibrated import CalibratedThreshold
+from bofexits.training.candidates import candidate_network
 from bofexits.training.checkpoint import load_checkpoint, load_model
-from bofexits.training.place import candidate_network, place, placed_network
+from bofexits.training.place import place, placed_network
 from bofexits.training.subsets import CachedOutputs, score_subset, subset_costs, subset_logits
 from tests.helpers import write_tiny_checkpoint
 
