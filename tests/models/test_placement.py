@@ -109,3 +109,23 @@ def test_a_dropped_exit_leaves_the_running_mean_over_the_kept_exits() -> None:
         for k in range(3):  # the runtime (BatchNorm folded, exits frozen) leaving at each exit
             rt = AdaptiveRuntime(net, SingleExit(k))
             torch.testing.assert_close(rt(x).logits, want[k], rtol=0, atol=1e-4)
+
+
+def test_torchvision_backbones_are_placed_at_their_blocks() -> None:
+    pytest.importorskip("torchvision")
+    from bofexits.training.candidates import copy_backbone
+
+    cfg = ModelConfig(backbone="tv:resnet18", image_size=32, in_channels=3, num_classes=10, codewords=4)
+    torch.manual_seed(0)
+    default = build_model(cfg).eval()
+    units = fine_units(default.stages)
+    assert [type(u).__name__ for u in units].count("BasicBlock") == 8
+    assert candidate_points(unit_shapes(units, default.input_shape)) == list(range(8))  # not layer4's 1x1
+    placed = build_model(dataclasses.replace(cfg, exit_points=[1, 3, 7])).eval()
+    copy_backbone(default, placed)
+    assert placed.exits.num_exits == 3 and [s[1] for s in placed.feature_shapes] == [8, 8, 2]
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(placed.forward_backbone(x), default.forward_backbone(x), rtol=0, atol=1e-5)
+    again = build_model(dataclasses.replace(cfg, exit_points=[1, 3, 7]))
+    again.load_state_dict(placed.state_dict())  # the config rebuilds the same keys
