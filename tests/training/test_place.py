@@ -110,10 +110,10 @@ def test_cli_place_writes_a_run_and_refuses_bad_input(
     ckpt = write_tiny_checkpoint(
         tmp_path / "src" / "checkpoint.pt", fake_data, kmeans_images=64, batch_size=64
     )
-    args = ["place", str(ckpt), "--out", str(tmp_path / "p"), "--epochs", "1", "--retrain-epochs", "0"]
+    args = ["place", str(ckpt), "--epochs", "1", "--retrain-epochs", "0"]  # --out: the folder + "-placed"
     assert main([*args, "--points", "2", "5", "--threads", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "kept exits after units" in printed and (tmp_path / "p" / "checkpoint.pt").is_file()
+    assert "kept exits after units" in printed and (tmp_path / "src-placed" / "checkpoint.pt").is_file()
     assert main([*args, "--points", "2"]) != 0  # the folder holds a run now
     assert "already holds a run" in capsys.readouterr().err
     assert main(["place", str(tmp_path / "none.pt"), "--out", str(tmp_path / "q")]) != 0
