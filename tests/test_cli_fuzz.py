@@ -107,6 +107,12 @@ VALID = {
         "distill",
         "max_wait_ms",  # serve: no wait
         "slo_min_beta",
+        "exit_points",  # unit 0: an exit after the first unit
+        "points",  # place: candidate unit 0
+        "retrain_epochs",  # place: keep the candidates as trained
+        "finetune_epochs",  # no fine-tuning
+        "finetune_distill",  # fine-tuning on the labels alone
+        "finetune_weights",  # an exit left out of the fine-tuning loss
     },
     "huge": {
         "epochs",
@@ -119,6 +125,9 @@ VALID = {
         "timed_points",
         "lr",
         "exit_lr",
+        "finetune_lr",
+        "finetune_exit_lr",
+        "finetune_weights",
         "weight_decay",
         "beta",
         "betas",

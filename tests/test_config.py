@@ -217,7 +217,8 @@ def _outside(bound: Bound) -> float:
 def _with(key: str, value: object) -> TrainConfig:
     cfg = TrainConfig()
     section = cfg.model if key in {f.name for f in dataclasses.fields(ModelConfig)} else cfg
-    setattr(section, key, [value] if key in ("exit_weights", "finetune_weights", "widths", "exit_pools") else value)
+    lists = ("exit_weights", "finetune_weights", "widths", "exit_pools", "exit_points")
+    setattr(section, key, [value] if key in lists else value)
     return cfg
 
 

@@ -68,6 +68,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time `__getattr__` below
     from .serving.load import open_stages
     from .training.checkpoint import load_checkpoint, load_model, save_checkpoint
     from .training.loop import TrainResult, train
+    from .training.place import Placement, place
 
 # Submodule -> the public names it defines (the single list `__all__` is built from).
 _EXPORTS: dict[str, tuple[str, ...]] = {
@@ -120,6 +121,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "inference.gpu": ("CudaAdaptiveRuntime",),
     "deploy.torchscript": ("export_torchscript",),
     "training.loop": ("TrainResult", "train"),
+    "training.place": ("Placement", "place"),
     "inference.runtime": ("AdaptiveRuntime", "ExitResult", "StepOutput"),
     "serving.engine": ("Engine",),
     "serving.load": ("open_stages",),

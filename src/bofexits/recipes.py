@@ -30,7 +30,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         "epochs": 10,
         "exit_epochs": 8,
         "finetune_epochs": 2,
-        "finetune_lr": 1e-3,
         "lr": 3e-3,
         "augment": True,
         "flip": True,

@@ -200,10 +200,11 @@ def test_a_run_stored_before_shared_widths_existed_loads_resumes_and_exports_as_
     train(cfg, tmp_path / "old", progress=False)
     ckpt = tmp_path / "old" / "checkpoint.pt"
     state = load_checkpoint(ckpt)
-    del state["config"]["model"]["shared_width"]  # as written before the key existed
+    del state["config"]["model"]["shared_width"]  # as written before the key existed ...
+    del state["config"]["model"]["exit_points"]  # ... and before the later one
     save_checkpoint(ckpt, state)
     stored = json.loads((tmp_path / "old" / "config.json").read_text())
-    del stored["model"]["shared_width"]
+    del stored["model"]["shared_width"], stored["model"]["exit_points"]
     (tmp_path / "old" / "config.json").write_text(json.dumps(stored))
     model, _, loaded = load_model(ckpt)
     assert loaded.model.shared_width is False and model.exits.bof[0].log_sigma.numel() > 1  # type: ignore[union-attr]

@@ -362,6 +362,12 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--spatial-level", type=_bounded("spatial_level"), help=f"0 or 1 (default {m.spatial_level})")
     g.add_argument("--reduce-channels", type=_bounded("reduce_channels"))
     g.add_argument("--exit-pools", type=_bounded("exit_pools"), nargs="+", help="per-exit pre-pool factor")
+    g.add_argument(
+        "--exit-points",
+        type=_bounded("exit_points"),
+        nargs="+",
+        help="exit after these backbone units (indices; `bofexits place` chooses them; default: the stages)",
+    )
     _choice(g, "--aggregation", _AGGREGATIONS, f"default {m.aggregation}")
     g.add_argument("--per-exit-classifiers", dest="shared_classifier", action="store_false", default=None)
     g.add_argument(
@@ -489,6 +495,34 @@ def _add_tune(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--data-dir", type=_folder)
     _add_device(p)
     p.set_defaults(func=commands.tune)
+
+
+def _add_place(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "place",
+        help="try exits at every backbone boundary of a trained run and keep the subset with the cheapest "
+        "validation knee; writes a new run",
+    )
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument(
+        "--out",
+        type=_out_path,
+        help="the new run folder, which must not hold a run (default: the checkpoint's folder + '-placed')",
+    )
+    p.add_argument("--epochs", type=_integer(1, 1000), default=3, help="candidate-exit training epochs")
+    p.add_argument(
+        "--retrain-epochs", type=_integer(0, 1000), default=1, help="epochs re-training the kept exits together"
+    )
+    _choice(p, "--cost", ("macs", "time"), "a head's cost: counted MACs (default) or measured batch-1 time")
+    p.add_argument(
+        "--points",
+        type=_bounded("exit_points"),
+        nargs="+",
+        help="candidate unit indices (default: every unit with a map)",
+    )
+    p.add_argument("--data-dir", type=_folder)
+    p.add_argument("--threads", type=_THREADS, help="torch CPU threads")
+    p.set_defaults(func=commands.place)
 
 
 def _add_demo_and_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -625,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_compare(sub)
     _add_tune(sub)
+    _add_place(sub)
     _add_demo_and_report(sub)
     _add_export(sub)
     _add_predict(sub)

@@ -178,6 +178,43 @@ def tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def place(args: argparse.Namespace) -> int:
+    from bofexits._io import ensure_writable_dir
+    from bofexits.training.checkpoint import load_checkpoint
+    from bofexits.training.place import place
+
+    source = Path(args.checkpoint).absolute().parent
+    out = args.out if args.out else source.with_name(source.name + "-placed")
+    ensure_writable_dir(out)  # an --out that cannot be written is named before any work
+    load_checkpoint(args.checkpoint)  # as is a missing or broken checkpoint
+    result = place(
+        args.checkpoint,
+        out,
+        epochs=args.epochs,
+        retrain_epochs=args.retrain_epochs,
+        cost=args.cost or "macs",
+        data_dir=args.data_dir,
+        threads=args.threads,
+        points=args.points,
+    )
+    print("candidate  unit        map          backbone%  head MACs  head ms  val acc alone")
+    for i, c in enumerate(result.candidates):
+        mark = "*" if i in result.kept else " "
+        print(
+            f"{mark} {c.point:>7}  {c.unit:<10}  {'x'.join(map(str, c.map_shape)):<11}  {100 * c.backbone_share:8.1f}  "
+            f"{c.head_macs:9d}  {c.head_ms:7.3f}  {100 * c.val_accuracy:6.2f}%"
+        )
+    best = result.chosen
+    print(
+        f"kept exits after units {result.exit_points} ({result.subsets_scored} subsets scored, cost={result.cost}); "
+        f"validation knee at {100 * best.knee_macs:.1f}% of the MACs"
+    )
+    if result.default is not None:
+        print(f"the backbone's default exits: validation knee at {100 * result.default.knee_macs:.1f}% of the MACs")
+    print(f"checkpoint: {result.checkpoint}")
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     from bofexits.demo import run_demo
 

@@ -13,9 +13,10 @@ from bofexits.models.backbones import Backbone, create_backbone
 from bofexits.models.baseline_exits import ConvExits, PooledLinearExits
 from bofexits.models.exits import BoFExits, ExitHeads
 from bofexits.models.multiexit import MultiExitNetwork
+from bofexits.models.placement import candidate_pools, fine_units, regroup, unit_shapes
 from bofexits.options import EXIT_HEADS
 
-__all__ = ["EXIT_HEADS", "build_model", "configured_backbone"]
+__all__ = ["EXIT_HEADS", "build_model", "configured_backbone", "placed_backbone"]
 
 
 
@@ -52,6 +53,20 @@ def configured_backbone(cfg: ModelConfig, *, load_weights: bool = True) -> Backb
     return create_backbone(cfg.backbone, **kwargs)
 
 
+def placed_backbone(backbone: Backbone, points: Sequence[int]) -> Backbone:
+    """`backbone` regrouped into stages ending after the units at `points` (`ModelConfig.exit_points`).
+
+    The exits' pre-pool factors follow the backbone's defaults (`candidate_pools`): an exit
+    on a larger map pools down to the largest side a default exit quantises.
+    """
+    units = fine_units(backbone.stages)
+    stages = regroup(units, points)
+    shapes = unit_shapes(units, backbone.input_shape)
+    default_sides = [max(h, w) for h, w in _map_sizes(backbone.stages, backbone.input_shape)]
+    pools = candidate_pools([max(shapes[p][1:]) for p in points], default_sides, backbone.exit_pools)
+    return Backbone(stages, backbone.input_shape, exit_pools=pools)
+
+
 def build_model(cfg: ModelConfig, *, load_weights: bool = True) -> MultiExitNetwork:
     """The backbone named in `cfg` with exit heads (`cfg.exit_head`) after each stage but the last.
 
@@ -60,6 +75,8 @@ def build_model(cfg: ModelConfig, *, load_weights: bool = True) -> MultiExitNetw
     if cfg.exit_head not in EXIT_HEADS:
         raise ConfigError(f"unknown exit head {cfg.exit_head!r}; choose one of {', '.join(EXIT_HEADS)}")
     backbone = configured_backbone(cfg, load_weights=load_weights)
+    if cfg.exit_points is not None:
+        backbone = placed_backbone(backbone, cfg.exit_points)
     pools = cfg.exit_pools if cfg.exit_pools is not None else backbone.exit_pools
     if len(pools) != len(backbone.stages) - 1:
         raise ConfigError(f"exit_pools needs {len(backbone.stages) - 1} entries, got {pools}")

@@ -126,15 +126,21 @@ class BoFExits(ExitHeads):
         n_classifiers = 1 if shared_classifier else self.num_exits
         self.classifiers = nn.ModuleList(nn.Linear(dim, num_classes) for _ in range(n_classifiers))
 
+    def histogram(self, index: int, features: torch.Tensor) -> torch.Tensor:
+        """(B, K') histogram of exit `index` alone, before aggregation (K' = K, or 4K at spatial level 1)."""
+        # Rescale by K so histogram entries are O(1): a raw histogram (entries ~1/K) barely trains.
+        pooling: BoFPooling = self.bof[index]  # type: ignore[assignment]
+        return pooling(features) * self.codewords
+
+    def classify(self, index: int, aggregate: torch.Tensor) -> torch.Tensor:
+        """(B, classes) logits of exit `index` from its aggregated histogram."""
+        return self.classifiers[0 if len(self.classifiers) == 1 else index](aggregate)
+
     def step(
         self, index: int, features: torch.Tensor, state: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # Rescale by K so histogram entries are O(1): a raw histogram (entries ~1/K) barely trains.
-        pooling: BoFPooling = self.bof[index]  # type: ignore[assignment]
-        hist = pooling(features) * self.codewords  # (B, K') with K' = K or 4K
-        agg = aggregate_histograms(state, hist, index, self.aggregation)
-        classifier = self.classifiers[0 if len(self.classifiers) == 1 else index]
-        return classifier(agg), agg
+        agg = aggregate_histograms(state, self.histogram(index, features), index, self.aggregation)
+        return self.classify(index, agg), agg
 
     @torch.no_grad()
     def init_from_features(
