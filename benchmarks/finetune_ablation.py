@@ -43,15 +43,17 @@ from bofexits.training.checkpoint import load_model
 from bofexits.training.loop import CHECKPOINT, train
 from bofexits.training.splits import run_splits
 
-DEFAULT_ROWS = [
-    "ft2:finetune_epochs=2",
+DEFAULT_ROWS = [  # the ablation in docs/decisions.md, "Joint fine-tuning"
+    "ft2:finetune_epochs=2,finetune_lr=3e-4",
     "ft2-lr1e-3:finetune_epochs=2,finetune_lr=1e-3",
-    "ft2-lr1e-4:finetune_epochs=2,finetune_lr=1e-4",
-    "ft2-nodistill:finetune_epochs=2,finetune_distill=0",
-    "ft2-distill1:finetune_epochs=2,finetune_distill=1",
-    "ft2-early:finetune_epochs=2,finetune_weights=2/1.5/1/1",
-    "ft1:finetune_epochs=1",
-    "ft4:finetune_epochs=4",
+    "ft2-lr3e-3:finetune_epochs=2,finetune_lr=3e-3",
+    "ft2-lr1e-3-early:finetune_epochs=2,finetune_lr=1e-3,finetune_weights=4/2/1/1",
+    "ft2-lr3e-3-early:finetune_epochs=2,finetune_lr=3e-3,finetune_weights=4/2/1/1",
+    "ft4-lr3e-3:finetune_epochs=4,finetune_lr=3e-3",
+    "ft2-lr3e-3-nodistill:finetune_epochs=2,finetune_lr=3e-3,finetune_distill=0",
+    "ft2-lr1e-2:finetune_epochs=2,finetune_lr=1e-2",
+    "ft2-lr3e-3-distill1:finetune_epochs=2,finetune_lr=3e-3,finetune_distill=1",
+    "ft1-lr3e-3:finetune_epochs=1,finetune_lr=3e-3",
 ]
 
 
@@ -127,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "--row", action="append", help="NAME:key=value,... (repeatable; default: the standard grid)"
     )
     p.add_argument("--data-dir", help="the run's data folder (default: the one it was trained from)")
+    p.add_argument("--readme", action="store_true", help="also replace the README's `finetune` block")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     start = time.perf_counter()
@@ -177,7 +180,13 @@ def _write(args: argparse.Namespace, rows: list[dict[str, Any]], start: float) -
         "seconds": time.perf_counter() - start,
         "rows": plain,
     }
-    write_result(args.out, "finetune", result, table(rows))
+    head = (
+        f"Fine-tuning `{args.checkpoint}` (its frozen-backbone network is the first row), every row resumed "
+        f"from it; knees held to that network's full accuracy (test {pct(rows[0]['test'].reference_accuracy)}). "
+        f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, torch {torch.__version__}. "
+        f"`python benchmarks/finetune_ablation.py {args.checkpoint} --readme`."
+    )
+    write_result(args.out, "finetune", result, f"{head}\n\n{table(rows)}", "finetune" if args.readme else None)
 
 
 if __name__ == "__main__":

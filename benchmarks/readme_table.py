@@ -36,7 +36,8 @@ def _setup(results: Sweep) -> str:
         else f"{plat.threads} threads; not timed."
     )
     trained = (
-        f"`{train.backbone}` backbone, {train.epochs} epochs ({train.mode})" if train else "a trained network"
+        f"`{train.backbone}` backbone, {train.epochs} epochs ({train.mode}"
+        f"{': ' + train.phases if train.phases else ''})" if train else "a trained network"
     )
     return (
         f"{results.dataset or 'the'} test set ({results.num_test} images), {trained}, {results.variant} rule on "

@@ -93,6 +93,15 @@ class TrainingInfo:
     history: list[dict[str, Any]] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
+    @property
+    def phases(self) -> str:
+        """Epochs per phase in training order, e.g. "10 backbone, 8 exits, 2 finetune" ("" without history)."""
+        counts: dict[str, int] = {}
+        for record in self.history:
+            phase = str(record.get("phase", "?"))
+            counts[phase] = counts.get(phase, 0) + 1
+        return ", ".join(f"{n} {p}" for p, n in counts.items())
+
     def to_dict(self) -> dict[str, Any]:
         return to_fields(self)
 
