@@ -165,13 +165,13 @@ def main(argv: list[str] | None = None) -> int:
                 **judge(run_dir / CHECKPOINT, val, test, reference),
             }
         )
-        _write(args, rows, start)
+        _write(args, base_cfg, rows, start)
         print(f"{name}: {seconds:.0f} s", file=sys.stderr)
-    _write(args, rows, start)
+    _write(args, base_cfg, rows, start)
     return 0
 
 
-def _write(args: argparse.Namespace, rows: list[dict[str, Any]], start: float) -> None:
+def _write(args: argparse.Namespace, base: TrainConfig, rows: list[dict[str, Any]], start: float) -> None:
     plain = [{**r, **{s: r[s].to_dict() for s in ("val", "test")}} for r in rows]
     result = {
         "checkpoint": str(args.checkpoint),
@@ -181,7 +181,9 @@ def _write(args: argparse.Namespace, rows: list[dict[str, Any]], start: float) -
         "rows": plain,
     }
     head = (
-        f"Fine-tuning `{args.checkpoint}` (its frozen-backbone network is the first row), every row resumed "
+        f"Fine-tuning `{args.checkpoint}` (its frozen-backbone network is the first row; "
+        f"`bofexits train --dataset {base.dataset} --epochs {base.epochs} --exit-epochs {base.exit_epochs} "
+        f"--finetune-epochs 0 --no-shared-width --out {args.checkpoint.parent}` trains it), every row resumed "
         f"from it; knees held to that network's full accuracy (test {pct(rows[0]['test'].reference_accuracy)}). "
         f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, torch {torch.__version__}. "
         f"`python benchmarks/finetune_ablation.py {args.checkpoint} --readme`."
