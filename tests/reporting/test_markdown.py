@@ -19,6 +19,11 @@ def test_sweep_section(sweep_result: Sweep) -> None:
     assert "## Targets" in text and "## The knob: conditional rule on max_prob (real early exit)" in text
     assert "Oracle (earliest correct exit): 95.00% at 40.0% MACs." in text
     assert "- `max_prob/mean`: 1: 85.00/50" in text
+    phased = [{"epoch": i + 1, "phase": p} for i, p in enumerate(["backbone", "exits", "exits", "finetune"])]
+    trained = dataclasses.replace(sweep_result.training, epochs=4, history=phased)
+    assert "4 epochs (two-phase training: 1 backbone, 2 exits, 1 finetune, 1.5 min)" in render_markdown(
+        dataclasses.replace(sweep_result, training=trained)
+    )
     untimed = dataclasses.replace(sweep_result, timing=None, training=None, dataset=None)
     text = render_markdown(untimed)
     assert (

@@ -33,6 +33,7 @@ __all__ = [
     "beta_points",
     "oracle_reach",
     "simulated_beta_points",
+    "simulated_points",
     "summarize_frontier",
 ]
 
@@ -72,6 +73,27 @@ class FrontierSummary:
         return asdict(self)
 
 
+def simulated_points(
+    exit_logits: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    calibration: ExitCalibration,
+    costs: CostTable,
+    variant: str,
+    betas: Sequence[float],
+    *,
+    indexed: bool = False,
+) -> tuple[list[Point], list[torch.Tensor]]:
+    """The rule at each of `betas`, simulated from all exits' outputs, and the exit each sample
+    takes at each (`summarize`: knob "beta", the value, and with `indexed` its position in `betas`)."""
+    out, exits = [], []
+    for i, beta in enumerate(betas):
+        r = simulate(CalibratedThreshold(calibration, beta, variant), list(exit_logits))
+        where = {"index": i} if indexed else {}
+        out.append(summarize(r.predictions, r.exit_index, labels, costs, knob="beta", value=beta, **where))
+        exits.append(r.exit_index)
+    return out, exits
+
+
 def simulated_beta_points(
     exit_logits: Sequence[torch.Tensor],
     labels: torch.Tensor,
@@ -80,14 +102,9 @@ def simulated_beta_points(
     variant: str,
     points: int = GRID_POINTS,
 ) -> tuple[list[Point], list[torch.Tensor]]:
-    """Every beta of `beta_grid(variant, points)`, simulated from all exits' outputs, and the exit
-    each sample takes at each (`summarize`: knob "beta", the value and its grid index)."""
-    out, exits = [], []
-    for i, beta in enumerate(beta_grid(variant, points)):
-        r = simulate(CalibratedThreshold(calibration, beta, variant), list(exit_logits))
-        out.append(summarize(r.predictions, r.exit_index, labels, costs, knob="beta", value=beta, index=i))
-        exits.append(r.exit_index)
-    return out, exits
+    """`simulated_points` over every beta of `beta_grid(variant, points)`, each with its grid index."""
+    betas = beta_grid(variant, points)
+    return simulated_points(exit_logits, labels, calibration, costs, variant, betas, indexed=True)
 
 
 def beta_points(

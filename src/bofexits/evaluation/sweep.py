@@ -22,6 +22,7 @@ from bofexits.devices import place_model
 from bofexits.evaluation.agreement import Mismatch, mismatch
 from bofexits.evaluation.collect import collect_runtime_logits, run_adaptive, summarize
 from bofexits.evaluation.cost import CostTable, measure_costs
+from bofexits.evaluation.frontier import simulated_points
 from bofexits.evaluation.grids import DEFAULT_BETAS
 from bofexits.evaluation.metrics import accuracy
 from bofexits.evaluation.points import MAX_DROP, Point, PointTiming, knee_point
@@ -98,8 +99,8 @@ class TrainingInfo:
         """Epochs per phase in training order, e.g. "10 backbone, 8 exits, 2 finetune" ("" without history)."""
         counts: dict[str, int] = {}
         for record in self.history:
-            phase = str(record.get("phase", "?"))
-            counts[phase] = counts.get(phase, 0) + 1
+            if isinstance(record.get("phase"), str):  # histories written before phases were recorded have none
+                counts[record["phase"]] = counts.get(record["phase"], 0) + 1
         return ", ".join(f"{n} {p}" for p, n in counts.items())
 
     def to_dict(self) -> dict[str, Any]:
@@ -300,7 +301,7 @@ def sweep(
         oracle=summarize(best.predictions, best.exit_index, labels, costs),
         points=points,
         comparisons={
-            f"{s}/{v}": _simulated_points(all_logits, labels, calibrations[s], costs, v, DEFAULT_BETAS[v])
+            f"{s}/{v}": simulated_points(all_logits, labels, calibrations[s], costs, v, DEFAULT_BETAS[v])[0]
             for s, v in extra
         },
         simulation_matches_runtime=not mismatches,
@@ -328,21 +329,6 @@ def _points(
         out.append(point)
         exits.append(result.exit_index)
     return out, exits
-
-
-def _simulated_points(
-    all_logits: list[torch.Tensor],
-    labels: torch.Tensor,
-    cal: ExitCalibration,
-    costs: CostTable,
-    variant: str,
-    betas: Sequence[float],
-) -> list[Point]:
-    out = []
-    for beta in betas:
-        r = simulate(CalibratedThreshold(cal, beta, variant), all_logits)
-        out.append(summarize(r.predictions, r.exit_index, labels, costs, knob="beta", value=beta))
-    return out
 
 
 def _time(

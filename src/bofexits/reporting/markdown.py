@@ -29,7 +29,8 @@ def _setup(result: Sweep) -> list[str]:
     if (train := result.training) is not None:
         out += [
             f"Backbone `{train.backbone}`, {train.epochs} epochs ({train.mode} training"
-            f"{': ' + train.phases if train.phases else ''}, {train.seconds / 60:.1f} min), calibration on the {train.calibration_split} split. "
+            f"{': ' + train.phases if train.phases else ''}, {train.seconds / 60:.1f} min), "
+            f"calibration on the {train.calibration_split} split. "
             f"Test set: {result.num_test} images, never used for calibration.",
             "",
         ]
