@@ -11,7 +11,7 @@ from, not to a lowered one of its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,8 +31,8 @@ __all__ = [
     "TIGHT_DROP",
     "FrontierSummary",
     "beta_points",
+    "first_reaching",
     "oracle_reach",
-    "simulated_beta_points",
     "simulated_points",
     "summarize_frontier",
 ]
@@ -94,19 +94,6 @@ def simulated_points(
     return out, exits
 
 
-def simulated_beta_points(
-    exit_logits: Sequence[torch.Tensor],
-    labels: torch.Tensor,
-    calibration: ExitCalibration,
-    costs: CostTable,
-    variant: str,
-    points: int = GRID_POINTS,
-) -> tuple[list[Point], list[torch.Tensor]]:
-    """`simulated_points` over every beta of `beta_grid(variant, points)`, each with its grid index."""
-    betas = beta_grid(variant, points)
-    return simulated_points(exit_logits, labels, calibration, costs, variant, betas, indexed=True)
-
-
 def beta_points(
     exit_logits: Sequence[torch.Tensor],
     labels: torch.Tensor,
@@ -115,8 +102,10 @@ def beta_points(
     variant: str,
     points: int = GRID_POINTS,
 ) -> list[Point]:
-    """The points of `simulated_beta_points`, as the policy comparison's points are."""
-    return simulated_beta_points(exit_logits, labels, calibration, costs, variant, points)[0]
+    """`simulated_points` over every beta of `beta_grid(variant, points)`, each with its grid index,
+    as the policy comparison's points are."""
+    betas = beta_grid(variant, points)
+    return simulated_points(exit_logits, labels, calibration, costs, variant, betas, indexed=True)[0]
 
 
 def oracle_reach(
@@ -124,10 +113,16 @@ def oracle_reach(
 ) -> float | None:
     """The oracle's least mean compute (fraction of the backbone's MACs) reaching accuracy `acc`, or None."""
     macs, accs = oracle_frontier(exit_logits, labels, costs.macs_at_exit())
-    reached = torch.nonzero(accs >= acc - 1e-12)
-    if not len(reached):
-        return None
-    return float(macs[int(reached[0])]) / costs.backbone_macs
+    return first_reaching(zip((macs / costs.backbone_macs).tolist(), accs.tolist(), strict=True), acc)
+
+
+def first_reaching(frontier: Iterable[tuple[float, float]], accuracy: float) -> float | None:
+    """The compute of the first (cheapest) (compute, accuracy) frontier point reaching `accuracy`, or None.
+
+    >>> first_reaching([(0.2, 0.8), (0.3, 0.9), (0.5, 0.95)], 0.9), first_reaching([(0.2, 0.8)], 0.9)
+    (0.3, None)
+    """
+    return next((m for m, a in frontier if a >= accuracy - 1e-12), None)
 
 
 def summarize_frontier(

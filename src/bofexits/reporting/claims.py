@@ -17,6 +17,7 @@ tie, not a win or a loss.
 from __future__ import annotations
 
 from bofexits.evaluation.comparison import BASELINES, Check, Claim, Comparison, Contrast, FamilyResult
+from bofexits.evaluation.frontier import first_reaching
 from bofexits.evaluation.points import Point, cheapest_reaching
 from bofexits.evaluation.significance import Interval
 from bofexits.reporting.format import fractions, pct, pp, times
@@ -339,11 +340,6 @@ def _speed_checks(comparison: Comparison, knee: Point) -> tuple[list[Check], lis
     return checks, slower
 
 
-def _oracle_reach(comparison: Comparison, knee: Point) -> float | None:
-    """The oracle's least relative MACs reaching the knee's accuracy (None if it never does)."""
-    return next((m for m, a in comparison.frontier if a >= knee.accuracy - 1e-12), None)
-
-
 def _oracle_check(knee: Point, reach: float) -> Check:
     """The knee's MACs against the oracle's at the same accuracy."""
     ratio = knee.relative_macs / reach
@@ -371,7 +367,7 @@ def _accuracy_and_time(comparison: Comparison) -> Claim:
     checks = [_level_check(comparison, lv, p) for lv, p in comparison.proposed.at_levels.items()]
     reasons = _behind(comparison)
     knee = comparison.proposed.knee
-    reach = _oracle_reach(comparison, knee) if knee is not None else None
+    reach = first_reaching(comparison.frontier, knee.accuracy) if knee is not None else None
     if knee is not None:
         speed, slower = _speed_checks(comparison, knee)
         checks += speed

@@ -188,7 +188,7 @@ def _train_one_epoch(
     epoch: int,
     opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LambdaLR,
-    teacher: torch.nn.ModuleList | None,
+    teacher: torch.nn.Sequential | None,
     *,
     progress: bool,
 ) -> float:
@@ -231,7 +231,7 @@ def _step(
     opt: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
-    teacher: torch.nn.ModuleList | None = None,
+    teacher: torch.nn.Sequential | None = None,
 ) -> tuple[float, int]:
     """One optimiser step on the global batch `(x, y)`; this rank's (loss sum, samples).
 

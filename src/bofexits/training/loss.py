@@ -11,6 +11,7 @@ which exits the loss counts.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from bofexits.config import TrainConfig
 from bofexits.models.multiexit import MultiExitNetwork
 
-__all__ = ["forward", "loss", "phases", "set_train_mode"]
+__all__ = ["epochs_before_finetuning", "forward", "loss", "phases", "set_train_mode"]
 
 
 def phases(cfg: TrainConfig) -> list[str]:
@@ -29,6 +30,15 @@ def phases(cfg: TrainConfig) -> list[str]:
     if cfg.mode == "frozen":
         return ["exits"] * cfg.epochs + finetune
     return ["backbone"] * cfg.epochs + ["exits"] * cfg.exit_epochs + finetune
+
+
+def epochs_before_finetuning(run_phases: Sequence[str]) -> int:
+    """How many epochs of `run_phases` come before fine-tuning (all of them when it has none).
+
+    >>> epochs_before_finetuning(["backbone", "exits", "finetune", "finetune"])
+    2
+    """
+    return sum(1 for p in run_phases if p != "finetune")
 
 
 def _kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:

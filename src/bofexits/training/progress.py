@@ -27,7 +27,7 @@ from bofexits.training.checkpoint import (
     save_checkpoint,
     update_checkpoint,
 )
-from bofexits.training.loss import phases
+from bofexits.training.loss import epochs_before_finetuning, phases
 from bofexits.training.run import Run
 from bofexits.training.teacher import make_teacher
 
@@ -44,7 +44,7 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
     codebooks_ready: bool = False
     resumed_from: dict[str, Any] | None = None  # the checkpoint read on resume (optimiser state)
-    teacher: nn.ModuleList | None = None  # fine-tuning's frozen teacher, once fine-tuning has begun
+    teacher: nn.Sequential | None = None  # fine-tuning's frozen teacher, once fine-tuning has begun
 
 
 def resume_from(run: Run) -> Progress:
@@ -59,7 +59,7 @@ def resume_from(run: Run) -> Progress:
         )
     load_state_into(run.model, state.get("model"), f"checkpoint {run.ckpt_path}")
     teacher = None
-    tuned = epoch - sum(1 for p in run.phases if p != "finetune")  # fine-tuning epochs done
+    tuned = epoch - epochs_before_finetuning(run.phases)  # fine-tuning epochs done
     if tuned > 0 and run.cfg.finetune_distill > 0 and state.get("teacher") is None:
         raise CheckpointError(
             f"checkpoint {run.ckpt_path} is {tuned} epoch(s) into fine-tuning but holds no teacher to distil "
@@ -82,8 +82,7 @@ def adds_finetuning(saved: TrainConfig, cfg: TrainConfig, epoch: int) -> bool:
     checkpoint is exactly what the new config would have written by then.
     """
     unchanged = dataclasses.replace(saved, **{k: getattr(cfg, k) for k in FINETUNE_KEYS})
-    first_finetune = sum(1 for p in phases(cfg) if p != "finetune")
-    return unchanged == cfg and epoch <= first_finetune
+    return unchanged == cfg and epoch <= epochs_before_finetuning(phases(cfg))
 
 
 def start_fresh(run: Run, run_dir: Path) -> Progress:

@@ -20,13 +20,14 @@ from bofexits.models.multiexit import MultiExitNetwork
 __all__ = ["make_teacher", "teacher_logits"]
 
 
-def make_teacher(model: MultiExitNetwork, state: Mapping[str, torch.Tensor] | None = None) -> nn.ModuleList:
-    """A frozen copy of `model`'s stages in eval mode; with `state`, those weights loaded into it.
+def make_teacher(model: MultiExitNetwork, state: Mapping[str, torch.Tensor] | None = None) -> nn.Sequential:
+    """A frozen copy of `model`'s stages, chained as the plain backbone runs them, in eval mode;
+    with `state`, those weights loaded into it (its keys are the stages' own: "0.0.weight", ...).
 
     `state` is a saved teacher's `state_dict` (a resumed fine-tuning run); the caller has checked
     it with `checkpoint.load_state_into`'s rules.
     """
-    teacher = copy.deepcopy(model.stages)
+    teacher = nn.Sequential(*copy.deepcopy(list(model.stages)))
     if state is not None:
         teacher.load_state_dict(dict(state))
     teacher.eval()
@@ -36,8 +37,6 @@ def make_teacher(model: MultiExitNetwork, state: Mapping[str, torch.Tensor] | No
 
 
 @torch.no_grad()
-def teacher_logits(teacher: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
-    """The teacher's final logits for the batch `x` (its stages chained, as the plain backbone runs)."""
-    for stage in teacher:
-        x = stage(x)
-    return x
+def teacher_logits(teacher: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """The teacher's final logits for the batch `x`, with no graph: it only ever gives targets."""
+    return teacher(x)

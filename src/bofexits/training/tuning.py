@@ -24,7 +24,7 @@ from bofexits.devices import describe_device, place_model, resolve_device
 from bofexits.errors import ConfigError, TargetUnreachableError
 from bofexits.evaluation.collect import collect_logits
 from bofexits.evaluation.cost import CostTable, measure_costs
-from bofexits.evaluation.frontier import beta_points, simulated_beta_points  # beta_points re-exported
+from bofexits.evaluation.frontier import beta_points, simulated_points  # beta_points re-exported
 from bofexits.evaluation.grids import GRID_POINTS, beta_grid  # beta_grid re-exported: its home is grids
 from bofexits.evaluation.metrics import accuracy
 from bofexits.evaluation.points import Point, at_compute, knee_point
@@ -179,7 +179,8 @@ def _candidates(
     exit_latency_ms: Sequence[float] | None,
 ) -> tuple[list[Point], list[float] | None]:
     """`beta_points`, and with `exit_latency_ms` each point's mean batch-1 latency."""
-    out, exits = simulated_beta_points(exit_logits, labels, calibration, costs, variant, points)
+    betas = beta_grid(variant, points)
+    out, exits = simulated_points(exit_logits, labels, calibration, costs, variant, betas, indexed=True)
     if exit_latency_ms is None:
         return out, None
     lat = torch.tensor(exit_latency_ms, dtype=torch.float64)
